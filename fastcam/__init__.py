@@ -1,0 +1,11 @@
+"""fastcam: fast, batched, on-device class activation maps for CNNs.
+
+>>> import fastcam
+>>> maps = fastcam.GradCAM(model, "layer4")(images)      # (B, H, W) in [0, 1]
+"""
+from fastcam.explanation import Explanation
+from fastcam.methods import BaseCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+
+__version__ = "0.1.0"
+
+__all__ = ["BaseCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "__version__"]

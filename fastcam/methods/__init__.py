@@ -1,0 +1,7 @@
+"""One file per method; each adds a `_get_weights` hook over the shared path in `base.py`."""
+from fastcam.methods.base import BaseCAM
+from fastcam.methods.gradcam import GradCAM
+from fastcam.methods.gradcampp import GradCAMPlusPlus
+from fastcam.methods.scorecam import ScoreCAM
+
+__all__ = ["BaseCAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM"]

@@ -1,0 +1,48 @@
+"""fastcam: fast, batched, on-device class activation maps (Grad-CAM family, CF-CAM, SoftCAM)."""
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+VERSION = "0.1.0"
+
+setup(
+    name="fastcam",
+    version=VERSION,
+    description="High-performance explanation engine for CNNs: batched Grad-CAM, Grad-CAM++, Score-CAM, "
+    "CF-CAM and self-explainable SoftCAM, with Triton kernels and batched GPU DBSCAN.",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # The Triton kernels live in the top-level kernels/ folder but install as fastcam.kernels,
+    # so nothing named plain `kernels` lands in site-packages.
+    packages=[
+        "fastcam",
+        "fastcam.methods",
+        "fastcam.cluster",
+        "fastcam.io",
+        "fastcam.metrics",
+        "fastcam.kernels",
+    ],
+    package_dir={"fastcam": "fastcam", "fastcam.kernels": "kernels"},
+    package_data={"fastcam": ["py.typed", "data/*"]},
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "scikit-learn>=1.3",
+        "scipy>=1.10",
+        "triton>=3.0; platform_system == 'Linux'",
+        "tqdm>=4.60",
+        "safetensors>=0.4",
+        "zarr>=2.16",
+        "pillow>=9.0",
+        "matplotlib>=3.7",
+        "pydicom>=2.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4", "pytest-timeout>=2", "hypothesis>=6", "captum>=0.7", "torchcam>=0.4"],
+        "cuda": ["cupy-cuda12x>=13"],
+        "cuml": ["cuml-cu12>=24.2"],
+    },
+    entry_points={"console_scripts": ["fastcam=fastcam.cli:main"]},
+)

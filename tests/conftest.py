@@ -1,0 +1,45 @@
+"""Shared test setup.
+
+Without a GPU, Triton kernels run in Triton's interpreter on CPU tensors; TRITON_INTERPRET must be set
+before triton is first imported, which is why it is set here, at collection time.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from fastcam.models import tiny_densenet, tiny_resnet, tiny_vgg  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def resnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return tiny_resnet(num_classes=5).eval()
+
+
+@pytest.fixture
+def vgg() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return tiny_vgg(num_classes=5).eval()
+
+
+@pytest.fixture
+def densenet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return tiny_densenet(num_classes=5).eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(4, 3, 64, 48, generator=torch.Generator().manual_seed(1))
