@@ -1,0 +1,177 @@
+"""The `fastcam` command line (also `python -m fastcam`, and `torchrun ... -m fastcam`).
+
+Each subcommand has one `_add_<name>_parser(sub)` function that declares its flags and sets
+`func=` to the function that runs it; `SUBCOMMANDS` registers them in one place. Heavy imports
+(torch, zarr, matplotlib) happen inside the run functions so `fastcam --help` stays instant.
+
+    fastcam explain --model tiny_resnet --weights w.safetensors --layer layer4 --method gradcam \
+        --data images/ --out runs/gradcam --overlays --report
+    fastcam demo --out runs/demo
+    fastcam report runs/demo/gradcam runs/demo/cfcam --out report.html
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+METHODS = ("gradcam", "gradcampp", "scorecam", "cfcam", "softcam")
+
+
+def _parse_method_arg(text: str) -> tuple[str, object]:
+    """`key=value` -> (key, value) with the value parsed as JSON when it can be (ints, floats, bools)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--method-arg expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_explain_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="explain every image of a folder into a resumable run directory",
+        description="Explain every image of a folder (PNG, JPEG, TIFF, DICOM) batch by batch into a resumable "
+        "run directory (Zarr store + run.json). Re-running the same command resumes a killed run; a run "
+        "directory written with other settings is refused. Under torchrun each rank explains a strided "
+        "shard of the data.",
+    )
+    model = p.add_argument_group("model")
+    model.add_argument("--model", required=True, metavar="SPEC",
+                       help="a fastcam.models builder (resnet18, tiny_resnet, ...), a torchvision model name "
+                       "(when torchvision is importable), or module:factory for your own code")
+    model.add_argument("--weights", metavar="FILE",
+                       help="safetensors file, or a state dict loaded with torch.load(weights_only=True)")
+    model.add_argument("--num-classes", type=int, metavar="K", help="classes of the model (builders and torchvision)")
+    model.add_argument("--in-channels", type=int, metavar="C", help="input channels (fastcam.models builders)")
+    model.add_argument("--layer", metavar="NAME", help="target layer, dotted module name (not needed for softcam)")
+    method = p.add_argument_group("method")
+    method.add_argument("--method", choices=METHODS, default="gradcam")
+    method.add_argument("--method-arg", action="append", type=_parse_method_arg, default=[], metavar="KEY=VALUE",
+                        help="extra keyword argument of the method's constructor (repeatable), e.g. "
+                        "--method-arg batch_size=64")
+    method.add_argument("--targets", default="predicted", metavar="predicted|INT|FILE",
+                        help="class to explain: the predicted class (default), one class index for all, or a "
+                        "CSV/JSON file mapping relative image paths to class indices")
+    data = p.add_argument_group("data and preprocessing")
+    data.add_argument("--data", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    data.add_argument("--size", type=int, nargs="+", metavar="N", help="resize to H W (or N N); default: the "
+                      "model spec's size (224 for torchvision models), else the images' own size")
+    data.add_argument("--mean", type=float, nargs="+", help="normalisation mean per channel (after scaling to [0, 1])")
+    data.add_argument("--std", type=float, nargs="+", help="normalisation std per channel")
+    data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", required=True, metavar="RUN", help="run directory (created, or resumed)")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available); under "
+                     "torchrun each rank uses cuda:LOCAL_RANK")
+    run.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast the model's forward passes")
+    run.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage dtype of the maps")
+    run.add_argument("--no-resume", action="store_true",
+                     help="refuse to continue an existing run directory instead of resuming it")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--overlays", action="store_true", help="write PNG overlays (map on image) under RUN/overlays")
+    out.add_argument("--colormap", default="jet", help="matplotlib colormap of the overlays")
+    out.add_argument("--alpha", type=float, default=0.5, help="opacity of the map in the overlays")
+    out.add_argument("--report", action="store_true", help="write RUN/report.html (implies --overlays)")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_explain)
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from fastcam.pipeline import explain_folder_cli
+
+    return explain_folder_cli(args)
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the built-in job: synthetic lesions, a small CNN + SoftCAM, all five methods, overlays, report",
+        description="Generate the deterministic synthetic lesion dataset (ground-truth masks kept), train a small "
+        "CNN and its SoftCAM conversion on CPU, explain the test split with Grad-CAM, Grad-CAM++, Score-CAM, "
+        "CF-CAM and SoftCAM (one run directory per method under OUT), write overlays and OUT/report.html.",
+    )
+    p.add_argument("--out", default="runs/demo", metavar="DIR")
+    p.add_argument("--quick", action="store_true", help="a tiny, fast configuration (CI): few images, one epoch")
+    p.add_argument("--n-train", type=int, default=None, help="training images (default 640; --quick 48)")
+    p.add_argument("--n-test", type=int, default=None, help="test images explained (default 64; --quick 8)")
+    p.add_argument("--image-size", type=int, default=None, help="square image side (default 64; --quick 32)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of the CNN (default 8; --quick 1)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from fastcam.demo import demo_cli
+
+    return demo_cli(args)
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one HTML report over one or more run directories of the same images",
+        description="Write a self-contained static HTML report (opens from disk): a grid of images with each "
+        "run's overlay, predicted class and score, and summary tables. Runs must cover the same images.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", required=True, metavar="HTML")
+    p.add_argument("--data", metavar="DIR", help="image folder (default: the first run's data folder)")
+    p.add_argument("--masks", metavar="DIR", help="ground-truth masks with the images' relative names")
+    p.add_argument("--max-images", type=int, default=200, help="images shown in the grid")
+    p.add_argument("--title", default="fastcam report")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from fastcam.io.report import report_cli
+
+    return report_cli(args)
+
+
+#: every subcommand, registered in one place: add yours here (issue 6: eval, bench)
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_explain_parser,
+    _add_demo_parser,
+    _add_report_parser,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fastcam import __version__
+
+    parser = argparse.ArgumentParser(prog="fastcam", description="Fast, batched CNN explanations.")
+    parser.add_argument("--version", action="version", version=f"fastcam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fastcam` console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # user errors: a clear message, no traceback
+        print(f"fastcam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastcam {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
