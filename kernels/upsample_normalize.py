@@ -1,0 +1,199 @@
+r"""Fused bilinear upsampling + per-image max-normalisation of non-negative low-resolution maps.
+
+For each image b, with $U$ PyTorch's bilinear upsampling (``align_corners=False``) from (h, w) to (H, W):
+
+$$ M_b = \frac{U(L_b)}{\max\big(\max_{y,x} U(L_b)(y, x),\ \text{tiny}\big)} $$
+
+so an all-zero map stays zero (tiny = smallest normal float32: no division by zero, no NaN).
+Source coordinates follow PyTorch exactly: with $s = h / H$ (in float32),
+$y_{src} = \max(s\,(y + \tfrac12) - \tfrac12,\ 0)$, $y_0 = \lfloor y_{src} \rfloor$,
+$y_1 = \min(y_0 + 1, h - 1)$, $\lambda_y = y_{src} - y_0$; the same along x.
+
+One program per image; it walks the output in (BLOCK_H, BLOCK_W) tiles twice: the first pass finds the
+upsampled map's max, the second recomputes each tile and stores it divided by that max. Recomputing from
+the tiny low-resolution map (it stays in L1/L2) is cheaper than writing the unnormalised map and reading it
+back, so the (B, H, W) output crosses memory exactly once, in one launch, with no atomics and no host sync.
+Row/column indices and weights are computed once per tile row/column (the interpolation is separable).
+
+Torch reference: `fastcam.methods._combine.upsample_normalize` (re-exported here as
+`upsample_normalize_reference`). SoftCAM's explanation maps reuse `upsample_normalize` from this module.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from fastcam.methods._combine import upsample_normalize as upsample_normalize_reference
+
+__all__ = ["upsample_normalize", "upsample_normalize_reference", "check_size", "launch_guard"]
+
+_TINY = torch.finfo(torch.float32).tiny
+
+
+@triton.jit
+def _bilinear_tile(low, h, w, stride_lh, stride_lw, rows, cols, scale_h, scale_w, mask):
+    """Bilinear samples of one image's low-res map at output rows (BLOCK_H,) x cols (BLOCK_W,), float32."""
+    src_y = tl.maximum(scale_h * (rows.to(tl.float32) + 0.5) - 0.5, 0.0)
+    y0 = tl.minimum(src_y.to(tl.int32), h - 1)  # src >= 0, so truncation is floor
+    y1 = tl.where(y0 < h - 1, y0 + 1, y0)
+    ly1 = tl.minimum(tl.maximum(src_y - y0.to(tl.float32), 0.0), 1.0)
+    ly0 = 1.0 - ly1
+    src_x = tl.maximum(scale_w * (cols.to(tl.float32) + 0.5) - 0.5, 0.0)
+    x0 = tl.minimum(src_x.to(tl.int32), w - 1)
+    x1 = tl.where(x0 < w - 1, x0 + 1, x0)
+    lx1 = tl.minimum(tl.maximum(src_x - x0.to(tl.float32), 0.0), 1.0)
+    lx0 = 1.0 - lx1
+
+    r0 = (y0 * stride_lh)[:, None]
+    r1 = (y1 * stride_lh)[:, None]
+    c0 = (x0 * stride_lw)[None, :]
+    c1 = (x1 * stride_lw)[None, :]
+    v00 = tl.load(low + r0 + c0, mask=mask, other=0.0).to(tl.float32)
+    v01 = tl.load(low + r0 + c1, mask=mask, other=0.0).to(tl.float32)
+    v10 = tl.load(low + r1 + c0, mask=mask, other=0.0).to(tl.float32)
+    v11 = tl.load(low + r1 + c1, mask=mask, other=0.0).to(tl.float32)
+    wx0 = lx0[None, :]
+    wx1 = lx1[None, :]
+    # Same association as PyTorch's CUDA kernel: rows first, then the two row interpolants.
+    return ly0[:, None] * (wx0 * v00 + wx1 * v01) + ly1[:, None] * (wx0 * v10 + wx1 * v11)
+
+
+@triton.jit
+def _upsample_normalize_kernel(
+    low_ptr,
+    out_ptr,
+    h,
+    w,
+    H,
+    W,
+    stride_lb,
+    stride_lh,
+    stride_lw,
+    stride_ob,
+    stride_oh,
+    stride_ow,
+    scale_h,
+    scale_w,
+    tiny,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    low = low_ptr + b * stride_lb
+    out = out_ptr + b * stride_ob
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_w = tl.arange(0, BLOCK_W)
+
+    # Pass 1: the upsampled map's max (masked lanes are -inf so they never win).
+    running = tl.full((BLOCK_H, BLOCK_W), float("-inf"), tl.float32)
+    for y_start in range(0, H, BLOCK_H):
+        rows = y_start + offs_h
+        for x_start in range(0, W, BLOCK_W):
+            cols = x_start + offs_w
+            mask = (rows < H)[:, None] & (cols < W)[None, :]
+            tile = _bilinear_tile(low, h, w, stride_lh, stride_lw, rows, cols, scale_h, scale_w, mask)
+            running = tl.maximum(running, tl.where(mask, tile, float("-inf")))
+    peak = tl.maximum(tl.max(tl.max(running, axis=1), axis=0), tiny)
+
+    # Pass 2: recompute and store normalised (a division, as the reference: the max maps to exactly 1).
+    for y_start in range(0, H, BLOCK_H):
+        rows = y_start + offs_h
+        for x_start in range(0, W, BLOCK_W):
+            cols = x_start + offs_w
+            mask = (rows < H)[:, None] & (cols < W)[None, :]
+            tile = _bilinear_tile(low, h, w, stride_lh, stride_lw, rows, cols, scale_h, scale_w, mask)
+            dst = out + (rows.to(tl.int64) * stride_oh)[:, None] + (cols.to(tl.int64) * stride_ow)[None, :]
+            tl.store(dst, tile / peak, mask=mask)
+
+
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) as two positive ints, or a ValueError/TypeError naming the problem."""
+    if isinstance(size, Tensor) or not isinstance(size, Sequence) or len(size) != 2:
+        raise TypeError(f"size must be a pair (H, W) of ints, got {size!r}")
+    height, width = size
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in (height, width)):
+        raise TypeError(f"size must be a pair (H, W) of ints, got {size!r}")
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size!r}")
+    return height, width
+
+
+def launch_guard(tensor: Tensor) -> torch.cuda.device | _NoGuard:
+    """Triton launches on the *current* CUDA device: make it the tensor's (multi-GPU, torchrun)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else _NoGuard()
+
+
+class _NoGuard:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _tile_shape(height: int, width: int, on_gpu: bool) -> tuple[int, int, int]:
+    """(BLOCK_H, BLOCK_W, num_warps). On GPU: 4,096-element tiles, rows of up to 128 contiguous floats.
+    In the interpreter (CPU) every program step costs ~1.5 ms, so take the whole map in one step when it
+    fits in 2**16 elements."""
+    block_w = triton.next_power_of_2(width)
+    if on_gpu:
+        block_w = min(block_w, 128)
+        block_h = min(triton.next_power_of_2(height), max(1, 4096 // block_w))
+        return block_h, block_w, 8
+    block_w = min(block_w, 256)
+    block_h = min(triton.next_power_of_2(height), max(1, 65536 // block_w))
+    return block_h, block_w, 4
+
+
+def upsample_normalize(lowres: Tensor, size: Sequence[int], *, out: Tensor | None = None) -> Tensor:
+    """Bilinear upsampling (align_corners=False) of non-negative (B, h, w) maps to `size` = (H, W), each
+    divided by its own max -> (B, H, W) float32. An all-zero map stays zero.
+
+    Args:
+        lowres: (B, h, w) float32/float16/bfloat16, any strides (read in place, accumulated in float32).
+            Values are assumed non-negative (ReLU'd CAMs); not checked, which would need a host sync.
+        size: output (H, W).
+        out: optional (B, H, W) float32 buffer on the same device (any strides), overwritten entirely.
+    """
+    if not isinstance(lowres, Tensor):
+        raise TypeError(f"lowres must be a torch.Tensor, got {type(lowres).__name__}")
+    if lowres.dim() != 3:
+        raise ValueError(f"lowres must be (B, h, w), got shape {tuple(lowres.shape)}")
+    if lowres.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"lowres must be float32, float16 or bfloat16, got {lowres.dtype}")
+    height, width = check_size(size)
+    batch, low_h, low_w = lowres.shape
+    if low_h < 1 or low_w < 1:
+        raise ValueError(f"lowres maps must be at least 1x1, got {low_h}x{low_w}")
+    if out is None:
+        out = torch.empty((batch, height, width), dtype=torch.float32, device=lowres.device)
+    elif not isinstance(out, Tensor) or out.shape != (batch, height, width) or out.dtype != torch.float32:
+        got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"out must be a ({batch}, {height}, {width}) float32 tensor, got {got}")
+    elif out.device != lowres.device:
+        raise ValueError(f"out is on {out.device} but lowres is on {lowres.device}")
+    if batch == 0:
+        return out
+    block_h, block_w, warps = _tile_shape(height, width, lowres.is_cuda)
+    with launch_guard(lowres):
+        _upsample_normalize_kernel[(batch,)](
+            lowres,
+            out,
+            low_h,
+            low_w,
+            height,
+            width,
+            *lowres.stride(),
+            *out.stride(),
+            low_h / height,  # PyTorch's scale: in/out, rounded to float32 (exact ints, same rounding)
+            low_w / width,
+            _TINY,
+            BLOCK_H=block_h,
+            BLOCK_W=block_w,
+            num_warps=warps,
+        )
+    return out
