@@ -1,0 +1,151 @@
+"""Batched exact DBSCAN: one call clusters B independent point clouds.
+
+Semantics (all backends except cuML's border points) are scikit-learn's, label for label:
+a point's ε-neighbourhood includes itself and uses ‖x_i − x_j‖ <= ε (decided as squared distance
+<= fl(ε·ε) in float64, which is what scikit-learn compares); a point is *core* when its neighbourhood
+has at least `min_samples` points; clusters are the connected components of the core points under the
+neighbour relation, numbered 0, 1, ... by their smallest core-point index; a non-core point adjacent to
+at least one core point (a *border* point) takes the lowest cluster label among its core neighbours;
+everything else is noise (-1).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fastcam.cluster._inputs import (
+    ArrayLike,
+    EpsLike,
+    MinSamplesLike,
+    Problem,
+    check_eps,
+    check_min_samples,
+    check_points,
+)
+
+BACKENDS = ("auto", "torch", "sklearn", "cuml")
+
+
+@functools.lru_cache(maxsize=None)
+def cuml_available() -> bool:
+    """True when `cuml.cluster.DBSCAN` imports (it never does on our CI / GPU machines)."""
+    try:
+        from cuml.cluster import DBSCAN  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """"auto" means the batched torch backend for CUDA tensors and the scikit-learn loop on the CPU."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "torch" if device.type == "cuda" else "sklearn"
+    if backend == "cuml":
+        if device.type != "cuda":
+            raise ValueError("backend='cuml' needs CUDA points (torch CUDA tensor or CuPy array)")
+        if not cuml_available():
+            raise RuntimeError("backend='cuml' was asked for but cuML (cuml.cluster.DBSCAN) is not importable")
+    return backend
+
+
+def dbscan(
+    points: ArrayLike,
+    eps: EpsLike,
+    min_samples: MinSamplesLike,
+    backend: str = "auto",
+    valid: ArrayLike | None = None,
+    *,
+    memory_budget_bytes: int | None = None,
+) -> Any:
+    """Cluster B independent problems with DBSCAN (scikit-learn semantics, label for label).
+
+    Args:
+        points: (B, N, D) or (N, D) torch tensor (CPU or CUDA), numpy array, or CuPy array.
+            Integer/bool/float32 points are widened to float64 (exactly), as scikit-learn does.
+        eps: neighbourhood radius, > 0: a scalar or one per problem (B,).
+        min_samples: core threshold (the point itself counts), >= 1: an int or one per problem (B,).
+        backend: "auto" (torch for CUDA tensors, sklearn on CPU), "torch", "sklearn" or "cuml".
+        valid: optional (B, N) bool mask for ragged batches; invalid points get label -1, never
+            influence any other point, and may hold any value (even NaN).
+        memory_budget_bytes: torch backend only: cap on per-chunk temporaries (problems are processed
+            in chunks so that B·N² never sits in memory at once).
+
+    Returns:
+        (B, N) int64 labels (-1 noise, clusters 0.. per problem), or (N,) for a (N, D) input:
+        a torch tensor on the points' device for torch/CuPy input, a numpy array for numpy input.
+
+    Raises:
+        TypeError / ValueError: non-real or NaN/Inf points, D = 0, bad shapes, eps <= 0 or NaN,
+            min_samples < 1 or non-integer, unknown backend.
+    """
+    problem = check_points(points, valid)
+    batch = problem.points.shape[0]
+    radii = check_eps(eps, batch)
+    thresholds = check_min_samples(min_samples, batch)
+    chosen = resolve_backend(backend, problem.device)
+    if problem.points.shape[1] == 0 or batch == 0:
+        labels = torch.empty(problem.valid.shape, dtype=torch.int64, device=problem.device)
+    elif chosen == "sklearn":
+        labels = _dbscan_sklearn(problem, radii, thresholds)
+    elif chosen == "cuml":
+        labels = _dbscan_cuml(problem, radii, thresholds)
+    else:
+        from fastcam.cluster._torch_dbscan import dbscan_torch
+
+        labels = dbscan_torch(
+            problem.points, problem.valid, radii, thresholds, memory_budget_bytes=memory_budget_bytes
+        )
+    return problem.give_back(labels)
+
+
+def _dbscan_sklearn(problem: Problem, radii: np.ndarray, thresholds: np.ndarray) -> Tensor:
+    """The reference: `sklearn.cluster.DBSCAN` on each problem's valid points, float64, one call each."""
+    from sklearn.cluster import DBSCAN
+
+    points = problem.points.cpu().numpy()  # explicit host copy: scikit-learn runs on the CPU
+    valid = problem.valid.cpu().numpy()
+    labels = np.full(valid.shape, -1, dtype=np.int64)
+    for b in range(points.shape[0]):
+        keep = np.flatnonzero(valid[b])
+        if keep.size == 0:
+            continue
+        model = DBSCAN(eps=float(radii[b]), min_samples=int(thresholds[b]))
+        labels[b, keep] = model.fit(points[b, keep]).labels_
+    return torch.from_numpy(labels).to(problem.device)
+
+
+def _dbscan_cuml(problem: Problem, radii: np.ndarray, thresholds: np.ndarray) -> Tensor:
+    """`cuml.cluster.DBSCAN` on each problem's valid points (one call each; cuML has no batched input).
+
+    UNTESTED HERE: cuML cannot be installed on our CI or GPU machines; written against cuML's documented
+    API (DBSCAN(eps, min_samples, metric="euclidean", algorithm="brute", output_type, calc_core_sample_indices),
+    fit_predict(X, out_dtype)). Points go in as float64 CUDA tensors via `__cuda_array_interface__`
+    (zero-copy). cuML's core points and cluster membership follow the same definition, but its border
+    points (non-core points next to two clusters) may get a different cluster than scikit-learn's,
+    and its cluster numbering is its own: use the torch backend when label-for-label parity matters.
+    """
+    from cuml.cluster import DBSCAN
+
+    labels = torch.full(problem.valid.shape, -1, dtype=torch.int64, device=problem.device)
+    valid_rows = problem.valid.cpu()  # B·N bools, one small copy for the per-problem index lists
+    for b in range(problem.points.shape[0]):
+        keep = torch.nonzero(valid_rows[b]).squeeze(1).to(problem.device)
+        if keep.numel() == 0:
+            continue
+        model = DBSCAN(
+            eps=float(radii[b]),
+            min_samples=int(thresholds[b]),
+            metric="euclidean",
+            algorithm="brute",
+            output_type="cupy",
+            calc_core_sample_indices=False,  # saves a host sync per call
+        )
+        found = model.fit_predict(problem.points[b, keep].contiguous(), out_dtype="int64")
+        labels[b, keep] = torch.as_tensor(found, device=problem.device).to(torch.int64)
+    return labels
