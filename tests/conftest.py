@@ -5,7 +5,12 @@ before triton is first imported, which is why it is set here, at collection time
 """
 import os
 
-import torch
+# Some virtual machines advertise AMX but do not let processes use it: oneDNN's bf16 kernels then die
+# with SIGILL (seen on our CI machines under torch.autocast("cpu", bfloat16)). Cap oneDNN below AMX;
+# it must be set before torch initialises oneDNN.
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

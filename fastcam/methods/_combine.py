@@ -10,12 +10,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def weighted_sum_relu(activations: Tensor, weights: Tensor) -> Tensor:
-    r"""$L_b = \mathrm{ReLU}(\sum_c w_{bc} A_{bc})$, accumulated in float32.
+def accumulation(x: Tensor) -> Tensor:
+    """`x` in its accumulation dtype: at least float32 (half inputs are promoted), float64 kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
-    activations: (B, C, h, w) any float dtype; weights: (B, C) float32 -> (B, h, w) float32.
+
+def weighted_sum_relu(activations: Tensor, weights: Tensor) -> Tensor:
+    r"""$L_b = \mathrm{ReLU}(\sum_c w_{bc} A_{bc})$, accumulated in at least float32.
+
+    activations: (B, C, h, w) any float dtype; weights: (B, C) -> (B, h, w) float32.
     """
-    return torch.relu(torch.einsum("bc,bchw->bhw", weights.float(), activations.float()))
+    return torch.relu(torch.einsum("bc,bchw->bhw", accumulation(weights), accumulation(activations))).float()
 
 
 def upsample_normalize(lowres: Tensor, size: tuple[int, int]) -> Tensor:

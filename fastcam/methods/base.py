@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from fastcam._backend import check_backend, resolve_backend
 from fastcam._validation import TargetsLike, check_images, check_logits, resolve_layer, resolve_targets
 from fastcam.explanation import Explanation
-from fastcam.methods._combine import combine
+from fastcam.methods._combine import accumulation, combine
 
 
 class BaseCAM:
@@ -98,9 +98,7 @@ class BaseCAM:
         self._capturing, self._with_grad = True, with_grad
         try:
             if with_grad:
-                with torch.inference_mode(False), torch.enable_grad():
-                    if images.is_inference():  # inference tensors cannot enter an autograd graph
-                        images = images.clone()
+                with torch.enable_grad():
                     output = self.model(images)
             else:
                 with torch.no_grad():
@@ -116,8 +114,10 @@ class BaseCAM:
         """dY/dA for Y = sum_b logits[b, t_b]; one backward for the whole batch (images are independent)."""
         if not logits.requires_grad:
             raise ValueError(f"the model's output does not depend on target layer {self.layer_name!r}")
-        score = logits.float().gather(1, targets.unsqueeze(1)).sum()
-        (grad,) = torch.autograd.grad(score, activations, allow_unused=True)
+        # the caller may be inside no_grad: the score must join the recorded graph
+        with torch.enable_grad():
+            score = accumulation(logits).gather(1, targets.unsqueeze(1)).sum()
+            (grad,) = torch.autograd.grad(score, activations, allow_unused=True)
         if grad is None:
             raise ValueError(f"the model's output does not depend on target layer {self.layer_name!r}")
         return grad
@@ -129,6 +129,17 @@ class BaseCAM:
 
     def explain(self, images: Tensor, targets: TargetsLike = None) -> Explanation:
         """Explain a batch: maps (B, H, W), lowres (B, h, w), logits (B, K), targets (B,)."""
+        if self.uses_gradients and torch.is_inference_mode_enabled():
+            # tensors made in inference mode cannot enter autograd: work outside it, on normal tensors
+            with torch.inference_mode(False):
+                if images.is_inference():
+                    images = images.clone()
+                if isinstance(targets, Tensor) and targets.is_inference():
+                    targets = targets.clone()
+                return self._explain(images, targets)
+        return self._explain(images, targets)
+
+    def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
         images = check_images(images, self.model)
         output, activations = self._forward(images, with_grad=self.uses_gradients)
         logits = check_logits(output, images.shape[0])
@@ -152,5 +163,5 @@ class BaseCAM:
         return combine(activations.detach(), weights, size, backend)
 
     def _get_weights(self, *, images: Tensor, activations: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
-        """Per-channel weights (B, C) float32. Gradient methods call `self._gradients`."""
+        """Per-channel weights (B, C), float32 or wider (`accumulation`). Gradient methods call `self._gradients`."""
         raise NotImplementedError

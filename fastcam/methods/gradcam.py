@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from fastcam.methods._combine import accumulation
 from fastcam.methods.base import BaseCAM
 
 
@@ -19,4 +20,4 @@ class GradCAM(BaseCAM):
 
     def _get_weights(self, *, images: Tensor, activations: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
         grad = self._gradients(logits, activations, targets)
-        return grad.float().mean(dim=(2, 3))
+        return accumulation(grad).mean(dim=(2, 3))

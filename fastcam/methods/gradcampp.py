@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fastcam.methods._combine import accumulation
 from fastcam.methods.base import BaseCAM
 
 
@@ -13,12 +14,12 @@ def gradcampp_weights(activations: Tensor, grad: Tensor) -> Tensor:
     $$ \alpha_c(i,j) = \frac{g_c(i,j)^2}{2 g_c(i,j)^2 + \sum_{a,b} A_c(a,b)\, g_c(i,j)^3}, \qquad
        w_c = \sum_{i,j} \alpha_c(i,j)\, \mathrm{ReLU}(g_c(i,j)) $$
 
-    with $\alpha = 0$ where the denominator vanishes (which covers g = 0). Computed in float32.
+    with $\alpha = 0$ where the denominator vanishes (which covers g = 0). Computed in at least float32.
     (torchcam 0.5 divides a masked copy, so its alphas stay g²; pytorch-grad-cam follows this formula.)
     """
-    g = grad.float()
+    g = accumulation(grad)
     g2 = g * g
-    denom = 2 * g2 + activations.float().sum(dim=(2, 3), keepdim=True) * g2 * g
+    denom = 2 * g2 + accumulation(activations).sum(dim=(2, 3), keepdim=True) * g2 * g
     nonzero = denom != 0
     alpha = torch.where(nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)), torch.zeros_like(g2))
     return (alpha * torch.relu(g)).sum(dim=(2, 3))

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastcam.methods._combine import accumulation
 from fastcam.methods.base import BaseCAM
 
 SCORES = ("probability", "logit")
@@ -12,7 +13,7 @@ SCORES = ("probability", "logit")
 
 def normalize_channels(activations: Tensor) -> Tensor:
     """Per-channel min-max normalisation to [0, 1] over the spatial dims (a constant channel gives 0)."""
-    a = activations.float()
+    a = accumulation(activations)
     low = a.amin(dim=(2, 3), keepdim=True)
     span = a.amax(dim=(2, 3), keepdim=True) - low
     return (a - low) / span.clamp_min(torch.finfo(a.dtype).tiny)
@@ -54,7 +55,7 @@ class ScoreCAM(BaseCAM):
         self.score = score
 
     def _target_score(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = logits.float()
+        logits = accumulation(logits)
         if self.score == "probability":
             logits = torch.softmax(logits, dim=1)
         return logits.gather(1, targets.unsqueeze(1)).squeeze(1)
@@ -64,7 +65,7 @@ class ScoreCAM(BaseCAM):
         batch, channels = activations.shape[:2]
         masks = normalize_channels(activations).flatten(0, 1).unsqueeze(1)  # (B*C, 1, h, w)
         owner = torch.arange(batch, device=images.device).repeat_interleave(channels)  # image of each mask
-        scores = torch.empty(batch * channels, dtype=torch.float32, device=images.device)
+        scores = torch.empty(batch * channels, dtype=masks.dtype, device=images.device)
         size = tuple(images.shape[-2:])
         for start in range(0, batch * channels, self.batch_size):
             stop = min(start + self.batch_size, batch * channels)
