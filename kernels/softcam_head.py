@@ -1,0 +1,533 @@
+r"""Fused SoftCAM evidence head: 1×1-conv class evidence + pooled logits in one pass, its backward, and
+the SoftCAM explanation maps of the requested classes.
+
+SoftCAM (Djoumessi & Berens, MIDL 2026) replaces a CNN's global pooling + fully connected classifier by a
+1×1 convolution from the last feature map A (B, C, h, w) to K signed class-evidence maps
+
+    E[b, k, p] = \sum_c W[k, c] A[b, c, p] + bias[k]                  (p runs over the h·w pixels)
+
+and takes the logits as a spatial pooling of each evidence map:
+
+    avg:  y[b, k] = 1/P \sum_p E[b, k, p]                              (the paper's choice, P = h·w)
+    max:  y[b, k] = max_p E[b, k, p]
+    lse:  y[b, k] = T log(1/P \sum_p exp(E[b, k, p] / T))              (soft pooling; avg as T→∞, max as T→0)
+
+`evidence_head` computes E and y with ONE Triton kernel: each program owns one image and a block of
+classes, accumulates the GEMM over C in float32 with `tl.dot`, and reduces every finished pixel tile into
+the pooling statistics in its epilogue (running sum; running max; for lse the online log-sum-exp
+m, s with s = \sum_p exp((E_p - m)/T), rescaled whenever m grows, so nothing overflows). The features are
+read once, instead of once by the convolution and the evidence again by the pooling.
+
+Backward (a `torch.autograd.Function`, so `fastcam.softcam.fit` trains through the fused head with the
+ElasticNet penalty on E): the gradient reaching the evidence is
+
+    G[b, k, p] = dL/dE[b, k, p] + dL/dy[b, k] · dy[b, k]/dE[b, k, p],  with dy/dE_p =
+        avg: 1/P;   max: [E_p = y] / #{q : E_q = y} (ties share, like torch.amax);
+        lse: softmax_p(E/T) = exp((E_p - y)/T) / P,
+
+built by a small Triton kernel from the saved evidence and logits; then
+dL/dbias[k] = \sum_{b,p} G,  dL/dW[k, c] = \sum_{b,p} G[b,k,p] A[b,c,p],  dL/dA[b,c,p] = \sum_k W[k,c] G[b,k,p]
+are two GEMMs left to torch (cuBLAS on a GPU), in float32.
+
+`softcam_maps` gathers the target class's evidence per image and applies ReLU in a small kernel, then
+reuses the shared bilinear-upsample + per-image max-normalise kernel (`fastcam.kernels.upsample_normalize`).
+
+Dtypes: features may be float32, float16 or bfloat16 (weights any float dtype); tiles are cast to float32
+right after loading (Triton's interpreter computes garbage for a bfloat16 `tl.dot`), accumulation is float32,
+and on a GPU the float32 `tl.dot` follows PyTorch's convolution policy: TF32 tensor cores when
+`torch.backends.cudnn.allow_tf32` is True (PyTorch's default for convolutions), exact IEEE float32 otherwise.
+Outputs: logits (B, K) float32 and evidence (B, K, h, w) float32 (contiguous). Any C, h, w, K (masked
+tiles, no power-of-two assumption); features may be non-contiguous or channels_last (strides are used; no copy).
+
+The torch reference of the head is `evidence_head_reference` (F.conv2d 1×1 + `fastcam.softcam.pool_evidence`),
+of the maps `softcam_maps_reference`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from fastcam.kernels.upsample_normalize import check_size, launch_guard, upsample_normalize
+
+POOLS = ("avg", "max", "lse")
+_POOL_CODE = {"avg": 0, "max": 1, "lse": 2}
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _evidence_head_fwd_kernel(
+    feat_ptr, weight_ptr, bias_ptr, evidence_ptr, logits_ptr,
+    C, K, HW, W_IMG, NUM_K_BLOCKS,
+    stride_fb, stride_fc, stride_fh, stride_fw,
+    stride_wk, stride_wc,
+    inv_hw, temperature, inv_temperature,
+    POOL: tl.constexpr,  # 0 avg, 1 max, 2 lse
+    HAS_BIAS: tl.constexpr,
+    FLAT_PIXELS: tl.constexpr,  # pixel p sits at p * stride_fw (NCHW-contiguous, channels_last, ...)
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # 1-D grid, class blocks fastest: programs running together share one image, whose features then
+    # come from L2 for every class block after the first (matters for K = 1000).
+    pid = tl.program_id(0)
+    pid_k = pid % NUM_K_BLOCKS
+    pid_b = (pid // NUM_K_BLOCKS).to(tl.int64)
+
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_mask = offs_k < K
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_k, mask=k_mask, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
+
+    feat_base = feat_ptr + pid_b * stride_fb
+    evid_base = evidence_ptr + pid_b * K * HW
+    run_sum = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    run_max = tl.full((BLOCK_K,), float("-inf"), dtype=tl.float32)
+    run_s = tl.zeros((BLOCK_K,), dtype=tl.float32)
+
+    for p0 in range(0, HW, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        p_mask = offs_p < HW
+        if FLAT_PIXELS:
+            p_off = offs_p.to(tl.int64) * stride_fw
+        else:
+            p_off = (offs_p // W_IMG).to(tl.int64) * stride_fh + (offs_p % W_IMG).to(tl.int64) * stride_fw
+
+        acc = tl.zeros((BLOCK_K, BLOCK_P), dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            c_mask = offs_c < C
+            w_tile = tl.load(
+                weight_ptr + offs_k[:, None] * stride_wk + offs_c[None, :] * stride_wc,
+                mask=k_mask[:, None] & c_mask[None, :], other=0.0,
+            ).to(tl.float32)
+            a_tile = tl.load(
+                feat_base + offs_c[:, None].to(tl.int64) * stride_fc + p_off[None, :],
+                mask=c_mask[:, None] & p_mask[None, :], other=0.0,
+            ).to(tl.float32)  # cast before the dot: the interpreter's bf16 tl.dot is wrong
+            acc = tl.dot(w_tile, a_tile, acc, input_precision=INPUT_PRECISION)
+        acc = acc + bias[:, None]
+
+        tl.store(
+            evid_base + offs_k[:, None] * HW + offs_p[None, :], acc,
+            mask=k_mask[:, None] & p_mask[None, :],
+        )
+
+        # epilogue: fold this pixel tile into the pooling statistics
+        if POOL == 0:
+            run_sum += tl.sum(tl.where(p_mask[None, :], acc, 0.0), axis=1)
+        else:
+            tile_max = tl.max(tl.where(p_mask[None, :], acc, float("-inf")), axis=1)
+            new_max = tl.maximum(run_max, tile_max)
+            if POOL == 2:
+                # online log-sum-exp: rescale the old sum to the new running max (exp(-inf) = 0 at start)
+                shifted = tl.where(p_mask[None, :], (acc - new_max[:, None]) * inv_temperature, float("-inf"))
+                run_s = run_s * tl.exp((run_max - new_max) * inv_temperature) + tl.sum(tl.exp(shifted), axis=1)
+            run_max = new_max
+
+    if POOL == 0:
+        logits = run_sum * inv_hw
+    elif POOL == 1:
+        logits = run_max
+    else:
+        logits = run_max + temperature * tl.log(run_s * inv_hw)
+    tl.store(logits_ptr + pid_b * K + offs_k, logits, mask=k_mask)
+
+
+@triton.jit
+def _evidence_grad_kernel(
+    evidence_ptr, logits_ptr, grad_logits_ptr, grad_evidence_ptr, out_ptr,
+    K, HW, NUM_K_BLOCKS,
+    stride_gyb, stride_gyk,
+    stride_geb, stride_gek, stride_gep,
+    inv_hw, inv_temperature,
+    POOL: tl.constexpr,
+    HAS_GRAD_LOGITS: tl.constexpr, HAS_GRAD_EVIDENCE: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """G = dL/dE + dL/dy * dy/dE for one image and a block of classes; evidence/out are (B, K, HW)."""
+    pid = tl.program_id(0)
+    pid_k = pid % NUM_K_BLOCKS
+    pid_b = (pid // NUM_K_BLOCKS).to(tl.int64)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_mask = offs_k < K
+    evid_base = evidence_ptr + pid_b * K * HW
+    out_base = out_ptr + pid_b * K * HW
+
+    if HAS_GRAD_LOGITS:
+        grad_y = tl.load(grad_logits_ptr + pid_b * stride_gyb + offs_k * stride_gyk, mask=k_mask, other=0.0).to(tl.float32)
+        y = tl.load(logits_ptr + pid_b * K + offs_k, mask=k_mask, other=0.0)
+        if POOL == 1:
+            # ties share the gradient equally (torch.amax's rule): count the maxima first
+            count = tl.zeros((BLOCK_K,), dtype=tl.float32)
+            for p0 in range(0, HW, BLOCK_P):
+                offs_p = p0 + tl.arange(0, BLOCK_P)
+                mask = k_mask[:, None] & (offs_p < HW)[None, :]
+                e = tl.load(evid_base + offs_k[:, None] * HW + offs_p[None, :], mask=mask, other=float("-inf"))
+                count += tl.sum(tl.where(mask & (e == y[:, None]), 1.0, 0.0), axis=1)
+            grad_y = grad_y / tl.maximum(count, 1.0)
+
+    for p0 in range(0, HW, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        mask = k_mask[:, None] & (offs_p < HW)[None, :]
+        g = tl.zeros((BLOCK_K, BLOCK_P), dtype=tl.float32)
+        if HAS_GRAD_EVIDENCE:
+            g += tl.load(
+                grad_evidence_ptr + pid_b * stride_geb + offs_k[:, None] * stride_gek + offs_p[None, :] * stride_gep,
+                mask=mask, other=0.0,
+            ).to(tl.float32)
+        if HAS_GRAD_LOGITS:
+            if POOL == 0:
+                g += grad_y[:, None] * inv_hw
+            else:
+                e = tl.load(evid_base + offs_k[:, None] * HW + offs_p[None, :], mask=mask, other=0.0)
+                if POOL == 1:
+                    g += tl.where(e == y[:, None], grad_y[:, None], 0.0)
+                else:
+                    # softmax_p(E/T) = exp((E_p - y)/T)/P: E_p - y <= T log P, so exp cannot overflow
+                    g += grad_y[:, None] * tl.exp((e - y[:, None]) * inv_temperature) * inv_hw
+        tl.store(out_base + offs_k[:, None] * HW + offs_p[None, :], g, mask=mask)
+
+
+@triton.jit
+def _gather_relu_kernel(
+    evidence_ptr, targets_ptr, out_ptr,
+    K, HW,
+    stride_eb, stride_ek, stride_ep,
+    BLOCK_P: tl.constexpr,
+):
+    """lowres[b, p] = max(E[b, targets[b], p], 0) in float32; one program per image."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    target = tl.load(targets_ptr + pid_b).to(tl.int64)
+    valid = (target >= 0) & (target < K)  # never read outside the evidence, whatever the caller passes
+    src = evidence_ptr + pid_b * stride_eb + target * stride_ek
+    for p0 in range(0, HW, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        p_mask = offs_p < HW
+        e = tl.load(src + offs_p * stride_ep, mask=p_mask & valid, other=0.0).to(tl.float32)
+        tl.store(out_ptr + pid_b * HW + offs_p, tl.maximum(e, 0.0), mask=p_mask)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _new_output(shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """Every kernel output is allocated here, uninitialised: the kernels overwrite all of it (the tests
+    swap this for a NaN-filled allocation to prove it)."""
+    return torch.empty(shape, device=device, dtype=torch.float32)
+
+
+def _pow2(n: int, low: int, high: int) -> int:
+    """The power of two >= n, clamped to [low, high]."""
+    return max(low, min(high, triton.next_power_of_2(max(int(n), 1))))
+
+
+def _head_blocks(K: int, C: int, HW: int, on_gpu: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_K, BLOCK_C, BLOCK_P, num_warps). Every block >= 16 so tl.dot also compiles on a GPU.
+
+    GPU: small K (SoftCAM's usual 2-5 classes) is bandwidth-bound, so one class block covers all
+    classes and the pixel tile is wide (features read once, coalesced); large K (ImageNet's 1000) is
+    compute-bound and gets 128-class tiles. The interpreter pays per program-step, so it gets the
+    largest blocks that fit the problem.
+    """
+    if not on_gpu:
+        return _pow2(K, 16, 64), _pow2(C, 16, 128), _pow2(HW, 16, 256), 4
+    block_k = _pow2(K, 16, 128 if K >= 256 else 64)
+    block_p = _pow2(HW, 16, 256 if block_k <= 32 else 128)
+    block_c = _pow2(8192 // block_p, 16, 64)
+    num_warps = 8 if block_k * block_p >= 128 * 128 else 4
+    return block_k, block_c, block_p, num_warps
+
+
+def _dot_precision(device: torch.device) -> str:
+    """Follow PyTorch's convolution policy on a GPU (TF32 unless disabled); IEEE float32 elsewhere."""
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def _pixel_stride(features: Tensor) -> int | None:
+    """The stride of the flattened pixel index p = i·w + j if the (h, w) dims flatten without a copy."""
+    _, _, h, w = features.shape
+    sh, sw = features.stride(2), features.stride(3)
+    if h == 1:
+        return sw
+    if w == 1:
+        return sh
+    if sh == w * sw:
+        return sw
+    return None
+
+
+def _check_pool(pool: str, temperature: float) -> float:
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    temperature = float(temperature)
+    if pool == "lse" and not (temperature > 0.0 and temperature < float("inf")):
+        raise ValueError(f"temperature must be a positive finite number for pool='lse', got {temperature}")
+    return temperature
+
+
+def _check_head_inputs(features: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Validate shapes/dtypes/devices; returns the weight as (K, C) (a conv's (K, C, 1, 1) is accepted)."""
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a torch.Tensor (B, C, h, w), got {type(features).__name__}")
+    if features.dim() != 4:
+        raise ValueError(f"features must be 4-D (B, C, h, w), got shape {tuple(features.shape)}")
+    if features.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"features must be float32, float16 or bfloat16, got {features.dtype}")
+    if any(s == 0 for s in features.shape):
+        raise ValueError(f"features must be non-empty, got shape {tuple(features.shape)}")
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be a torch.Tensor (K, C), got {type(weight).__name__}")
+    if weight.dim() == 4 and weight.shape[2:] == (1, 1):
+        weight = weight.reshape(weight.shape[0], weight.shape[1])  # differentiable view of a 1×1 conv weight
+    if weight.dim() != 2 or weight.shape[1] != features.shape[1] or weight.shape[0] == 0:
+        raise ValueError(
+            f"weight must be (K, C) with C = {features.shape[1]} (the features' channels), got {tuple(weight.shape)}"
+        )
+    if weight.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"weight must be float32, float16 or bfloat16, got {weight.dtype}")
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a torch.Tensor (K,) or None, got {type(bias).__name__}")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"bias must be float32, float16 or bfloat16, got {bias.dtype}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.device != features.device:
+            raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
+    return weight, bias
+
+
+# ----------------------------------------------------------------------------------------------- launchers
+def _head_forward(features: Tensor, weight: Tensor, bias: Tensor | None, pool: str, temperature: float) -> tuple[Tensor, Tensor]:
+    """Launch the fused forward kernel. weight is (K, C). Returns (logits (B,K), evidence (B,K,h,w)) float32."""
+    B, C, h, w = features.shape
+    K = weight.shape[0]
+    HW = h * w
+    on_gpu = features.is_cuda
+    block_k, block_c, block_p, num_warps = _head_blocks(K, C, HW, on_gpu)
+    num_k_blocks = triton.cdiv(K, block_k)
+    pixel_stride = _pixel_stride(features)
+    evidence = _new_output((B, K, h, w), features.device)
+    logits = _new_output((B, K), features.device)
+    with launch_guard(features):
+        _evidence_head_fwd_kernel[(B * num_k_blocks,)](
+            features, weight, bias if bias is not None else weight, evidence, logits,
+            C, K, HW, w, num_k_blocks,
+            features.stride(0), features.stride(1), features.stride(2),
+            pixel_stride if pixel_stride is not None else features.stride(3),
+            weight.stride(0), weight.stride(1),
+            1.0 / HW, temperature, 1.0 / temperature,
+            POOL=_POOL_CODE[pool], HAS_BIAS=bias is not None, FLAT_PIXELS=pixel_stride is not None,
+            INPUT_PRECISION=_dot_precision(features.device),
+            BLOCK_K=block_k, BLOCK_C=block_c, BLOCK_P=block_p,
+            num_warps=num_warps, num_stages=3,
+        )
+    return logits, evidence
+
+
+def _evidence_gradient(
+    evidence: Tensor, logits: Tensor, grad_logits: Tensor | None, grad_evidence: Tensor | None,
+    pool: str, temperature: float,
+) -> Tensor:
+    """G (B, K, h·w) float32: the total gradient reaching the evidence maps (see the module docstring)."""
+    B, K, h, w = evidence.shape
+    HW = h * w
+    on_gpu = evidence.is_cuda
+    block_k = _pow2(K, 16, 32 if on_gpu else 64)
+    block_p = _pow2(HW, 16, 128 if on_gpu else 1024)
+    num_k_blocks = triton.cdiv(K, block_k)
+    out = _new_output((B, K, HW), evidence.device)
+    ge_strides = (0, 0, 0)
+    if grad_evidence is not None:
+        if _pixel_stride(grad_evidence) is None:
+            grad_evidence = grad_evidence.contiguous()
+        ge_strides = (grad_evidence.stride(0), grad_evidence.stride(1), _pixel_stride(grad_evidence))
+    gy_strides = (grad_logits.stride(0), grad_logits.stride(1)) if grad_logits is not None else (0, 0)
+    with launch_guard(evidence):
+        _evidence_grad_kernel[(B * num_k_blocks,)](
+            evidence, logits,
+            grad_logits if grad_logits is not None else logits,
+            grad_evidence if grad_evidence is not None else evidence,
+            out,
+            K, HW, num_k_blocks,
+            *gy_strides, *ge_strides,
+            1.0 / HW, 1.0 / temperature,
+            POOL=_POOL_CODE[pool],
+            HAS_GRAD_LOGITS=grad_logits is not None, HAS_GRAD_EVIDENCE=grad_evidence is not None,
+            BLOCK_K=block_k, BLOCK_P=block_p,
+        )
+    return out
+
+
+class _EvidenceHeadFunction(torch.autograd.Function):
+    """Autograd wrapper: fused Triton forward; backward = Triton evidence-gradient kernel + two GEMMs."""
+
+    @staticmethod
+    def forward(ctx: Any, features: Tensor, weight: Tensor, bias: Tensor | None, pool: str, temperature: float) -> tuple[Tensor, Tensor]:
+        logits, evidence = _head_forward(features, weight, bias, pool, temperature)
+        ctx.save_for_backward(features, weight, evidence, logits)
+        ctx.pool, ctx.temperature, ctx.has_bias = pool, temperature, bias is not None
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        return logits, evidence
+
+    @staticmethod
+    def backward(ctx: Any, grad_logits: Tensor | None, grad_evidence: Tensor | None) -> tuple[Tensor | None, ...]:
+        features, weight, evidence, logits = ctx.saved_tensors
+        need_features, need_weight, need_bias = ctx.needs_input_grad[:3]
+        if grad_logits is None and grad_evidence is None:
+            return None, None, None, None, None
+        grad = _evidence_gradient(evidence, logits, grad_logits, grad_evidence, ctx.pool, ctx.temperature)
+        # float32 GEMMs even if backward() is called inside an autocast region
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            grad_features, grad_weight, grad_bias = _parameter_gradients(
+                grad, features, weight, need_features, need_weight, need_bias and ctx.has_bias, ctx.bias_dtype
+            )
+        return grad_features, grad_weight, grad_bias, None, None
+
+
+def _parameter_gradients(
+    grad: Tensor, features: Tensor, weight: Tensor, need_features: bool, need_weight: bool, need_bias: bool,
+    bias_dtype: torch.dtype | None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """dA, dW, dbias from G (B, K, h·w) float32 (see the module docstring), in the inputs' dtypes."""
+    B, C, h, w = features.shape
+    grad_features = grad_weight = grad_bias = None
+    if need_features:
+        # dA[b, c, p] = sum_k W[k, c] G[b, k, p]
+        grad_features = torch.matmul(weight.float().t(), grad).reshape(B, C, h, w).to(features.dtype)
+    if need_weight:
+        # dW[k, c] = sum_{b, p} G[b, k, p] A[b, c, p]
+        grad_weight = torch.einsum("bkp,bcp->kc", grad, features.float().reshape(B, C, h * w)).to(weight.dtype)
+    if need_bias:
+        grad_bias = grad.sum(dim=(0, 2)).to(bias_dtype)
+    return grad_features, grad_weight, grad_bias
+
+
+# ----------------------------------------------------------------------------------------------- public API
+def evidence_head(
+    features: Tensor, weight: Tensor, bias: Tensor | None, pool: str = "avg", temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    r"""Fused SoftCAM evidence head: (logits (B, K) float32, evidence (B, K, h, w) float32).
+
+    E = W A + bias per pixel (a 1×1 convolution), y = pool_p(E) with pool "avg" (mean), "max" or "lse"
+    (T log mean_p exp(E_p / T), computed stably), all in one Triton kernel with float32 accumulation.
+    Differentiable with respect to features, weight and bias (gradients from both the logits and the
+    evidence, e.g. an ElasticNet penalty on E).
+
+    Args:
+        features: (B, C, h, w) float32/float16/bfloat16, any strides (channels_last, sliced, ...).
+        weight: (K, C), or a 1×1 convolution's (K, C, 1, 1).
+        bias: (K,) or None.
+        pool: "avg" | "max" | "lse".
+        temperature: T > 0 of the "lse" pooling (ignored by the others).
+    """
+    temperature = _check_pool(pool, temperature)
+    weight, bias = _check_head_inputs(features, weight, bias)
+    return _EvidenceHeadFunction.apply(features, weight, bias, pool, temperature)
+
+
+def evidence_head_reference(
+    features: Tensor, weight: Tensor, bias: Tensor | None, pool: str = "avg", temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Torch reference of `evidence_head`: F.conv2d 1×1 in float32, then `fastcam.softcam.pool_evidence`."""
+    from fastcam.softcam import pool_evidence  # lazy: fastcam.softcam itself imports this module lazily
+
+    temperature = _check_pool(pool, temperature)
+    weight, bias = _check_head_inputs(features, weight, bias)
+    evidence = F.conv2d(
+        features.float(), weight.float()[:, :, None, None], None if bias is None else bias.float()
+    )
+    return pool_evidence(evidence, pool, temperature).float(), evidence
+
+
+def _check_maps_inputs(evidence: Tensor, targets: Tensor, size: tuple[int, int], check_targets: bool) -> tuple[int, int]:
+    if not isinstance(evidence, Tensor) or evidence.dim() != 4:
+        raise ValueError(f"evidence must be a 4-D (B, K, h, w) tensor, got {getattr(evidence, 'shape', type(evidence).__name__)}")
+    if evidence.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"evidence must be float32, float16 or bfloat16, got {evidence.dtype}")
+    if any(s == 0 for s in evidence.shape):
+        raise ValueError(f"evidence must be non-empty, got shape {tuple(evidence.shape)}")
+    if not isinstance(targets, Tensor) or targets.dim() != 1 or targets.shape[0] != evidence.shape[0]:
+        raise ValueError(f"targets must be a 1-D tensor of B = {evidence.shape[0]} class indices")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
+    if targets.device != evidence.device:
+        raise ValueError(f"targets are on {targets.device} but evidence is on {evidence.device}")
+    size = check_size(size)
+    if check_targets:  # one host sync; callers that already validated (fastcam.SoftCAM) skip it
+        low, high = torch.stack([targets.min(), targets.max()]).tolist()
+        if low < 0 or high >= evidence.shape[1]:
+            raise ValueError(f"targets must lie in [0, {evidence.shape[1] - 1}], got values in [{low}, {high}]")
+    return size
+
+
+def gather_relu(evidence: Tensor, targets: Tensor) -> Tensor:
+    """lowres[b] = ReLU(evidence[b, targets[b]]) as (B, h, w) float32, by a small Triton kernel.
+
+    Targets are assumed validated (see `softcam_maps`); an out-of-range one reads nothing (zeros).
+    """
+    B, K, h, w = evidence.shape
+    HW = h * w
+    pixel_stride = _pixel_stride(evidence)
+    if pixel_stride is None:
+        evidence = evidence.contiguous()
+        pixel_stride = _pixel_stride(evidence)
+    lowres = _new_output((B, h, w), evidence.device)
+    block_p = _pow2(HW, 16, 1024 if evidence.is_cuda else 4096)
+    with launch_guard(evidence):
+        _gather_relu_kernel[(B,)](
+            evidence, targets, lowres, K, HW,
+            evidence.stride(0), evidence.stride(1), pixel_stride,
+            BLOCK_P=block_p,
+        )
+    return lowres
+
+
+def softcam_maps(
+    evidence: Tensor, targets: Tensor, size: tuple[int, int], *, check_targets: bool = True
+) -> tuple[Tensor, Tensor]:
+    """SoftCAM explanation maps of the requested classes: (lowres (B, h, w), maps (B, H, W)), float32.
+
+    lowres = ReLU(E[b, t_b]) (Triton gather + ReLU); maps = bilinear upsampling (align_corners=False) to
+    `size`, divided by each map's max (an all-zero map stays zero), by the shared Triton kernel
+    `fastcam.kernels.upsample_normalize.upsample_normalize`.
+
+    Args:
+        evidence: (B, K, h, w) signed class evidence, float32/float16/bfloat16, any strides.
+        targets: (B,) integer class indices in [0, K).
+        size: the input size (H, W).
+        check_targets: validate the targets' range (one host sync); pass False if already validated.
+    """
+    size = _check_maps_inputs(evidence, targets, size, check_targets)
+    lowres = gather_relu(evidence, targets)
+    maps = _new_output((evidence.shape[0], *size), evidence.device)
+    return lowres, upsample_normalize(lowres, size, out=maps)
+
+
+def softcam_maps_reference(evidence: Tensor, targets: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Torch reference of `softcam_maps`: gather + ReLU, then `fastcam.methods._combine.upsample_normalize`."""
+    from fastcam.methods._combine import upsample_normalize
+
+    size = _check_maps_inputs(evidence, targets, size, True)
+    index = targets.long().view(-1, 1, 1, 1).expand(-1, 1, *evidence.shape[2:])
+    lowres = torch.relu(evidence.float().gather(1, index).squeeze(1))
+    return lowres, upsample_normalize(lowres, size)
+
+
+__all__ = [
+    "POOLS",
+    "evidence_head",
+    "evidence_head_reference",
+    "gather_relu",
+    "softcam_maps",
+    "softcam_maps_reference",
+]
