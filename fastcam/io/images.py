@@ -1,0 +1,227 @@
+"""Reading images from disk: PNG, JPEG, TIFF (Pillow) and DICOM (pydicom), grayscale or RGB.
+
+`read_image(path)` returns a float32 (C, H, W) tensor in [0, 1] with C = 1 or 3; `ImageFolder` is a
+`torch.utils.data.Dataset` over a folder (searched recursively, sorted relative paths, so the order and
+the sample ids are deterministic) that adapts channels to the model, resizes and normalises. A file that
+cannot be read gives an `ok=False` item with the error instead of raising: the pipeline reports it,
+lists it in run.json and skips it.
+
+Intensity scaling, per file type (fixed by the type, never by the image's content, so every image of a
+dataset is scaled the same way):
+- 8-bit images (L, RGB, P, ...): divided by 255.
+- 16-bit images (Pillow modes I;16*, and mode I as Pillow opens 16-bit PNG/TIFF): divided by 65535.
+- float TIFF (mode F): used as stored.
+- DICOM: the modality LUT (RescaleSlope/Intercept) and the VOI LUT (window) when the file has one are
+  applied with pydicom, then scaled to [0, 1] by the window's (or the stored bit depth's) range;
+  MONOCHROME1 is inverted so that bright means dense, as for MONOCHROME2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def list_images(root: str | Path) -> list[str]:
+    """Image files under `root` (recursive), as sorted POSIX paths relative to `root`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {str(root)!r} does not exist or is not a folder")
+    found = [p.relative_to(root).as_posix() for p in root.rglob("*")
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    return sorted(found)
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    with path.open("rb") as f:  # DICOM part 10: 128-byte preamble then "DICM"
+        head = f.read(132)
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(str(path))
+    pixels = ds.pixel_array
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ValueError(f"multi-frame DICOM ({frames} frames) is not supported; export single frames")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
+        if photometric != "RGB":
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        return pixels.astype(np.float32) / float(2 ** int(ds.BitsStored) - 1)
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds).astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        center = float(np.atleast_1d(ds.WindowCenter)[0])
+        width = float(np.atleast_1d(ds.WindowWidth)[0])
+        low, high = center - width / 2, center + width / 2
+    elif "RescaleSlope" not in ds:
+        bits = int(getattr(ds, "BitsStored", 16))
+        signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    scaled = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0).astype(np.float32)
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()  # decode now: a truncated/corrupt file raises here, inside the caller's try
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        mode = img.mode
+        if mode.startswith("I;16") or mode == "I":
+            return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        if mode == "F":
+            return np.asarray(img, dtype=np.float32)
+        if mode in ("1", "L", "LA", "La"):
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> Tensor:
+    """One image as a float32 (C, H, W) tensor in [0, 1] (C = 1 for grayscale, 3 for colour)."""
+    path = Path(path)
+    array = _read_dicom(path) if _is_dicom(path) else _read_pillow(path)
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3].transpose(2, 0, 1)
+    else:
+        raise ValueError(f"unsupported pixel array shape {array.shape}")
+    if array.shape[1] == 0 or array.shape[2] == 0:
+        raise ValueError("image has an empty size")
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError("image contains NaN or Inf pixels")
+    return tensor
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The model's input preprocessing: channels, resize (bilinear, antialiased) and normalisation.
+
+    `x = (resize(adapt_channels(img)) - mean) / std` with img in [0, 1]. Grayscale images given to an
+    RGB model are repeated over 3 channels; RGB images given to a 1-channel model are converted with
+    ITU-R 601-2 luma weights (as Pillow's "L").
+    """
+
+    channels: int = 3
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"models must take 1 or 3 input channels, got {self.channels}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
+            raise ValueError(f"size must be (H, W) with positive sides, got {self.size}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(value) not in (1, self.channels):
+                raise ValueError(f"{name} needs 1 or {self.channels} values, got {len(value)}")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    def display(self, image: Tensor) -> Tensor:
+        """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
+        if image.shape[0] != self.channels:
+            if self.channels == 3:
+                image = image.expand(3, -1, -1)
+            else:
+                luma = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
+                image = (image * luma).sum(0, keepdim=True)
+        if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
+            image = F.interpolate(image[None], size=self.size, mode="bilinear", align_corners=False,
+                                  antialias=True)[0].clamp(0, 1)
+        return image.contiguous()
+
+    def normalize(self, image: Tensor) -> Tensor:
+        if self.mean is not None:
+            image = image - torch.tensor(self.mean, dtype=image.dtype).view(-1, 1, 1)
+        if self.std is not None:
+            image = image / torch.tensor(self.std, dtype=image.dtype).view(-1, 1, 1)
+        return image
+
+    def denormalize(self, images: Tensor) -> Tensor:
+        """Inverse of `normalize` for a batch (B, C, H, W), clamped to [0, 1]."""
+        if self.std is not None:
+            images = images * torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        if self.mean is not None:
+            images = images + torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        return images.clamp(0, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"channels": self.channels, "size": list(self.size) if self.size else None,
+                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+
+
+@dataclass
+class ImageFolder(Dataset):
+    """Every image under `root` (recursive, sorted relative paths), preprocessed for the model.
+
+    Items are dicts: `image` (C, H, W) float32 normalised, `ok` (bool), `error` (str, empty when ok).
+    A file that cannot be read, or whose size differs from the others when no resize is set, gives
+    `ok=False` and a zero image of the expected shape, so the batch still collates.
+    """
+
+    root: str | Path
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    files: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.files = list(self.files) if self.files is not None else list_images(self.root)
+        if not self.files:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(self.root)!r}")
+        self.size = self.preprocess.size or self._first_size()
+
+    def _first_size(self) -> tuple[int, int]:
+        """Without a resize every image must share the first readable image's size."""
+        for name in self.files:
+            try:
+                return tuple(read_image(self.root / name).shape[-2:])  # type: ignore[return-value]
+            except Exception:
+                continue
+        raise ValueError(f"none of the {len(self.files)} images under {str(self.root)!r} can be read")
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.files)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.files)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.files[index]  # type: ignore[index]
+        try:
+            image = self.preprocess.display(read_image(self.root / name))
+            if tuple(image.shape[-2:]) != tuple(self.size):
+                raise ValueError(f"image size {tuple(image.shape[-2:])} differs from the dataset's "
+                                 f"{tuple(self.size)}; pass a resize (--size H W)")
+            return {"image": self.preprocess.normalize(image), "ok": True, "error": ""}
+        except Exception as exc:  # reported and skipped by the pipeline, never fatal
+            blank = torch.zeros(self.preprocess.channels, *self.size)
+            return {"image": blank, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
