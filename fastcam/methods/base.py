@@ -36,6 +36,10 @@ class BaseCAM:
 
     #: whether `_get_weights` needs dY/dA (then the forward runs with autograd on)
     uses_gradients: ClassVar[bool] = True
+    #: robustness studies: std of Gaussian noise added to dY/dA before any weighting (0 = off), drawn from
+    #: `noise_generator` (None: torch's default); see fastcam.metrics.gradient_noise_robustness
+    gradient_noise: float = 0.0
+    noise_generator: torch.Generator | None = None
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, *, backend: str | None = None) -> None:
         if not isinstance(model, nn.Module):
@@ -120,6 +124,9 @@ class BaseCAM:
             (grad,) = torch.autograd.grad(score, activations, allow_unused=True)
         if grad is None:
             raise ValueError(f"the model's output does not depend on target layer {self.layer_name!r}")
+        if self.gradient_noise:
+            noise = torch.randn(grad.shape, generator=self.noise_generator, device=grad.device, dtype=grad.dtype)
+            grad = grad + self.gradient_noise * noise
         return grad
 
     # ------------------------------------------------------------------ public API
