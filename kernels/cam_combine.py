@@ -8,9 +8,9 @@ Serves Grad-CAM (w = mean gradient), Grad-CAM++ (alpha weights), Score-CAM (soft
 
 Launch 1 (`_weighted_sum_relu_kernel`), grid (B, ceil(hw / BLOCK_P)): each program owns BLOCK_P spatial
 positions of one image and walks the channels in BLOCK_C chunks, loading a (BLOCK_C, BLOCK_P) tile of A in
-its own dtype, casting to float32 and reducing it against the weights with a float32 accumulator (no
-`tl.dot`: this is a memory-bound GEMV per image, and bf16 `tl.dot` is wrong in the interpreter). The
-channel sum is never split across programs, so results are deterministic (no atomics). Strides are passed
+its own dtype, casting to float32 and reducing it against the weights with a float32 accumulator
+(float64 for float64 input, as the reference). No `tl.dot`: this is a memory-bound GEMV per image, and
+bf16 `tl.dot` is wrong in the interpreter. The channel sum is never split across programs, so results are deterministic (no atomics). Strides are passed
 through, so NCHW, channels_last and sliced views are read in place; Triton specialises a unit stride,
 so whichever of the channel or spatial axis is contiguous is the coalesced one.
 Launch 2: `fastcam.kernels.upsample_normalize` (one program per image, output written once).
@@ -32,7 +32,8 @@ from fastcam.methods._combine import weighted_sum_relu as weighted_sum_relu_refe
 
 __all__ = ["combine", "combine_reference", "weighted_sum_relu", "weighted_sum_relu_reference"]
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: input dtypes; half inputs accumulate in float32, float64 in float64 (as the torch reference)
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @triton.jit
@@ -54,6 +55,7 @@ def _weighted_sum_relu_kernel(
     stride_lw,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -64,19 +66,19 @@ def _weighted_sum_relu_kernel(
     act = act_ptr + b * stride_ab
     weight = weight_ptr + b * stride_wb
     offs_c = tl.arange(0, BLOCK_C)
-    acc = tl.zeros((BLOCK_P,), tl.float32)
+    acc = tl.zeros((BLOCK_P,), ACC)
     for c_start in range(0, C, BLOCK_C):
         chan = c_start + offs_c
         chan_mask = chan < C
-        wts = tl.load(weight + chan * stride_wc, mask=chan_mask, other=0.0).to(tl.float32)
+        wts = tl.load(weight + chan * stride_wc, mask=chan_mask, other=0.0).to(ACC)
         tile = tl.load(
             act + (chan.to(tl.int64) * stride_ac)[:, None] + spatial,
             mask=chan_mask[:, None] & pos_mask[None, :],
             other=0.0,
-        ).to(tl.float32)
+        ).to(ACC)
         acc += tl.sum(tile * wts[:, None], axis=0)
     acc = tl.maximum(acc, 0.0)
-    tl.store(low_ptr + b * stride_lb + row * stride_lh + col * stride_lw, acc, mask=pos_mask)
+    tl.store(low_ptr + b * stride_lb + row * stride_lh + col * stride_lw, acc.to(tl.float32), mask=pos_mask)
 
 
 def check_activations(activations: Tensor, name: str = "activations") -> None:
@@ -85,7 +87,7 @@ def check_activations(activations: Tensor, name: str = "activations") -> None:
     if activations.dim() != 4:
         raise ValueError(f"{name} must be (B, C, h, w), got shape {tuple(activations.shape)}")
     if activations.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {activations.dtype}")
+        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {activations.dtype}")
     if activations.shape[1] < 1 or activations.shape[2] < 1 or activations.shape[3] < 1:
         raise ValueError(f"{name} must have C, h, w >= 1, got shape {tuple(activations.shape)}")
 
@@ -119,7 +121,7 @@ def weighted_sum_relu(activations: Tensor, weights: Tensor, *, out: Tensor | Non
     r"""$\mathrm{ReLU}(\sum_c w_{bc} A_{bc})$ -> (B, h, w) float32, accumulated in float32.
 
     Args:
-        activations: (B, C, h, w) float32/float16/bfloat16, any strides (channels_last, sliced views).
+        activations: (B, C, h, w) float32/float16/bfloat16/float64, any strides (channels_last, sliced views).
         weights: (B, C) float weights (float32 expected), any strides.
         out: optional (B, h, w) float32 buffer on the same device, overwritten entirely.
     """
@@ -151,6 +153,7 @@ def weighted_sum_relu(activations: Tensor, weights: Tensor, *, out: Tensor | Non
             *out.stride(),
             BLOCK_C=block_c,
             BLOCK_P=block_p,
+            ACC=tl.float64 if torch.float64 in (activations.dtype, weights.dtype) else tl.float32,
             num_warps=warps,
         )
     return out
@@ -167,7 +170,7 @@ def combine(
     """Weighted sum + ReLU + bilinear upsample to `size` + per-image max-normalise, in two launches.
 
     Args:
-        activations: (B, C, h, w) float32/float16/bfloat16, any strides.
+        activations: (B, C, h, w) float32/float16/bfloat16/float64, any strides.
         weights: (B, C) float32.
         size: output (H, W).
         lowres_out, maps_out: optional float32 buffers (B, h, w) and (B, H, W), overwritten entirely.
