@@ -3,5 +3,6 @@ from fastcam.methods.base import BaseCAM
 from fastcam.methods.gradcam import GradCAM
 from fastcam.methods.gradcampp import GradCAMPlusPlus
 from fastcam.methods.scorecam import ScoreCAM
+from fastcam.methods.softcam import SoftCAM
 
-__all__ = ["BaseCAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM"]
+__all__ = ["BaseCAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "SoftCAM"]
