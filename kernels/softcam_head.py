@@ -239,7 +239,9 @@ def _head_blocks(K: int, C: int, HW: int, on_gpu: bool) -> tuple[int, int, int, 
         return _pow2(K, 16, 64), _pow2(C, 16, 128), _pow2(HW, 16, 256), 4
     block_k = _pow2(K, 16, 128 if K >= 256 else 64)
     block_p = _pow2(HW, 16, 256 if block_k <= 32 else 128)
-    block_c = _pow2(8192 // block_p, 16, 64)
+    # ~32 KiB of float32 operand tiles per pipeline stage (3 stages stay well inside shared memory)
+    budget = 8192 // (block_k + block_p)
+    block_c = max(16, min(64, 1 << (budget.bit_length() - 1)))  # largest power of two within budget
     num_warps = 8 if block_k * block_p >= 128 * 128 else 4
     return block_k, block_c, block_p, num_warps
 

@@ -114,6 +114,19 @@ def test_forward_strided_features(layout: str) -> None:
         assert_close(logits, ref_logits, 1e-5)
 
 
+def test_forward_several_pixel_and_channel_tiles() -> None:
+    """h·w = 323 and C = 133 exceed one tile (256 pixels, 128 channels in the interpreter; less on a GPU):
+    the C loop accumulates, and the pooling statistics carry across pixel tiles (lse rescales its sum)."""
+    features, weight, bias = head_inputs(3, seed=35, shape=(2, 133, 17, 19))
+    for pool in POOLS:
+        logits, evidence = sh.evidence_head(features, weight, bias, pool, 0.3)
+        ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, bias, pool, 0.3)
+        assert_close(evidence, ref_evidence, 1e-5)
+        assert_close(logits, ref_logits, 1e-5)
+    # the test is only meaningful if some maxima lie beyond the first pixel tile
+    assert (ref_evidence.flatten(2).argmax(dim=2) >= 256).any()
+
+
 def test_forward_conv_weight_no_bias_and_single_pixel() -> None:
     features, weight, _ = head_inputs(5, seed=40, shape=(2, 21, 1, 1))
     for pool in POOLS:

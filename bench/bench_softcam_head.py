@@ -1,0 +1,248 @@
+"""Benchmark: the fused SoftCAM head + maps (Triton) against eager PyTorch, on a GPU.
+
+What is timed, per shape (ResNet-50 layer4: C = 2048, h×w = 7×7 (224² input) and 16×16 (512² input);
+K in {2, 5, 1000}; batch 256):
+
+- fused:  `evidence_head` (1×1 conv + pooled logits in one kernel) -> argmax targets ->
+          `softcam_maps` (gather + ReLU kernel, then the shared bilinear upsample + max-normalise kernel)
+- eager:  F.conv2d 1×1 -> `pool_evidence` -> argmax -> `fastcam.methods.softcam.evidence_maps`
+          (gather, ReLU, F.interpolate bilinear, amax, divide): what PyTorch does without the kernels.
+
+Both the whole pipeline and the head alone are timed, with CUDA events around each call, the L2 cache
+flushed (a 256 MiB write) before every timed call, and the median over `--repeats` calls reported.
+Achieved bandwidth = the bytes the pipeline must move at the least (features read once, weights,
+evidence + logits written, the target's evidence read, lowres written and read, maps written) divided by
+the time; the same byte count is used for eager, so the two GB/s figures compare directly. The device's
+peak is measured in the same run as a large device-to-device copy (read + write bytes / time).
+Float32 matrix products follow PyTorch's convolution policy on both sides (TF32 while
+`torch.backends.cudnn.allow_tf32` is True, PyTorch's default; `--no-tf32` turns it off for both).
+
+Results go to bench/results/softcam_head-<gpu>-<date>.json with GPU name, versions, git commit and date.
+
+    python bench/bench_softcam_head.py                       # full run on a GPU
+    python bench/bench_softcam_head.py --smoke               # trivial sizes on CPU (Triton interpreter)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--channels", type=int, default=2048)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[7, 16], help="feature map sides h = w")
+    parser.add_argument("--classes", type=int, nargs="+", default=[2, 5, 1000])
+    parser.add_argument("--stride", type=int, default=32, help="input size = stride × h (ResNet-50: 32)")
+    parser.add_argument("--pool", choices=("avg", "max", "lse"), default="avg")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="the features' dtype (eager runs the conv in that dtype, as under autocast)")
+    parser.add_argument("--no-tf32", action="store_true", help="exact float32 products on both sides")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--copy-mib", type=int, default=2048, help="size of the bandwidth-probe copy")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: bench/results/...)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU smoke run of the code path at trivial sizes (Triton interpreter); not a measurement")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.batch, args.channels, args.sizes, args.classes = 3, 37, [5], [3, 19]
+        args.stride, args.repeats, args.warmup, args.copy_mib = 4, 2, 1, 4
+    return args
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Timer:
+    """Median wall time (ms) of a callable: CUDA events on a GPU (L2 flushed before every call),
+    perf_counter on the CPU (smoke runs only)."""
+
+    def __init__(self, device, repeats: int, warmup: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+        self.repeats, self.warmup = repeats, warmup
+        self.flush = torch.empty(64 * 2**20, dtype=torch.int32, device=device) if device.type == "cuda" else None
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        torch = self.torch
+        for _ in range(self.warmup):
+            fn()
+        times = []
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            for _ in range(self.repeats):
+                self.flush.zero_()  # evict the previous call's data from L2
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        else:
+            for _ in range(self.repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+
+def peak_bandwidth(timer: Timer, mib: int) -> dict[str, float]:
+    """The device's practical peak: a large device-to-device copy, (read + write) bytes / time."""
+    torch = timer.torch
+    n = mib * 2**20 // 4
+    src = torch.empty(n, dtype=torch.float32, device=timer.device).uniform_()
+    dst = torch.empty_like(src)
+    ms = timer(lambda: dst.copy_(src))
+    moved = 2 * src.numel() * src.element_size()
+    return {"copy_bytes": moved, "copy_ms": ms, "peak_gbps": moved / ms / 1e6}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    if args.smoke and not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+    elif not torch.cuda.is_available():
+        sys.exit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU code-path check)")
+    import triton
+    import torch.nn.functional as F
+
+    from fastcam.kernels.softcam_head import evidence_head, softcam_maps
+    from fastcam.methods.softcam import evidence_maps
+    from fastcam.softcam import pool_evidence
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.allow_tf32 = not args.no_tf32
+    torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
+    dtype = getattr(torch, args.dtype)
+    timer = Timer(device, args.repeats, args.warmup)
+    peak = peak_bandwidth(timer, args.copy_mib)
+    print(f"device-to-device copy: {peak['peak_gbps']:.0f} GB/s")
+
+    rows = []
+    gen = torch.Generator(device=device).manual_seed(0)
+    for side in args.sizes:
+        for K in args.classes:
+            B, C, h, w = args.batch, args.channels, side, side
+            size = (args.stride * h, args.stride * w)
+            features = torch.randn(B, C, h, w, device=device, generator=gen).relu_().to(dtype)  # post-ReLU, like layer4
+            weight = torch.randn(K, C, device=device, generator=gen) / C**0.5
+            bias = torch.randn(K, device=device, generator=gen)
+            conv_weight, conv_bias = weight.to(dtype)[:, :, None, None], bias.to(dtype)
+
+            def fused_head():
+                return evidence_head(features, weight, bias, args.pool)
+
+            def eager_head():
+                evidence = F.conv2d(features, conv_weight, conv_bias)
+                return pool_evidence(evidence, args.pool), evidence
+
+            def fused_all():
+                logits, evidence = fused_head()
+                return logits, softcam_maps(evidence, logits.argmax(dim=1), size, check_targets=False)
+
+            def eager_all():
+                logits, evidence = eager_head()
+                return logits, evidence_maps(evidence, logits.argmax(dim=1), size)
+
+            with torch.no_grad():
+                # agreement of the two paths on this shape (same targets, so the maps compare directly)
+                logits_f, evidence_f = fused_head()
+                logits_e, evidence_e = eager_head()
+                targets = logits_e.float().argmax(dim=1)
+                maps_f = softcam_maps(evidence_f, targets, size, check_targets=False)[1]
+                maps_e = evidence_maps(evidence_e, targets, size)[1]
+                scale = float(logits_e.float().abs().max().clamp_min(1.0))
+                agreement = {
+                    "logits_max_abs_diff": float((logits_f - logits_e.float()).abs().max()),
+                    "logits_scale": scale,
+                    "evidence_max_abs_diff": float((evidence_f - evidence_e.float()).abs().max()),
+                    "maps_max_abs_diff": float((maps_f - maps_e).abs().max()),
+                }
+                del logits_f, evidence_f, logits_e, evidence_e, maps_f, maps_e
+
+                times = {
+                    "fused_head_ms": timer(fused_head),
+                    "eager_head_ms": timer(eager_head),
+                    "fused_ms": timer(fused_all),
+                    "eager_ms": timer(eager_all),
+                }
+            H, W = size
+            head_bytes = features.numel() * features.element_size() + weight.numel() * 4 + bias.numel() * 4 + (B * K * h * w + B * K) * 4
+            maps_bytes = B * h * w * 4 * 3 + B * H * W * 4  # target evidence read, lowres write + read, maps write
+            flops = 2 * B * K * C * h * w
+            row = {
+                "batch": B, "channels": C, "h": h, "w": w, "classes": K, "input_size": [H, W],
+                "pool": args.pool, "dtype": args.dtype,
+                "head_bytes": head_bytes, "pipeline_bytes": head_bytes + maps_bytes, "head_flops": flops,
+                **times,
+                "speedup": times["eager_ms"] / times["fused_ms"],
+                "head_speedup": times["eager_head_ms"] / times["fused_head_ms"],
+                "fused_gbps": (head_bytes + maps_bytes) / times["fused_ms"] / 1e6,
+                "eager_gbps": (head_bytes + maps_bytes) / times["eager_ms"] / 1e6,
+                "fused_head_gbps": head_bytes / times["fused_head_ms"] / 1e6,
+                "eager_head_gbps": head_bytes / times["eager_head_ms"] / 1e6,
+                "fused_head_tflops": flops / times["fused_head_ms"] / 1e9,
+                "agreement": agreement,
+            }
+            row["fused_fraction_of_peak"] = row["fused_gbps"] / peak["peak_gbps"]
+            row["fused_head_fraction_of_peak"] = row["fused_head_gbps"] / peak["peak_gbps"]
+            rows.append(row)
+            print(
+                f"{h}x{w} K={K:5d}: fused {times['fused_ms']:.3f} ms ({row['fused_gbps']:.0f} GB/s, "
+                f"{100 * row['fused_fraction_of_peak']:.0f}% of peak), eager {times['eager_ms']:.3f} ms, "
+                f"speedup {row['speedup']:.2f}x | head: fused {times['fused_head_ms']:.3f} ms "
+                f"({row['fused_head_gbps']:.0f} GB/s, {row['fused_head_tflops']:.1f} TFLOP/s), "
+                f"eager {times['eager_head_ms']:.3f} ms | max |dlogits| {agreement['logits_max_abs_diff']:.2e}"
+            )
+            del features
+
+    result = {
+        "benchmark": "softcam_head",
+        "smoke": bool(args.smoke),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}), Triton interpreter",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "versions": {
+            "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        },
+        "tf32": not args.no_tf32,
+        "timing": {"method": "CUDA events, L2 flushed, median" if device.type == "cuda" else "perf_counter, median",
+                   "repeats": args.repeats, "warmup": args.warmup},
+        "peak": peak,
+        "results": rows,
+    }
+    out = args.out
+    if out is None:
+        tag = "smoke" if args.smoke else result["device"].replace(" ", "_").replace("/", "_")
+        folder = Path("/tmp") if args.smoke else ROOT / "bench" / "results"
+        out = folder / f"softcam_head-{tag}-{result['date'][:10]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
