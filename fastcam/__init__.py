@@ -5,9 +5,10 @@
 """
 from fastcam.explanation import Explanation
 from fastcam.methods import BaseCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from fastcam.methods import CFCAM
 from fastcam.methods import SoftCAM
 from fastcam import softcam
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "SoftCAM", "softcam", "__version__"]
+__all__ = ["BaseCAM", "CFCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "SoftCAM", "softcam", "__version__"]

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fastcam._backend import resolve_backend
 from fastcam.cluster import BACKENDS as CLUSTER_BACKENDS
 from fastcam.cluster import dbscan, pairwise_quantile
 from fastcam.methods._combine import accumulation
@@ -300,10 +301,13 @@ class CFCAM(BaseCAM):
         cluster_backend: `fastcam.cluster.dbscan` backend: "auto" (torch on CUDA, scikit-learn on CPU),
             "torch", "sklearn", "cuml".
         gradient_noise: std of Gaussian noise added to the gradients before any weighting (robustness
-            studies; 0 = none). The released code adds its noise after the weights are computed, where it
-            changes nothing; this does not copy that.
-        generator: a `torch.Generator` on the activations' device (its state advances), or an int seed
-            (the same noise on every call with the same shapes), or None (the global RNG).
+            studies; 0 = none), through `BaseCAM`'s `gradient_noise` hook, so important and clustered
+            channels alike see it. The released code adds its noise after the weights are computed,
+            where it changes nothing; this does not copy that.
+        generator: the noise's source: a `torch.Generator` on the activations' device (stored as
+            `noise_generator`; its state advances), an int seed (a fresh generator on the activations'
+            device each call: the same noise on every call with the same shapes), or None (torch's
+            global RNG).
 
     Example:
         >>> with fastcam.CFCAM(model, "layer4", variant="reference") as cam:
@@ -350,7 +354,8 @@ class CFCAM(BaseCAM):
         self.truncate = _check_number("truncate", truncate, low=0, low_inclusive=True)
         self.cluster_backend = cluster_backend
         self.gradient_noise = _check_number("gradient_noise", gradient_noise, low=0, low_inclusive=True)
-        self.generator = generator
+        self.noise_generator = generator if isinstance(generator, torch.Generator) else None
+        self.noise_seed = None if generator is None or isinstance(generator, torch.Generator) else int(generator)
 
     def __repr__(self) -> str:
         return (
@@ -375,17 +380,19 @@ class CFCAM(BaseCAM):
         """Keyword arguments of `cluster_filter_weights` (and of a fused kernel replacing it)."""
         return dict(variant=self.variant, sigma=self.sigma, range_sigma=self.range_sigma, truncate=self.truncate)
 
-    def _add_noise(self, grad: Tensor) -> Tensor:
-        """grad + N(0, gradient_noise²), drawn in the accumulation dtype on grad's device."""
-        if self.gradient_noise == 0:
-            return grad
-        generator = self.generator
-        if isinstance(generator, numbers.Integral):
-            generator = torch.Generator(device=grad.device).manual_seed(int(generator))
-        noise = torch.randn(grad.shape, generator=generator, dtype=grad.dtype, device=grad.device)
-        return grad + self.gradient_noise * noise
-
     def _get_weights(self, *, images: Tensor, activations: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
-        grad = self._add_noise(accumulation(self._gradients(logits, activations, targets)))
+        if self.noise_seed is not None and self.noise_generator is None:
+            # a generator must live on the tensors' device, so a seed becomes one here, afresh each call
+            self.noise_generator = torch.Generator(device=activations.device).manual_seed(self.noise_seed)
+            try:
+                grad = self._gradients(logits, activations, targets)
+            finally:
+                self.noise_generator = None
+        else:
+            grad = self._gradients(logits, activations, targets)
         labels = channel_labels(activations.detach(), **self.cluster_options)
+        if resolve_backend(self.backend, activations) == "triton":
+            from fastcam.kernels import cfcam_filter  # imported lazily: triton is optional
+
+            return cfcam_filter.cluster_filter_weights(grad, labels, **self.filter_options)
         return cluster_filter_weights(grad, labels, **self.filter_options)
