@@ -236,46 +236,52 @@ def _class_names(model: nn.Module) -> set[str]:
     return {cls.__name__ for cls in type(model).__mro__}
 
 
-def _resnet_backbone(model: nn.Module) -> tuple[nn.Module, int]:
+def _classifier_in_features(classifier: object, where: str) -> int:
+    """in_features of the classifier: a Linear, or the first Linear of a replaced head (Dropout, Linear)."""
+    linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)] if isinstance(classifier, nn.Module) else []
+    if not linears:
+        raise TypeError(f"{where} has no nn.Linear: cannot tell the feature channels; pass backbone= and in_channels=")
+    return linears[0].in_features
+
+
+def _resnet_parts(model: nn.Module) -> tuple[OrderedDict[str, nn.Module], int]:
     """torchvision ResNet/ResNeXt/Wide-ResNet: the trunk conv1 … layer4, in the order of its forward."""
     missing = [name for name in (*_RESNET_TRUNK, "fc") if not isinstance(getattr(model, name, None), nn.Module)]
-    if missing or not isinstance(model.fc, nn.Linear):
+    if missing:
         raise TypeError(
             f"{type(model).__name__} does not have torchvision's ResNet layout (conv1, bn1, relu, maxpool, "
-            f"layer1-4, avgpool, fc: Linear); missing or different: {missing or ['fc']}. "
-            "Pass backbone= and in_channels= instead"
+            f"layer1-4, avgpool, fc); missing: {missing}. Pass backbone= and in_channels= instead"
         )
-    trunk = nn.Sequential(OrderedDict((name, getattr(model, name)) for name in _RESNET_TRUNK))
-    return trunk, model.fc.in_features
+    channels = _classifier_in_features(model.fc, f"{type(model).__name__}.fc")
+    return OrderedDict((name, getattr(model, name)) for name in _RESNET_TRUNK), channels
 
 
-def _last_conv_channels(features: nn.Module, kind: str) -> int:
-    convs = [m for m in features.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise TypeError(f"{kind}.features has no Conv2d: cannot tell its output channels")
-    return convs[-1].out_channels
-
-
-def _vgg_backbone(model: nn.Module, hidden: int, dropout: float) -> tuple[nn.Module, int]:
-    """torchvision VGG: `features`, then (released code) 1×1 convs C->hidden->hidden with ReLU + Dropout,
-    freshly initialised, standing in for the first two fully connected layers."""
+def _vgg_parts(model: nn.Module) -> tuple[OrderedDict[str, nn.Module], int]:
+    """torchvision VGG: `features` (its last convolution gives the channels)."""
     if not isinstance(getattr(model, "features", None), nn.Module):
         raise TypeError(f"{type(model).__name__} has no `features` module: not torchvision's VGG layout")
-    channels = _last_conv_channels(model.features, type(model).__name__)
-    neck = nn.Sequential(
+    convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise TypeError(f"{type(model).__name__}.features has no Conv2d: cannot tell its output channels")
+    return OrderedDict(features=model.features), convs[-1].out_channels
+
+
+def _densenet_parts(model: nn.Module) -> tuple[OrderedDict[str, nn.Module], int]:
+    """torchvision DenseNet: `features` (the final ReLU of its forward is added by `convert`)."""
+    if not isinstance(getattr(model, "features", None), nn.Module):
+        raise TypeError(f"{type(model).__name__} has no `features` module: not torchvision's DenseNet layout")
+    return OrderedDict(features=model.features), _classifier_in_features(
+        getattr(model, "classifier", None), f"{type(model).__name__}.classifier"
+    )
+
+
+def _vgg_neck(channels: int, hidden: int, dropout: float) -> nn.Sequential:
+    """The released code's stand-in for VGG's first two fully connected layers: 1×1 convs
+    C -> hidden -> hidden with ReLU and Dropout, freshly initialised."""
+    return nn.Sequential(
         nn.Conv2d(channels, hidden, kernel_size=1), nn.ReLU(inplace=True), nn.Dropout(dropout),
         nn.Conv2d(hidden, hidden, kernel_size=1), nn.ReLU(inplace=True), nn.Dropout(dropout),
     )
-    return nn.Sequential(OrderedDict(features=model.features, neck=neck)), hidden
-
-
-def _densenet_backbone(model: nn.Module) -> tuple[nn.Module, int]:
-    """torchvision DenseNet: `features` then the ReLU its forward applies before pooling."""
-    if not isinstance(getattr(model, "features", None), nn.Module) or not isinstance(
-        getattr(model, "classifier", None), nn.Linear
-    ):
-        raise TypeError(f"{type(model).__name__} does not have torchvision's DenseNet layout (features, classifier: Linear)")
-    return nn.Sequential(OrderedDict(features=model.features, relu=nn.ReLU(inplace=True))), model.classifier.in_features
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -304,9 +310,9 @@ def convert(
       - DenseNet: `features` and the final ReLU that torchvision's forward applies, then the 1×1 conv.
     Any other network: pass `model=None`, `backbone=` (images -> (B, C, h, w)) and `in_channels=C`.
 
-    The kept layers are deep copies with the same weights, so the backbone's outputs are bit-identical
-    to the original model's; the head (and VGG's 1×1 neck) are freshly initialised. The result is on the
-    model's device and dtype, in the model's train/eval mode.
+    Only the kept layers are deep-copied (with their weights, buffers and per-module train/eval flags),
+    so the backbone's outputs are bit-identical to the original model's; the head (and VGG's 1×1 neck)
+    are freshly initialised on the model's device and dtype, in the model's train/eval mode.
 
     Args:
         model: the classifier to convert, or None with `backbone=`.
@@ -325,9 +331,8 @@ def convert(
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         if in_channels is None:
             raise ValueError("backbone= needs in_channels=, the channel count of the backbone's output")
-        channels = _check_positive_int(in_channels, "in_channels")
-        source, copied = backbone, copy.deepcopy(backbone)
-        trunk = copied
+        source, kind = backbone, "backbone"
+        parts, channels = OrderedDict(backbone=backbone), _check_positive_int(in_channels, "in_channels")
     else:
         if model is None:
             raise TypeError("convert needs a model, or model=None with backbone= and in_channels=")
@@ -337,28 +342,35 @@ def convert(
             raise ValueError("in_channels= is only used with backbone=; for a known model it is read from the model")
         source = _unwrap(model)
         names = _class_names(source)
-        copied = copy.deepcopy(source)  # the original keeps its modules; fine-tuning the result leaves it alone
-        if "ResNet" in names:
-            trunk, channels = _resnet_backbone(copied)
-        elif "VGG" in names:
-            trunk, channels = _vgg_backbone(copied, _check_positive_int(vgg_hidden, "vgg_hidden"),
-                                            _check_probability(vgg_dropout))
-        elif "DenseNet" in names:
-            trunk, channels = _densenet_backbone(copied)
-        else:
+        kind = next((k for k in ("ResNet", "VGG", "DenseNet") if k in names), None)
+        if kind is None:
             raise TypeError(
                 f"cannot convert {type(source).__name__}: supported are torchvision-layout ResNet/ResNeXt/"
                 "Wide-ResNet, VGG and DenseNet; for another network pass model=None, backbone= (a module "
                 "returning the (B, C, h, w) feature map) and in_channels=C"
             )
+        parts, channels = {"ResNet": _resnet_parts, "VGG": _vgg_parts, "DenseNet": _densenet_parts}[kind](source)
+    # one deepcopy of all kept parts together, so modules they share stay shared; the dropped classifier
+    # is never copied
+    kept = copy.deepcopy(nn.ModuleDict(parts))
+    if kind == "backbone":
+        trunk: nn.Module = kept["backbone"]
+    elif kind == "ResNet":
+        trunk = nn.Sequential(OrderedDict(kept.items()))
+    elif kind == "VGG":
+        hidden = _check_positive_int(vgg_hidden, "vgg_hidden")
+        trunk = nn.Sequential(OrderedDict(features=kept["features"], neck=_vgg_neck(channels, hidden, _check_probability(vgg_dropout))))
+        channels = hidden
+    else:  # DenseNet: torchvision's forward applies F.relu(features, inplace=True) before pooling
+        trunk = nn.Sequential(OrderedDict(features=kept["features"], relu=nn.ReLU(inplace=True)))
     net = SoftCAMNet(trunk, EvidenceHead(channels, num_classes, pool, temperature, backend))
-    kept = {id(m) for m in copied.modules()}
-    fresh = [m for m in net.modules() if id(m) not in kept]  # head, VGG's neck, new containers
+
+    kept_ids = {id(m) for part in kept.values() for m in part.modules()}
     reference = next((p for p in source.parameters() if p.is_floating_point()), None)
-    for module in fresh:
-        # only the new layers move and take the model's mode: the kept ones stay exactly as they were
-        # (device, dtype, and per-module train/eval flags such as a frozen BatchNorm's)
-        if reference is not None and all(id(m) not in kept for m in module.modules()):
+    for module in net.modules():
+        if id(module) in kept_ids:
+            continue  # kept layers stay exactly as they were: device, dtype, train/eval flag
+        if reference is not None and all(id(m) not in kept_ids for m in module.modules()):
             module.to(device=reference.device, dtype=reference.dtype)
         module.training = source.training
     return net

@@ -210,6 +210,13 @@ def test_convert_rejects_unsupported(model: object, num_classes: object, error: 
         convert(model, num_classes)  # type: ignore[arg-type]
 
 
+def test_convert_resnet_with_replaced_fc(resnet: nn.Module, images: torch.Tensor) -> None:
+    resnet.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(resnet.fc.in_features, 2))  # a common fine-tuning head
+    net = convert(resnet, 3).eval()
+    assert net.head.conv.in_channels == 64
+    assert torch.equal(_capture(resnet.layer4, lambda: resnet(images)), net.backbone(images).detach())
+
+
 def test_convert_rejects_resnet_named_model_with_another_layout() -> None:
     class ResNet(nn.Module):  # a timm-like ResNet: same class name, another layout
         def __init__(self) -> None:
@@ -305,6 +312,14 @@ def test_save_load_round_trip_and_strictness(tmp_path) -> None:  # noqa: ANN001
         softcam.load(convert(tiny_vgg(), 4, vgg_hidden=8), path)
     with pytest.raises(FileNotFoundError):
         softcam.load(net, tmp_path / "missing.safetensors")
+
+
+def test_fit_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    net = convert(tiny_resnet(num_classes=2, width=4), 2)
+    history = softcam.fit(net, _toy_loader(0, n=32, batch=16), epochs=2, lr=0.05, eta_min=1e-3, amp="bf16", progress=False)
+    assert all(math.isfinite(v) for v in history["train_loss"]) and history["train_loss"][1] < history["train_loss"][0]
+    assert all(p.dtype == torch.float32 for p in net.parameters())
 
 
 def test_fit_bad_input() -> None:
