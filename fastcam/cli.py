@@ -137,11 +137,52 @@ def _run_report(args: argparse.Namespace) -> int:
     return report_cli(args)
 
 
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time every explainer (fastcam's and the peer libraries') on one model, batch and device",
+        description="Time plain inference, fastcam's methods, torchcam, captum, pytorch-grad-cam (when importable) "
+        "and the CF-CAM released code's per-image loop on the same model, inputs and device; print Markdown "
+        "tables (images/s, ratios) and write JSON with the environment.",
+    )
+    p.add_argument("--model", default="resnet18", metavar="SPEC",
+                   help="resnet18, resnet50 or any fastcam.models builder (random weights), or module:factory")
+    p.add_argument("--layer", default=None, help="target layer (default layer4)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes of the built model (default: the builder's)")
+    p.add_argument("--size", type=int, default=224, help="square input side")
+    p.add_argument("--batch", type=int, default=64, help="images per batch")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast every contender's call")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per contender")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per contender")
+    p.add_argument("--scorecam-batch-size", type=int, default=64, help="fastcam ScoreCAM masked inputs per forward")
+    p.add_argument("--peer-scorecam-batch-size", type=int, default=None,
+                   help="torchcam / pytorch-grad-cam ScoreCAM batch size (default: their own, 32 / 16)")
+    p.add_argument("--contenders", default=None, metavar="LIST",
+                   help="comma-separated subset of: inference, gradcam, gradcampp, scorecam, cfcam, softcam-inference, "
+                   "softcam, torchcam-gradcam, torchcam-scorecam, captum-gradcam, pgc-gradcam, pgc-scorecam, "
+                   "released-cfcam (default: all)")
+    p.add_argument("--out", default="bench/results", metavar="DIR|FILE.json", help="where the JSON goes")
+    p.add_argument("--markdown", default=None, metavar="FILE.md", help="also write the Markdown tables here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sequential", action="store_true",
+                   help="time each contender's calls in a row instead of interleaving rounds")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from fastcam.benchmark import bench_cli
+
+    return bench_cli(args)
+
+
 #: every subcommand, registered in one place: add yours here (issue 6: eval, bench)
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_explain_parser,
     _add_demo_parser,
     _add_report_parser,
+    _add_bench_parser,
 ]
 
 
