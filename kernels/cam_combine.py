@@ -66,7 +66,7 @@ def _weighted_sum_relu_kernel(
     act = act_ptr + b * stride_ab
     weight = weight_ptr + b * stride_wb
     offs_c = tl.arange(0, BLOCK_C)
-    acc = tl.zeros((BLOCK_P,), ACC)
+    acc = tl.full((BLOCK_P,), 0, ACC)
     for c_start in range(0, C, BLOCK_C):
         chan = c_start + offs_c
         chan_mask = chan < C

@@ -97,7 +97,7 @@ def _upsample_normalize_kernel(
             mask = (rows < H)[:, None] & (cols < W)[None, :]
             tile = _bilinear_tile(low, h, w, stride_lh, stride_lw, rows, cols, scale_h, scale_w, mask)
             running = tl.maximum(running, tl.where(mask, tile, float("-inf")))
-    peak = tl.maximum(tl.max(tl.max(running, axis=1), axis=0), tiny)
+    peak = tl.maximum(tl.max(tl.reshape(running, (BLOCK_H * BLOCK_W,)), axis=0), tiny)
 
     # Pass 2: recompute and store normalised (a division, as the reference: the max maps to exactly 1).
     for y_start in range(0, H, BLOCK_H):

@@ -1,0 +1,368 @@
+r"""CF-CAM's cluster filter and channel weighting on Triton, for a whole batch in one launch.
+
+Given gradients $G$ (B, C, h, w) and per-channel labels (B, C) from `fastcam.methods.cfcam.channel_labels`
+(`IMPORTANT` = -2, `NOISE` = -1, cluster ids 0, 1, ...), each image's channel weights are
+
+$$ s_c = \begin{cases} \bar G_c = \frac1{hw}\sum_{ij} G_c(i,j) & c \text{ important} \\
+                        w_k = \mathrm{mean}(K_k \star M_k),\ M_k = \frac1{|k|}\sum_{c' \in k} G_{c'} & c \in \text{cluster } k
+         \end{cases}, \qquad \alpha = \mathrm{softmax}_{c \notin \text{noise}}(s), \quad \alpha_{\text{noise}} = 0 $$
+
+exactly as the torch reference `fastcam.methods.cfcam.cluster_filter_weights` (re-exported here as
+`cluster_filter_weights_reference`) defines them:
+
+- `variant="paper"`: $K$ is scipy's truncated Gaussian, zero-padded 'same'. The filter is linear, so
+  $\mathrm{mean}(K \star M_k) = \frac1{|k|}\sum_{c\in k} t_c$ with $t_c = \frac1{hw}\langle G_c, \text{cov}\rangle$
+  and cov = `gaussian_coverage(h, w, sigma, truncate)`: per-channel scalars, averaged per cluster.
+- `variant="reference"`: the released code's map-sized kernel
+  $K_k = S \odot e^{-(M_k - \bar M_k)^2/(2\sigma_r^2)} / (\sum + 10^{-6})$,
+  $S(i,j) = e^{-((i-h/2)^2 + (j-w/2)^2)/(2\sigma_s^2)}$, applied as `F.conv2d(M, K, padding="same")`;
+  its mean is $\frac1{hw}\sum_{a,b} K_k(a,b)\,(R_h M_k R_w^\top)(a,b)$ with R the 0/1 window matrices of a
+  'same' correlation (`fastcam.methods.cfcam._window_matrix`), computed here as two broadcast-reductions
+  over the (h, w) tile: O(hw·(h + w)) per cluster.
+
+Kernel (`_cfcam_weights_kernel`), grid (B,), one program per image, four phases separated by barriers:
+1. one pass over the image's gradients in (BLOCK_C, BLOCK_H * BLOCK_W) tiles (loaded in their own dtype,
+   accumulated in float32; float64 for float64 input): important channels' mean gradient and, for
+   "paper", every clustered channel's $t_c$, stored to the output row as scratch; the largest cluster id;
+2. per cluster k (a runtime loop up to the largest id; no host sync): "paper" averages the members' $t_c$;
+   "reference" sums the members' gradient maps, gathered through a stable argsort of the labels (one
+   torch launch) so the work is O(members), filters $M_k$ and reduces it to $w_k$; $w_k$ goes to the members;
+3. the masked softmax over kept channels, in place (a row with nothing kept gets zeros, as the reference).
+Channel sums run inside one program, so results are deterministic (no atomics).
+
+`cfcam_combine` chains it with `fastcam.kernels.cam_combine.combine` (weighted sum + ReLU, upsample +
+normalise): the whole CF-CAM post-clustering path in three launches (four with the reference variant's sort).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from fastcam.kernels.cam_combine import check_activations, combine
+from fastcam.kernels.upsample_normalize import check_size, launch_guard
+from fastcam.methods.cfcam import (
+    DEFAULT_SIGMA,
+    IMPORTANT,
+    NOISE,
+    REFERENCE_NORM_EPS,
+    REFERENCE_RANGE_SIGMA,
+    VARIANTS,
+    gaussian_coverage,
+)
+from fastcam.methods.cfcam import cluster_filter_weights as cluster_filter_weights_reference
+
+__all__ = ["cfcam_combine", "cluster_filter_weights", "cluster_filter_weights_reference"]
+
+# label values as compile-time constants (jit code may read only constexpr globals)
+_IMPORTANT = tl.constexpr(IMPORTANT)
+_NOISE = tl.constexpr(NOISE)
+
+
+@triton.jit
+def _load_grad_tile(grad, chan, chan_mask, stride_gc, spatial_off, spatial_mask, ACC: tl.constexpr):
+    """(BLOCK_C, BLOCK_H * BLOCK_W) gradient tile of the given channels (padded map positions flattened
+    row-major), zero outside the map, in the accumulation dtype."""
+    ptrs = grad + (chan.to(tl.int64) * stride_gc)[:, None] + spatial_off[None, :]
+    return tl.load(ptrs, mask=chan_mask[:, None] & spatial_mask[None, :], other=0.0).to(ACC)
+
+
+@triton.jit
+def _reference_geometry(h, w, two_ss2, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, ACC: tl.constexpr):
+    """The data-independent parts of the reference filter, built once per program:
+    the spatial Gaussian S (BLOCK_H, BLOCK_W), zero outside the map, and the 'same'-correlation window
+    indicators R_h[a, r, .] (BLOCK_H, BLOCK_H, 1) and R_w[., b, s] (1, BLOCK_W, BLOCK_W), with
+    R[a, r] = 1 iff 0 <= r - a + (n-1)//2 < n (PyTorch pads (n-1)//2 before, the rest after)."""
+    rows = tl.arange(0, BLOCK_H)
+    cols = tl.arange(0, BLOCK_W)
+    valid = (rows < h)[:, None] & (cols < w)[None, :]
+    dy = rows.to(ACC) - h / 2  # h/2 is exact (a half-integer), as torch.arange(h) - h / 2
+    dx = cols.to(ACC) - w / 2
+    spatial = tl.where(valid, tl.exp(-((dy * dy)[:, None] + (dx * dx)[None, :]) / two_ss2), 0.0)
+    offset_h = rows[None, :, None] - rows[:, None, None] + (h - 1) // 2
+    taps_h = ((offset_h >= 0) & (offset_h < h)).to(ACC)
+    offset_w = cols[None, None, :] - cols[None, :, None] + (w - 1) // 2
+    taps_w = ((offset_w >= 0) & (offset_w < w)).to(ACC)
+    return spatial, taps_h, taps_w
+
+
+@triton.jit
+def _reference_filtered_mean(mean_flat, spatial, taps_h, taps_w, hw, two_rs2, norm_eps,
+                             BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """mean(F.conv2d(M, K, padding='same')) for one zero-padded cluster mean map M, given flattened
+    (BLOCK_H * BLOCK_W,): K = S * exp(-(M - mean M)^2 / (2 sigma_r^2)) / (sum + eps), and the mean of the
+    correlation is sum_{a,b} K[a,b] window[a,b] / hw with window = R_h M R_w^T (the input sum each tap sees).
+    (Few reductions: each one re-patches Triton's interpreter.)"""
+    mean_map = tl.reshape(mean_flat, (BLOCK_H, BLOCK_W))
+    centred = mean_map - tl.sum(mean_flat, axis=0) / hw
+    kernel = spatial * tl.exp(-(centred * centred) / two_rs2)  # spatial is 0 off the map
+    kernel = kernel / (tl.sum(tl.reshape(kernel, (BLOCK_H * BLOCK_W,)), axis=0) + norm_eps)
+    partial = tl.sum(mean_map[:, None, :] * taps_w, axis=2)  # [r, b] = sum_s M[r, s] R_w[b, s]
+    window = tl.sum(taps_h * partial[None, :, :], axis=1)  # [a, b] = sum_r R_h[a, r] partial[r, b]
+    return tl.sum(tl.reshape(kernel * window, (BLOCK_H * BLOCK_W,)), axis=0) / hw
+
+
+@triton.jit
+def _cfcam_weights_kernel(
+    grad_ptr,
+    label_ptr,
+    order_ptr,
+    cover_ptr,
+    out_ptr,
+    C,
+    h,
+    w,
+    stride_gb,
+    stride_gc,
+    stride_gh,
+    stride_gw,
+    stride_lb,
+    stride_lc,
+    stride_ob,
+    stride_oc,
+    stride_wb,
+    stride_wc,
+    SIGMA_TERM: tl.constexpr,  # 2 sigma_s^2 ("reference")
+    RANGE_TERM: tl.constexpr,  # 2 sigma_r^2 ("reference")
+    NORM_EPS: tl.constexpr,
+    LOWEST: tl.constexpr,
+    TINY: tl.constexpr,
+    REFERENCE: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    grad = grad_ptr + b * stride_gb
+    labels = label_ptr + b * stride_lb
+    out = out_ptr + b * stride_wb
+    hw = h * w
+    pos = tl.arange(0, BLOCK_H * BLOCK_W)  # padded map positions, row-major
+    row = pos // BLOCK_W
+    col = pos % BLOCK_W
+    spatial_mask = (row < h) & (col < w)
+    spatial_off = row.to(tl.int64) * stride_gh + col.to(tl.int64) * stride_gw
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_l = tl.arange(0, BLOCK_L)
+    if not REFERENCE:
+        cover = tl.load(cover_ptr + row * w + col, mask=spatial_mask, other=0.0).to(ACC)
+    else:
+        spatial, taps_h, taps_w = _reference_geometry(h, w, tl.full((), SIGMA_TERM, ACC), BLOCK_H, BLOCK_W, ACC)
+
+    # Phase 1: per-channel scores (important: mean gradient; "paper" clustered: <G_c, cov>/hw) + max id.
+    top = tl.full((), -1, tl.int64)
+    for c_start in range(0, C, BLOCK_C):
+        chan = c_start + offs_c
+        chan_mask = chan < C
+        lab = tl.load(labels + chan * stride_lc, mask=chan_mask, other=_NOISE).to(tl.int64)
+        if REFERENCE:
+            needed = chan_mask & (lab == _IMPORTANT)
+        else:
+            needed = chan_mask & (lab != _NOISE)
+        tile = _load_grad_tile(grad, chan, needed, stride_gc, spatial_off, spatial_mask, ACC)
+        score = tl.sum(tile, axis=1) / hw
+        if not REFERENCE:
+            smoothed = tl.sum(tile * cover[None, :], axis=1) / hw
+            score = tl.where(lab == _IMPORTANT, score, smoothed)
+        score = tl.where(lab == _NOISE, 0.0, score)
+        tl.store(out + chan * stride_wc, score.to(out_ptr.dtype.element_ty), mask=chan_mask)
+        top = tl.maximum(top, tl.max(lab, axis=0))
+    tl.debug_barrier()
+
+    # Phase 2: one score per cluster, written to its members.
+    for k in range(0, top + 1):
+        if REFERENCE:
+            before = tl.full((BLOCK_L,), 0, tl.int32)
+            inside = tl.full((BLOCK_L,), 0, tl.int32)
+            for l_start in range(0, C, BLOCK_L):
+                chan = l_start + offs_l
+                lab = tl.load(labels + chan * stride_lc, mask=chan < C, other=_NOISE).to(tl.int64)
+                before += (lab < k).to(tl.int32) & (chan < C).to(tl.int32)
+                inside += (lab == k).to(tl.int32)
+            first = tl.sum(before, axis=0)
+            size = tl.sum(inside, axis=0)
+            # members of k are order[first : first + size] (labels sorted stably)
+            total = tl.full((BLOCK_H * BLOCK_W,), 0, ACC)
+            for j_start in range(first, first + size, BLOCK_C):
+                slot = j_start + offs_c
+                slot_mask = slot < first + size
+                chan = tl.load(order_ptr + b * stride_ob + slot * stride_oc, mask=slot_mask, other=0)
+                tile = _load_grad_tile(grad, chan, slot_mask, stride_gc, spatial_off, spatial_mask, ACC)
+                total += tl.sum(tile, axis=0)
+            mean_map = total / tl.maximum(size, 1).to(ACC)
+            cluster_score = _reference_filtered_mean(
+                mean_map, spatial, taps_h, taps_w, hw, tl.full((), RANGE_TERM, ACC), tl.full((), NORM_EPS, ACC),
+                BLOCK_H, BLOCK_W,
+            )
+            for j_start in range(first, first + size, BLOCK_C):
+                slot = j_start + offs_c
+                slot_mask = slot < first + size
+                chan = tl.load(order_ptr + b * stride_ob + slot * stride_oc, mask=slot_mask, other=0)
+                value = tl.full((BLOCK_C,), 0, ACC) + cluster_score
+                tl.store(out + chan * stride_wc, value.to(out_ptr.dtype.element_ty), mask=slot_mask)
+        else:
+            total = tl.full((BLOCK_L,), 0, ACC)
+            inside = tl.full((BLOCK_L,), 0, tl.int32)
+            for l_start in range(0, C, BLOCK_L):
+                chan = l_start + offs_l
+                member = tl.load(labels + chan * stride_lc, mask=chan < C, other=_NOISE).to(tl.int64) == k
+                total += tl.load(out + chan * stride_wc, mask=member, other=0.0).to(ACC)
+                inside += member.to(tl.int32)
+            cluster_score = tl.sum(total, axis=0) / tl.maximum(tl.sum(inside, axis=0), 1).to(ACC)
+            tl.debug_barrier()  # every member's t_c is read before any is overwritten
+            for l_start in range(0, C, BLOCK_L):
+                chan = l_start + offs_l
+                member = tl.load(labels + chan * stride_lc, mask=chan < C, other=_NOISE).to(tl.int64) == k
+                value = tl.full((BLOCK_L,), 0, ACC) + cluster_score
+                tl.store(out + chan * stride_wc, value.to(out_ptr.dtype.element_ty), mask=member)
+        tl.debug_barrier()
+
+    # Phase 3: softmax over kept (non-noise) channels, in place.
+    lowest = tl.full((), LOWEST, ACC)
+    peak = tl.full((BLOCK_L,), LOWEST, ACC)
+    for l_start in range(0, C, BLOCK_L):
+        chan = l_start + offs_l
+        keep = tl.load(labels + chan * stride_lc, mask=chan < C, other=_NOISE).to(tl.int64) != _NOISE
+        score = tl.load(out + chan * stride_wc, mask=keep, other=LOWEST).to(ACC)
+        peak = tl.maximum(peak, tl.where(keep, score, lowest))
+    top_score = tl.max(peak, axis=0)
+    denom = tl.full((BLOCK_L,), 0, ACC)
+    for l_start in range(0, C, BLOCK_L):
+        chan = l_start + offs_l
+        keep = tl.load(labels + chan * stride_lc, mask=chan < C, other=_NOISE).to(tl.int64) != _NOISE
+        score = tl.load(out + chan * stride_wc, mask=keep, other=0.0).to(ACC)
+        denom += tl.exp(tl.where(keep, score - top_score, float("-inf")))  # exp(-inf) = 0: no overflow
+    denom_total = tl.maximum(tl.sum(denom, axis=0), tl.full((), TINY, ACC))
+    tl.debug_barrier()
+    for l_start in range(0, C, BLOCK_L):
+        chan = l_start + offs_l
+        chan_mask = chan < C
+        keep = tl.load(labels + chan * stride_lc, mask=chan_mask, other=_NOISE).to(tl.int64) != _NOISE
+        score = tl.load(out + chan * stride_wc, mask=keep, other=0.0).to(ACC)
+        weight = tl.exp(tl.where(keep, score - top_score, float("-inf"))) / denom_total
+        tl.store(out + chan * stride_wc, weight.to(out_ptr.dtype.element_ty), mask=chan_mask)
+
+
+@functools.lru_cache(maxsize=64)
+def _coverage(height: int, width: int, sigma: float, truncate: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The paper variant's coverage map, built once per shape/filter/device (a few small torch ops)."""
+    return gaussian_coverage(height, width, sigma, truncate, dtype=dtype, device=device).contiguous()
+
+
+def _blocks(channels: int, height: int, width: int, on_gpu: bool) -> tuple[int, int, int, int, int]:
+    """(BLOCK_C, BLOCK_L, BLOCK_H, BLOCK_W, num_warps): gradient tiles of ~4,096 elements on GPU (the
+    whole padded map per channel); in the interpreter (~1.5 ms a program step) tiles 4x larger."""
+    block_h, block_w = triton.next_power_of_2(height), triton.next_power_of_2(width)
+    budget = 4096 if on_gpu else 16384
+    block_c = min(triton.next_power_of_2(channels), max(1, budget // (block_h * block_w)))
+    block_l = min(triton.next_power_of_2(channels), 1024 if on_gpu else 4096)
+    warps = 8 if block_h * block_w * max(block_h, block_w) > 8192 else 4
+    return block_c, block_l, block_h, block_w, warps
+
+
+def cluster_filter_weights(
+    gradients: Tensor,
+    labels: Tensor,
+    *,
+    variant: str = "paper",
+    sigma: float | None = None,
+    range_sigma: float = REFERENCE_RANGE_SIGMA,
+    truncate: float = 4.0,
+    out: Tensor | None = None,
+) -> Tensor:
+    """CF-CAM channel weights (B, C) from gradients (B, C, h, w) and channel labels (B, C), on Triton.
+
+    Same contract as the torch reference `fastcam.methods.cfcam.cluster_filter_weights`: float32 result
+    (float64 for float64 gradients); half gradients are read as they are and accumulated in float32.
+    Gradients and labels may have any strides. `out`: optional (B, C) buffer of the result dtype.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    check_activations(gradients, "gradients")
+    batch, channels, height, width = gradients.shape
+    if not isinstance(labels, Tensor) or labels.shape != (batch, channels):
+        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a (B, C) = ({batch}, {channels}) tensor, got {got}")
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
+    if labels.device != gradients.device:
+        raise ValueError(f"labels are on {labels.device} but the gradients are on {gradients.device}")
+    sigma = DEFAULT_SIGMA[variant] if sigma is None else float(sigma)
+    acc_dtype = torch.float64 if gradients.dtype == torch.float64 else torch.float32
+    if out is None:
+        out = torch.empty((batch, channels), dtype=acc_dtype, device=gradients.device)
+    elif not isinstance(out, Tensor) or out.shape != (batch, channels) or out.dtype != acc_dtype:
+        got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"out must be a ({batch}, {channels}) {acc_dtype} tensor, got {got}")
+    elif out.device != gradients.device:
+        raise ValueError(f"out is on {out.device} but the gradients are on {gradients.device}")
+    if batch == 0:
+        return out
+
+    reference = variant == "reference"
+    if reference:
+        order = torch.argsort(labels, dim=1, stable=True)  # cluster k's members: a contiguous run
+        cover = out  # unused (a valid pointer of the right kind)
+    else:
+        order = labels  # unused
+        cover = _coverage(height, width, sigma, float(truncate), acc_dtype, gradients.device)
+    block_c, block_l, block_h, block_w, warps = _blocks(channels, height, width, gradients.is_cuda)
+    finfo = torch.finfo(acc_dtype)
+    with launch_guard(gradients):
+        _cfcam_weights_kernel[(batch,)](
+            gradients,
+            labels,
+            order,
+            cover,
+            out,
+            channels,
+            height,
+            width,
+            *gradients.stride(),
+            *labels.stride(),
+            *order.stride(),
+            *out.stride(),
+            SIGMA_TERM=2 * sigma**2,
+            RANGE_TERM=2 * float(range_sigma) ** 2,
+            NORM_EPS=REFERENCE_NORM_EPS,
+            LOWEST=finfo.min,
+            TINY=finfo.tiny,
+            REFERENCE=reference,
+            ACC=tl.float64 if acc_dtype == torch.float64 else tl.float32,
+            BLOCK_C=block_c,
+            BLOCK_L=block_l,
+            BLOCK_H=block_h,
+            BLOCK_W=block_w,
+            num_warps=warps,
+        )
+    return out
+
+
+def cfcam_combine(
+    activations: Tensor,
+    gradients: Tensor,
+    labels: Tensor,
+    size: Sequence[int],
+    *,
+    variant: str = "paper",
+    sigma: float | None = None,
+    range_sigma: float = REFERENCE_RANGE_SIGMA,
+    truncate: float = 4.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """CF-CAM after clustering: weights (B, C), lowres (B, h, w) and maps (B, H, W), in 3 launches
+    (4 for "reference"): the weights kernel, then the shared weighted-sum and upsample-normalise kernels."""
+    check_activations(activations)
+    if activations.shape != gradients.shape:
+        raise ValueError(f"activations {tuple(activations.shape)} and gradients {tuple(gradients.shape)} differ")
+    height, width = check_size(size)
+    weights = cluster_filter_weights(
+        gradients, labels, variant=variant, sigma=sigma, range_sigma=range_sigma, truncate=truncate
+    )
+    lowres, maps = combine(activations, weights, (height, width))
+    return weights, lowres, maps
