@@ -271,6 +271,13 @@ def test_channel_labels_match_float64_oracle(case: str, request: pytest.FixtureR
         assert clusters >= 3 and noise >= 1
 
 
+@pytest.mark.parametrize("case", ["line_case", "blob_case"])
+def test_batched_torch_cluster_backend_gives_the_same_labels(case: str, request: pytest.FixtureRequest) -> None:
+    _, acts, _ = request.getfixturevalue(case)
+    points = torch.from_numpy(acts).float()
+    assert torch.equal(channel_labels(points, cluster_backend="torch"), channel_labels(points, cluster_backend="sklearn"))
+
+
 # ------------------------------------------------------------------------------------------- weights and maps
 
 
