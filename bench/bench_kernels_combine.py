@@ -1,0 +1,186 @@
+"""Benchmark: the post-hoc combine kernels (Triton) against the torch path, on a GPU.
+
+What is timed, per shape (ResNet-50 layer4: C = 2048, h×w = 7×7 (224² input) and 16×16 (512² input);
+batch 256; activations/gradients in `--dtype`):
+
+- combine (Grad-CAM, Grad-CAM++, Score-CAM): activations (B, C, h, w) + weights (B, C) ->
+  lowres (B, h, w) + maps (B, H, W).
+  triton: `fastcam.kernels.cam_combine.combine` (weighted sum + ReLU kernel, upsample-normalise kernel);
+  torch:  `fastcam.methods._combine.combine(..., backend="torch")` (einsum, ReLU, F.interpolate, amax, divide).
+- cfcam (CF-CAM after clustering), variants "paper" and "reference": activations, gradients and
+  channel labels -> weights (B, C), lowres, maps.
+  triton: `fastcam.kernels.cfcam_filter.cfcam_combine` (weights kernel [+ a label argsort for "reference"],
+          then the two combine kernels);
+  torch:  `fastcam.methods.cfcam.cluster_filter_weights` then the torch combine.
+  Labels are synthetic but shaped like CF-CAM's: 25 % important, 5 % noise, the rest in `--clusters`
+  clusters, assigned at random per image.
+
+CUDA events around each call, L2 flushed before every call, median over `--repeats` (the `Timer` and
+the copy-bandwidth probe of bench/bench_softcam_head.py). Achieved bandwidth = the bytes each path must
+move at the least (inputs read once, lowres written and read once, maps written once) / time; the same
+byte count is used for both paths, so their GB/s compare directly. The device's peak is measured in the
+same run as a large device-to-device copy. The largest |difference| between the two paths' outputs is
+recorded for every shape.
+
+Results go to bench/results/kernels_combine-<gpu>-<date>.json with GPU name, versions, git commit, date.
+
+    python bench/bench_kernels_combine.py            # full run on a GPU
+    python bench/bench_kernels_combine.py --smoke    # trivial sizes on CPU (Triton interpreter); not a measurement
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from bench_softcam_head import ROOT, Timer, git_commit, peak_bandwidth  # same folder: shared timing helpers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--channels", type=int, default=2048)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[7, 16], help="feature map sides h = w")
+    parser.add_argument("--stride", type=int, default=32, help="input size = stride × h (ResNet-50: 32)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="activations' and gradients' dtype (bf16/fp16: as under autocast)")
+    parser.add_argument("--clusters", type=int, default=4, help="CF-CAM clusters per image")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--copy-mib", type=int, default=2048, help="size of the bandwidth-probe copy")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: bench/results/...)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU smoke run of the code path at trivial sizes (Triton interpreter); not a measurement")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.batch, args.channels, args.sizes, args.stride = 3, 37, [5], 4
+        args.clusters, args.repeats, args.warmup, args.copy_mib = 3, 2, 1, 4
+    return args
+
+
+def synthetic_labels(batch: int, channels: int, clusters: int, generator, device):  # noqa: ANN001
+    """(B, C) int64 CF-CAM-like labels: 25 % IMPORTANT, 5 % NOISE, the rest in `clusters` clusters."""
+    import torch
+
+    from fastcam.methods.cfcam import IMPORTANT, NOISE
+
+    u = torch.rand(batch, channels, generator=generator, device=device)
+    ids = torch.randint(0, clusters, (batch, channels), generator=generator, device=device)
+    return torch.where(u < 0.25, IMPORTANT, torch.where(u < 0.30, NOISE, ids))
+
+
+def max_diff(a, b) -> float:  # noqa: ANN001
+    return float((a.float() - b.float()).abs().max())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    if args.smoke and not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+    elif not torch.cuda.is_available():
+        sys.exit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU code-path check)")
+    import triton
+
+    from fastcam.kernels.cam_combine import combine
+    from fastcam.kernels.cfcam_filter import cfcam_combine
+    from fastcam.methods._combine import combine as torch_path_combine
+    from fastcam.methods.cfcam import cluster_filter_weights
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype)
+    timer = Timer(device, args.repeats, args.warmup)
+    peak = peak_bandwidth(timer, args.copy_mib)
+    print(f"device-to-device copy: {peak['peak_gbps']:.0f} GB/s")
+
+    rows = []
+    gen = torch.Generator(device=device).manual_seed(0)
+    for side in args.sizes:
+        B, C, h, w = args.batch, args.channels, side, side
+        size = (args.stride * h, args.stride * w)
+        H, W = size
+        activations = torch.randn(B, C, h, w, device=device, generator=gen).relu_().to(dtype)  # post-ReLU
+        gradients = (torch.randn(B, C, h, w, device=device, generator=gen) * 1e-3).to(dtype)
+        weights = torch.randn(B, C, device=device, generator=gen) / C
+        labels = synthetic_labels(B, C, args.clusters, gen, device)
+        elt = activations.element_size()
+        maps_bytes = B * h * w * 4 * 2 + B * H * W * 4  # lowres written and read back, maps written
+        combine_bytes = B * C * h * w * elt + B * C * 4 + maps_bytes
+        cfcam_bytes = 2 * B * C * h * w * elt + B * C * 8 + B * C * 4 * 2 + maps_bytes  # + labels, weights w+r
+
+        def record(name: str, nbytes: int, triton_fn, torch_fn, agreement: dict) -> None:  # noqa: ANN001
+            with torch.no_grad():
+                times = {"triton_ms": timer(triton_fn), "torch_ms": timer(torch_fn)}
+            row = {
+                "case": name, "batch": B, "channels": C, "h": h, "w": w, "input_size": [H, W], "dtype": args.dtype,
+                "bytes": nbytes, **times,
+                "speedup": times["torch_ms"] / times["triton_ms"],
+                "triton_gbps": nbytes / times["triton_ms"] / 1e6,
+                "torch_gbps": nbytes / times["torch_ms"] / 1e6,
+                "agreement": agreement,
+            }
+            row["triton_fraction_of_peak"] = row["triton_gbps"] / peak["peak_gbps"]
+            rows.append(row)
+            print(
+                f"{name:16s} {h}x{w}: triton {times['triton_ms']:.3f} ms ({row['triton_gbps']:.0f} GB/s, "
+                f"{100 * row['triton_fraction_of_peak']:.0f}% of peak), torch {times['torch_ms']:.3f} ms "
+                f"({row['torch_gbps']:.0f} GB/s), speedup {row['speedup']:.2f}x | {agreement}"
+            )
+
+        with torch.no_grad():
+            lowres_t, maps_t = combine(activations, weights, size)
+            lowres_r, maps_r = torch_path_combine(activations, weights, size, "torch")
+            agreement = {"lowres_max_abs_diff": max_diff(lowres_t, lowres_r), "lowres_scale": float(lowres_r.abs().max()),
+                         "maps_max_abs_diff": max_diff(maps_t, maps_r)}
+        record("combine", combine_bytes, lambda: combine(activations, weights, size),
+               lambda: torch_path_combine(activations, weights, size, "torch"), agreement)
+
+        for variant in ("paper", "reference"):
+            def fused(variant=variant):  # noqa: ANN202
+                return cfcam_combine(activations, gradients, labels, size, variant=variant)
+
+            def eager(variant=variant):  # noqa: ANN202
+                cf_weights = cluster_filter_weights(gradients, labels, variant=variant)
+                return (cf_weights, *torch_path_combine(activations, cf_weights, size, "torch"))
+
+            with torch.no_grad():
+                got, expected = fused(), eager()
+                agreement = {"weights_max_abs_diff": max_diff(got[0], expected[0]), "weights_max": float(expected[0].max()),
+                             "maps_max_abs_diff": max_diff(got[2], expected[2])}
+                del got, expected
+            record(f"cfcam_{variant}", cfcam_bytes, fused, eager, agreement)
+        del activations, gradients
+
+    result = {
+        "benchmark": "kernels_combine",
+        "smoke": bool(args.smoke),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}), Triton interpreter",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "versions": {
+            "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
+            "cuda": torch.version.cuda,
+        },
+        "timing": {"method": "CUDA events, L2 flushed, median" if device.type == "cuda" else "perf_counter, median",
+                   "repeats": args.repeats, "warmup": args.warmup},
+        "peak": peak,
+        "results": rows,
+    }
+    out = args.out
+    if out is None:
+        tag = "smoke" if args.smoke else result["device"].replace(" ", "_").replace("/", "_")
+        folder = Path("/tmp") if args.smoke else ROOT / "bench" / "results"
+        out = folder / f"kernels_combine-{tag}-{result['date'][:10]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
