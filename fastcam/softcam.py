@@ -115,10 +115,13 @@ def pool_evidence(evidence: Tensor, pool: str = "avg", temperature: float = DEFA
 
     - ``"avg"``: $\frac{1}{hw}\sum_{ij} E_k(i,j)$ (the paper's choice);
     - ``"max"``: $\max_{ij} E_k(i,j)$;
-    - ``"lse"``: $T\,\big(\operatorname{logsumexp}_{ij}(E_k(i,j)/T) - \log(hw)\big)
-      = T\log\frac{1}{hw}\sum_{ij} e^{E_k(i,j)/T}$, computed with the max-shifted log-sum-exp so that
-      no exponential overflows, in at least float32. It lies between avg and max and tends to them
-      as $T\to\infty$ and $T\to 0$.
+    - ``"lse"``: $T\log\frac{1}{hw}\sum_{ij} e^{E_k(i,j)/T}$, between avg and max, tending to them as
+      $T\to\infty$ and $T\to 0$. Computed as
+      $m + T\,\mathrm{log1p}\big(\frac{1}{hw}\sum_{ij}\mathrm{expm1}((E_k(i,j) - m)/T)\big)$ with
+      $m = \max_{ij} E_k(i,j)$, in at least float32: no exponential overflows (the arguments are
+      $\le 0$), and unlike $T(\operatorname{logsumexp}(E/T) - \log hw)$, whose rounding error grows like
+      $T\cdot$eps, it stays accurate to a few ulps for large T too (the log1p argument is at least
+      $1/hw - 1$, so never $\log 0$).
 
     The result has the evidence's dtype.
     """
@@ -133,8 +136,9 @@ def pool_evidence(evidence: Tensor, pool: str = "avg", temperature: float = DEFA
     flat = evidence.flatten(2)
     # half inputs are promoted: exp/log of bf16 values would lose the soft-max's precision
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
-    pooled = temperature * (torch.logsumexp(flat / temperature, dim=2) - math.log(flat.shape[2]))
-    return pooled.to(evidence.dtype)
+    peak = flat.amax(dim=2, keepdim=True)
+    soft = torch.log1p(torch.expm1((flat - peak) / temperature).mean(dim=2))
+    return (peak.squeeze(2) + temperature * soft).to(evidence.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- dispatch

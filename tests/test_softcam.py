@@ -2,6 +2,7 @@
 hand, fine-tuning lowers the loss and round-trips its checkpoints, the explainer's map contract."""
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import types
@@ -82,6 +83,16 @@ def test_lse_limits_and_stability() -> None:
     out = pool_evidence(big, "lse", 1.0)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, torch.tensor([[2e4 - math.log(9), 1e4]]))
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 1.0, 1e3, 1e6])
+def test_lse_float32_accurate_at_any_temperature(temperature: float) -> None:
+    """float32 lse against the float64 definition: T·(logsumexp(E/T) - log hw) would be off by ~T·1e-7."""
+    evidence = torch.randn(3, 4, 7, 9, generator=_gen(2))
+    exact = evidence.double().flatten(2)
+    peak = exact.amax(2)
+    exact = peak + temperature * torch.log(torch.exp((exact - peak[..., None]) / temperature).mean(2))
+    torch.testing.assert_close(pool_evidence(evidence, "lse", temperature).double(), exact, rtol=0, atol=2e-6)
 
 
 def test_lse_bf16_is_computed_in_float32() -> None:
@@ -500,27 +511,20 @@ def test_head_module_structure() -> None:
         head(torch.zeros(2, 6))
 
 
-def test_real_fused_head_matches_torch_through_convert_fit_and_softcam(images: torch.Tensor) -> None:
-    """End to end with the real Triton kernel (interpreter on CPU): forward, one epoch of `fit` through the
-    fused head's backward (ElasticNet included), and the maps, against the torch path."""
+def test_fit_trains_through_the_real_fused_head(images: torch.Tensor) -> None:
+    """`fit` with the real Triton head (interpreter on CPU) takes the same SGD steps as the torch path,
+    ElasticNet included. (Forward, gradient and maps parity of the kernel: tests/test_kernels_softcam.py.)"""
     pytest.importorskip("triton")
-    kernel = pytest.importorskip(softcam.HEAD_KERNEL_MODULE)
-    assert callable(kernel.evidence_head) and callable(kernel.softcam_maps)
+    pytest.importorskip(softcam.HEAD_KERNEL_MODULE)
     torch.manual_seed(0)
     model = tiny_resnet(num_classes=2, width=4).eval()
     fused = convert(model, 3, pool="lse", temperature=0.7, backend="triton").eval()
     reference = convert(model, 3, pool="lse", temperature=0.7, backend="torch").eval()
     reference.load_state_dict(fused.state_dict())
-    with torch.no_grad():
-        for a, b in zip(fused(images), reference(images)):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    start = copy.deepcopy(reference.state_dict())
     loader = [(images, torch.tensor([0, 1, 2, 1]))] * 2
     for net in (fused, reference):
         softcam.fit(net, loader, epochs=1, lr=0.05, l1=1e-3, l2=1e-2, eta_min=1e-3, progress=False)
     for (name, a), b in zip(fused.named_parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
-    assert not torch.equal(fused.head.conv.weight, convert(model, 3).head.conv.weight)
-    maps = fastcam.SoftCAM(reference, backend="triton").explain(images, targets=[0, 1, 2, 1])
-    expected = fastcam.SoftCAM(reference, backend="torch").explain(images, targets=[0, 1, 2, 1])
-    torch.testing.assert_close(maps.lowres, expected.lowres, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(maps.maps, expected.maps, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fused.head.conv.weight, start["head.conv.weight"])  # it did train
