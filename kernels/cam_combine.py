@@ -56,13 +56,17 @@ def _weighted_sum_relu_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     ACC: tl.constexpr,
+    FLAT: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     pos = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     pos_mask = pos < HW
     row = pos // W
     col = pos % W
-    spatial = (row.to(tl.int64) * stride_ah + col.to(tl.int64) * stride_aw)[None, :]
+    if FLAT:  # stride_ah == W * stride_aw: a linear offset lets Triton see contiguity (NCHW: stride 1)
+        spatial = (pos.to(tl.int64) * stride_aw)[None, :]
+    else:
+        spatial = (row.to(tl.int64) * stride_ah + col.to(tl.int64) * stride_aw)[None, :]
     act = act_ptr + b * stride_ab
     weight = weight_ptr + b * stride_wb
     offs_c = tl.arange(0, BLOCK_C)
@@ -154,6 +158,8 @@ def weighted_sum_relu(activations: Tensor, weights: Tensor, *, out: Tensor | Non
             BLOCK_C=block_c,
             BLOCK_P=block_p,
             ACC=tl.float64 if torch.float64 in (activations.dtype, weights.dtype) else tl.float32,
+            # NCHW and channels_last both store (h, w) as one strided run: address it linearly
+            FLAT=height == 1 or activations.stride(2) == width * activations.stride(3),
             num_warps=warps,
         )
     return out
