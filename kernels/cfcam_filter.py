@@ -36,6 +36,8 @@ normalise): the whole CF-CAM post-clustering path in three launches (four with t
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -249,6 +251,10 @@ def _cfcam_weights_kernel(
         tl.store(out + chan * stride_wc, weight.to(out_ptr.dtype.element_ty), mask=chan_mask)
 
 
+#: largest (BLOCK_H, BLOCK_H | BLOCK_W, BLOCK_W) window product the reference filter builds in registers on GPU
+_MAX_WINDOW_ELEMENTS = 32 * 32 * 32
+
+
 @functools.lru_cache(maxsize=64)
 def _coverage(height: int, width: int, sigma: float, truncate: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """The paper variant's coverage map, built once per shape/filter/device (a few small torch ops)."""
@@ -281,6 +287,9 @@ def cluster_filter_weights(
     Same contract as the torch reference `fastcam.methods.cfcam.cluster_filter_weights`: float32 result
     (float64 for float64 gradients); half gradients are read as they are and accumulated in float32.
     Gradients and labels may have any strides. `out`: optional (B, C) buffer of the result dtype.
+    The reference variant on GPU with maps larger than 32x32 (padded) runs the torch reference instead:
+    its window reduction would not fit in registers. Labels are taken as `channel_labels` makes them (-2, -1 or a cluster id >= 0); their values are not
+    checked here, which would cost a host sync.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -293,7 +302,13 @@ def cluster_filter_weights(
         raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
     if labels.device != gradients.device:
         raise ValueError(f"labels are on {labels.device} but the gradients are on {gradients.device}")
-    sigma = DEFAULT_SIGMA[variant] if sigma is None else float(sigma)
+    sigma = DEFAULT_SIGMA[variant] if sigma is None else sigma
+    for name, value, low_inclusive in (("sigma", sigma, False), ("range_sigma", range_sigma, False), ("truncate", truncate, True)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not low_inclusive):
+            raise ValueError(f"{name} must be finite and {'>=' if low_inclusive else '>'} 0, got {value!r}")
+    sigma, range_sigma, truncate = float(sigma), float(range_sigma), float(truncate)
     acc_dtype = torch.float64 if gradients.dtype == torch.float64 else torch.float32
     if out is None:
         out = torch.empty((batch, channels), dtype=acc_dtype, device=gradients.device)
@@ -306,13 +321,18 @@ def cluster_filter_weights(
         return out
 
     reference = variant == "reference"
+    block_c, block_l, block_h, block_w, warps = _blocks(channels, height, width, gradients.is_cuda)
+    if reference and gradients.is_cuda and block_h * block_w * max(block_h, block_w) > _MAX_WINDOW_ELEMENTS:
+        # maps beyond 32x32: the in-register (h, h, w) window reduction would spill; the vectorised torch
+        # reference (same semantics, a few more launches) is the better choice there
+        return out.copy_(cluster_filter_weights_reference(
+            gradients, labels, variant=variant, sigma=sigma, range_sigma=range_sigma, truncate=truncate))
     if reference:
         order = torch.argsort(labels, dim=1, stable=True)  # cluster k's members: a contiguous run
         cover = out  # unused (a valid pointer of the right kind)
     else:
         order = labels  # unused
         cover = _coverage(height, width, sigma, float(truncate), acc_dtype, gradients.device)
-    block_c, block_l, block_h, block_w, warps = _blocks(channels, height, width, gradients.is_cuda)
     finfo = torch.finfo(acc_dtype)
     with launch_guard(gradients):
         _cfcam_weights_kernel[(batch,)](

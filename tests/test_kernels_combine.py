@@ -309,6 +309,10 @@ def test_cluster_filter_weights_all_important_and_bad_input():
         cluster_filter_weights(grad, labels, variant="bilateral")
     with pytest.raises(ValueError, match="out"):
         cluster_filter_weights(grad, labels, out=torch.empty(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="sigma"):
+        cluster_filter_weights(grad, labels, sigma=0.0)
+    with pytest.raises(ValueError, match="range_sigma"):
+        cluster_filter_weights(grad, labels, variant="reference", range_sigma=float("nan"))
 
 
 def test_cfcam_combine_matches_torch_path():
