@@ -455,19 +455,14 @@ def resolve_layer_name(model: nn.Module, layer: str | None) -> str:
     raise ValueError("cannot guess the target layer of this model: pass --layer (e.g. features.29)")
 
 
-def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress: bool = True) -> BenchReport:
-    """Time every requested contender on one model / batch / device; see the module docstring."""
+def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting:
+    """The model (built from `config.model` unless given) on the device in eval mode, its target layer,
+    a seeded batch of N(0, 1) images and the model's predicted classes as targets."""
     from fastcam._validation import resolve_layer
 
-    unknown = [k for k in config.contenders if k not in CONTENDER_KEYS]
-    if unknown:
-        raise ValueError(f"unknown contenders {unknown}; choose from {', '.join(CONTENDER_KEYS)}")
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available here")
-    amp = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp, "bad")
-    if amp == "bad":
-        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {config.amp!r}")
     if model is None:
         from fastcam.pipeline import load_model
 
@@ -478,8 +473,20 @@ def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress:
     images = torch.randn(config.batch, 3, config.size, config.size, generator=generator).to(device)
     with torch.inference_mode():
         logits = model(images)
-    setting = Setting(model=model, layer_name=layer_name, layer=layer, images=images,
-                      targets=logits.argmax(dim=1).clone(), num_classes=int(logits.shape[1]), config=config)
+    return Setting(model=model, layer_name=layer_name, layer=layer, images=images,
+                   targets=logits.argmax(dim=1).clone(), num_classes=int(logits.shape[1]), config=config)
+
+
+def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress: bool = True) -> BenchReport:
+    """Time every requested contender on one model / batch / device; see the module docstring."""
+    unknown = [k for k in config.contenders if k not in CONTENDER_KEYS]
+    if unknown:
+        raise ValueError(f"unknown contenders {unknown}; choose from {', '.join(CONTENDER_KEYS)}")
+    device = torch.device(config.device)
+    amp = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp, "bad")
+    if amp == "bad":
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {config.amp!r}")
+    setting = make_setting(config, model)
     results = [Result(key=k, name=n, group=g, method=m, status="ok") for k, n, g, m in CONTENDERS
                if k in config.contenders]
     times: dict[str, list[float]] = {r.key: [] for r in results}
