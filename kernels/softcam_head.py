@@ -14,9 +14,11 @@ and takes the logits as a spatial pooling of each evidence map:
 
 `evidence_head` computes E and y with ONE Triton kernel: each program owns one image and a block of
 classes, accumulates the GEMM over C in float32 with `tl.dot`, and reduces every finished pixel tile into
-the pooling statistics in its epilogue (running sum; running max; for lse the online log-sum-exp
-m, s with s = \sum_p exp((E_p - m)/T), rescaled whenever m grows, so nothing overflows). The features are
-read once, instead of once by the convolution and the evidence again by the pooling.
+the pooling statistics in its epilogue (running sum; running max; for lse an online log-sum-exp kept in
+expm1 form, s = \sum_p expm1((E_p - m)/T) <= 0 rescaled whenever the running max m grows, and
+y = m + T log1p(s / P): nothing overflows, and unlike T log(\sum exp / P) it stays float32-accurate for large
+T, matching `pool_evidence`). The features are read once, instead of once by the convolution and the
+evidence again by the pooling.
 
 Backward (a `torch.autograd.Function`, so `fastcam.softcam.fit` trains through the fused head with the
 ElasticNet penalty on E): the gradient reaching the evidence is
@@ -61,6 +63,29 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # ----------------------------------------------------------------------------------------------- kernels
 @triton.jit
+def _expm1_nonpositive(x):
+    """exp(x) - 1 for x <= 0, accurate to float32 rounding also near 0 (where exp(x) - 1 cancels).
+
+    Taylor series to x^9 for x > -0.3 (truncation < 3e-10 relative); exp(x) - 1 below, where the result's
+    magnitude exceeds 0.25 and nothing cancels. (libdevice.expm1 does not run in Triton's interpreter.)
+    """
+    series = x * (1.0 + x * (1.0 / 2 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120 + x * (
+        1.0 / 720 + x * (1.0 / 5040 + x * (1.0 / 40320 + x * (1.0 / 362880)))))))))
+    return tl.where(x > -0.3, series, tl.exp(x) - 1.0)
+
+
+@triton.jit
+def _log1p(z):
+    """log(1 + z) for z > -1, accurate near 0: 2 atanh(t), t = z / (2 + z), series to t^13 for |z| < 0.3
+    (|t| < 0.18: truncation < 1e-11 relative); log(1 + z) elsewhere, where |result| > 0.26."""
+    small = tl.abs(z) < 0.3
+    t = tl.where(small, z, 0.0) / (2.0 + tl.where(small, z, 0.0))
+    t2 = t * t
+    series = 2.0 * t * (1.0 + t2 * (1.0 / 3 + t2 * (1.0 / 5 + t2 * (1.0 / 7 + t2 * (1.0 / 9 + t2 * (1.0 / 11 + t2 / 13))))))
+    return tl.where(small, series, tl.log(1.0 + z))
+
+
+@triton.jit
 def _evidence_head_fwd_kernel(
     feat_ptr, weight_ptr, bias_ptr, evidence_ptr, logits_ptr,
     C, K, HW, W_IMG, NUM_K_BLOCKS,
@@ -90,6 +115,7 @@ def _evidence_head_fwd_kernel(
     evid_base = evidence_ptr + pid_b * K * HW
     run_sum = tl.zeros((BLOCK_K,), dtype=tl.float32)
     run_max = tl.full((BLOCK_K,), float("-inf"), dtype=tl.float32)
+    # lse: run_s = sum_p expm1((E_p - run_max)/T) <= 0 over the pixels seen so far (see the epilogue)
     run_s = tl.zeros((BLOCK_K,), dtype=tl.float32)
 
     for p0 in range(0, HW, BLOCK_P):
@@ -127,9 +153,17 @@ def _evidence_head_fwd_kernel(
             tile_max = tl.max(tl.where(p_mask[None, :], acc, float("-inf")), axis=1)
             new_max = tl.maximum(run_max, tile_max)
             if POOL == 2:
-                # online log-sum-exp: rescale the old sum to the new running max (exp(-inf) = 0 at start)
-                shifted = tl.where(p_mask[None, :], (acc - new_max[:, None]) * inv_temperature, float("-inf"))
-                run_s = run_s * tl.exp((run_max - new_max) * inv_temperature) + tl.sum(tl.exp(shifted), axis=1)
+                # Online log-sum-exp in expm1 form, so it stays accurate for large T (where every
+                # exp((E - m)/T) is close to 1 and a plain sum of exps would lose the signal to rounding):
+                # with d = (m_old - m_new)/T <= 0 and n = pixels seen before this tile,
+                #   sum_p expm1((E_p - m_new)/T) = run_s·exp(d) + n·expm1(d) + sum_tile expm1((E - m_new)/T);
+                # every term is <= 0, so nothing cancels. The first tile has n = 0 and run_s = 0.
+                shifted = tl.where(p_mask[None, :], (acc - new_max[:, None]) * inv_temperature, 0.0)
+                tile_s = tl.sum(tl.where(p_mask[None, :], _expm1_nonpositive(shifted), 0.0), axis=1)
+                if p0 > 0:
+                    d = (run_max - new_max) * inv_temperature
+                    run_s = run_s * tl.exp(d) + p0 * _expm1_nonpositive(d)
+                run_s += tile_s
             run_max = new_max
 
     if POOL == 0:
@@ -137,7 +171,9 @@ def _evidence_head_fwd_kernel(
     elif POOL == 1:
         logits = run_max
     else:
-        logits = run_max + temperature * tl.log(run_s * inv_hw)
+        # y = m + T log(mean_p exp((E_p - m)/T)) = m + T log1p(mean_p expm1((E_p - m)/T)); the log1p
+        # argument is >= 1/P - 1 > -1 (the max pixel contributes expm1(0) = 0)
+        logits = run_max + temperature * _log1p(run_s * inv_hw)
     tl.store(logits_ptr + pid_b * K + offs_k, logits, mask=k_mask)
 
 

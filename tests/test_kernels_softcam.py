@@ -118,9 +118,9 @@ def test_forward_several_pixel_and_channel_tiles() -> None:
     """h·w = 323 and C = 133 exceed one tile (256 pixels, 128 channels in the interpreter; less on a GPU):
     the C loop accumulates, and the pooling statistics carry across pixel tiles (lse rescales its sum)."""
     features, weight, bias = head_inputs(3, seed=35, shape=(2, 133, 17, 19))
-    for pool in POOLS:
-        logits, evidence = sh.evidence_head(features, weight, bias, pool, 0.3)
-        ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, bias, pool, 0.3)
+    for pool, temperature in [("avg", 1.0), ("max", 1.0), ("lse", 0.3), ("lse", 1e3)]:
+        logits, evidence = sh.evidence_head(features, weight, bias, pool, temperature)
+        ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, bias, pool, temperature)
         assert_close(evidence, ref_evidence, 1e-5)
         assert_close(logits, ref_logits, 1e-5)
     # the test is only meaningful if some maxima lie beyond the first pixel tile
@@ -134,6 +134,18 @@ def test_forward_conv_weight_no_bias_and_single_pixel() -> None:
         ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, None, pool, 2.0)
         assert_close(evidence, ref_evidence, 1e-5)
         assert_close(logits, ref_logits, 1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1e-2, 1e2, 1e5])
+def test_lse_accurate_for_small_and_large_temperatures(temperature: float) -> None:
+    """Against float64 on the kernel's own evidence: at large T every exp((E - m)/T) is ~1 and a plain
+    sum of exps would lose ~T·eps absolutely; the kernel's expm1/log1p form keeps float32 accuracy."""
+    features, weight, bias = head_inputs(19, seed=45)
+    logits, evidence = sh.evidence_head(features, weight, bias, "lse", temperature)
+    e64 = evidence.double().flatten(2)
+    peak = e64.amax(dim=2, keepdim=True)
+    exact = peak.squeeze(2) + temperature * torch.log(torch.exp((e64 - peak) / temperature).mean(dim=2))
+    assert_close(logits.double(), exact, 1e-5)
 
 
 def test_lse_is_stable_for_large_evidence_and_between_avg_and_max() -> None:
