@@ -154,7 +154,8 @@ def upsample_normalize(lowres: Tensor, size: Sequence[int], *, out: Tensor | Non
     divided by its own max -> (B, H, W) float32. An all-zero map stays zero.
 
     Args:
-        lowres: (B, h, w) float32/float16/bfloat16, any strides (read in place, accumulated in float32).
+        lowres: (B, h, w) float32/float16/bfloat16/float64, any strides (read in place and cast to
+            float32 on load, as the reference's `lowres.float()`).
             Values are assumed non-negative (ReLU'd CAMs); not checked, which would need a host sync.
         size: output (H, W).
         out: optional (B, H, W) float32 buffer on the same device (any strides), overwritten entirely.
@@ -163,8 +164,8 @@ def upsample_normalize(lowres: Tensor, size: Sequence[int], *, out: Tensor | Non
         raise TypeError(f"lowres must be a torch.Tensor, got {type(lowres).__name__}")
     if lowres.dim() != 3:
         raise ValueError(f"lowres must be (B, h, w), got shape {tuple(lowres.shape)}")
-    if lowres.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"lowres must be float32, float16 or bfloat16, got {lowres.dtype}")
+    if lowres.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise TypeError(f"lowres must be a float tensor (float32, float16, bfloat16, float64), got {lowres.dtype}")
     height, width = check_size(size)
     batch, low_h, low_w = lowres.shape
     if low_h < 1 or low_w < 1:

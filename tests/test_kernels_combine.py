@@ -65,7 +65,7 @@ def bilinear_float64(lowres: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 
 
 # ------------------------------------------------------------------------------------ upsample-normalise
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", (*DTYPES, torch.float64))
 def test_upsample_normalize_matches_reference_and_float64(dtype):
     lowres = torch.rand(B, h, w, generator=_gen(1)).to(dtype)
     lowres[1] = 0  # an all-zero map stays zero
@@ -178,6 +178,8 @@ def test_combine_bad_input():
         combine(activations.long(), weights, (H, W))
     with pytest.raises(ValueError, match="lowres_out|out"):
         combine(activations, weights, (H, W), lowres_out=torch.empty(B, h, w + 1))
+    lowres, maps = combine(activations[:0], weights[:0], (H, W))  # an empty batch launches nothing
+    assert lowres.shape == (0, h, w) and maps.shape == (0, H, W)
 
 
 # ------------------------------------------------------------------------------------ through the methods
