@@ -54,6 +54,18 @@ REFERENCE_RANGE_SIGMA = 0.1
 REFERENCE_NORM_EPS = 1e-6
 
 
+def _check_number(name: str, value: object, *, low: float, low_inclusive: bool, high: float = math.inf) -> float:
+    """A finite real hyperparameter within [low or (low, high]; a clear TypeError/ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    above = value >= low if low_inclusive else value > low
+    if not (math.isfinite(value) and above and value <= high):
+        bound = f"{'>=' if low_inclusive else '>'} {low}" + ("" if high == math.inf else f" and <= {high}")
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------- step 1–2
 def importance_mask(norms: Tensor, percentile: float) -> Tensor:
     """(B, C) channel norms -> (B, C) bool, True where the norm is >= the `percentile`-th percentile.
@@ -108,6 +120,10 @@ def channel_labels(
     """
     if activations.dim() != 4:
         raise ValueError(f"activations must be 4-D (B, C, h, w), got shape {tuple(activations.shape)}")
+    _check_number("importance_percentile", importance_percentile, low=0, low_inclusive=True, high=100)
+    _check_number("eps_percentile", eps_percentile, low=0, low_inclusive=True, high=100)
+    _check_number("eps_floor", eps_floor, low=0, low_inclusive=False)
+    _check_number("min_samples_fraction", min_samples_fraction, low=0, low_inclusive=True)
     batch, channels = activations.shape[:2]
     points = accumulation(activations.detach()).flatten(2)  # (B, C, hw)
     important = importance_mask(torch.linalg.vector_norm(points, dim=2), importance_percentile)
@@ -196,10 +212,11 @@ def reference_filtered_mean(maps: Tensor, spatial_sigma: float = 5.0, range_sigm
     y = torch.arange(width, device=device, dtype=dtype) - width / 2
     spatial = torch.exp(-(x.unsqueeze(1) ** 2 + y.unsqueeze(0) ** 2) / (2 * spatial_sigma**2))
     centred = maps - maps.mean(dim=(-2, -1), keepdim=True)
-    kernel = spatial * torch.exp(-(centred**2) / (2 * range_sigma**2))
-    kernel = kernel / (kernel.sum(dim=(-2, -1), keepdim=True) + REFERENCE_NORM_EPS)
+    kernel = spatial * torch.exp(centred.square_().mul_(-1 / (2 * range_sigma**2)))
     window = _window_matrix(height, height, dtype, device) @ maps @ _window_matrix(width, width, dtype, device).T
-    return (kernel * window).sum(dim=(-2, -1)) / (height * width)
+    # normalising the kernel commutes with the weighted sum: divide the (...,) sums, not the (..., h, w) kernel
+    weighted = torch.einsum("...ij,...ij->...", kernel, window)
+    return weighted / (kernel.sum(dim=(-2, -1)) + REFERENCE_NORM_EPS) / (height * width)
 
 
 def masked_softmax(scores: Tensor, keep: Tensor) -> Tensor:
@@ -242,7 +259,9 @@ def cluster_filter_weights(
         raise ValueError(
             f"gradients must be (B, C, h, w) and labels (B, C); got {tuple(gradients.shape)} and {tuple(labels.shape)}"
         )
-    sigma = DEFAULT_SIGMA[variant] if sigma is None else sigma
+    sigma = DEFAULT_SIGMA[variant] if sigma is None else _check_number("sigma", sigma, low=0, low_inclusive=False)
+    _check_number("range_sigma", range_sigma, low=0, low_inclusive=False)
+    _check_number("truncate", truncate, low=0, low_inclusive=True)
     grad = accumulation(gradients.detach())
     batch, channels, height, width = grad.shape
     clustered = labels >= 0
@@ -266,19 +285,6 @@ def cluster_filter_weights(
 
 
 # ---------------------------------------------------------------------------------------------- method
-def _check_number(name: str, value: object, *, low: float, low_inclusive: bool, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    ok_low = value >= low if low_inclusive else value > low
-    if math.isnan(value) or not ok_low or value > high:
-        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and <= {high}" if high != math.inf else "")
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
-    if math.isinf(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
 class CFCAM(BaseCAM):
     r"""CF-CAM: Grad-CAM weights refined by DBSCAN channel clustering and filtered cluster gradients.
 
