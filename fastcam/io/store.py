@@ -136,12 +136,13 @@ class ShardWriter:
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.creating", dir=self.run_dir))
         group = zarr.open_group(str(tmp), mode="w")
         n, b = max(self.rows, 1), self.batch_size
-        group.create_array("lowres", shape=(n, h, w), chunks=(b, h, w), dtype=self.dtype, fill_value=0)
-        group.create_array("scale", shape=(n,), chunks=(b,), dtype="float32", fill_value=0)
+        group.create_array("lowres", shape=(n, h, w), chunks=(b, h, w), dtype=self.dtype, fill_value=0,
+                           compressors=None)
+        group.create_array("scale", shape=(n,), chunks=(b,), dtype="float32", fill_value=0, compressors=None)
         group.create_array("logits", shape=(n, num_classes), chunks=(b, num_classes), dtype="float32",
-                           fill_value=float("nan"))
-        group.create_array("targets", shape=(n,), chunks=(b,), dtype="int64", fill_value=-1)
-        group.create_array("ok", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
+                           fill_value=float("nan"), compressors=None)
+        group.create_array("targets", shape=(n,), chunks=(b,), dtype="int64", fill_value=-1, compressors=None)
+        group.create_array("ok", shape=(n,), chunks=(b,), dtype="bool", fill_value=False, compressors=None)
         group.attrs.update({"rank": self.rank, "world_size": self.world, "rows": self.rows,
                             "batch_size": self.batch_size})
         os.replace(tmp, self.path)
