@@ -513,8 +513,16 @@ def test_bad_arguments_are_rejected() -> None:
             CFCAM(model, "layer4", **kwargs)
     with pytest.raises(TypeError):
         CFCAM(model, "layer4", generator="seed")
+    acts = torch.rand(1, 8, 3, 3)
+    for kwargs in [dict(importance_percentile=150.0), dict(eps_percentile=float("nan")), dict(eps_floor=-1.0)]:
+        with pytest.raises(ValueError):
+            channel_labels(acts, **kwargs)
+    with pytest.raises(ValueError):
+        channel_labels(torch.rand(8, 3, 3))
     with pytest.raises(ValueError):
         cluster_filter_weights(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError):
+        cluster_filter_weights(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, dtype=torch.long), sigma=-1.0)
     with pytest.raises(ValueError):
         cluster_filter_weights(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, dtype=torch.long), variant="gauss")
 
