@@ -35,34 +35,6 @@ _TINY = torch.finfo(torch.float32).tiny
 
 
 @triton.jit
-def _bilinear_tile(low, h, w, stride_lh, stride_lw, rows, cols, scale_h, scale_w, mask):
-    """Bilinear samples of one image's low-res map at output rows (BLOCK_H,) x cols (BLOCK_W,), float32."""
-    src_y = tl.maximum(scale_h * (rows.to(tl.float32) + 0.5) - 0.5, 0.0)
-    y0 = tl.minimum(src_y.to(tl.int32), h - 1)  # src >= 0, so truncation is floor
-    y1 = tl.where(y0 < h - 1, y0 + 1, y0)
-    ly1 = tl.minimum(tl.maximum(src_y - y0.to(tl.float32), 0.0), 1.0)
-    ly0 = 1.0 - ly1
-    src_x = tl.maximum(scale_w * (cols.to(tl.float32) + 0.5) - 0.5, 0.0)
-    x0 = tl.minimum(src_x.to(tl.int32), w - 1)
-    x1 = tl.where(x0 < w - 1, x0 + 1, x0)
-    lx1 = tl.minimum(tl.maximum(src_x - x0.to(tl.float32), 0.0), 1.0)
-    lx0 = 1.0 - lx1
-
-    r0 = (y0 * stride_lh)[:, None]
-    r1 = (y1 * stride_lh)[:, None]
-    c0 = (x0 * stride_lw)[None, :]
-    c1 = (x1 * stride_lw)[None, :]
-    v00 = tl.load(low + r0 + c0, mask=mask, other=0.0).to(tl.float32)
-    v01 = tl.load(low + r0 + c1, mask=mask, other=0.0).to(tl.float32)
-    v10 = tl.load(low + r1 + c0, mask=mask, other=0.0).to(tl.float32)
-    v11 = tl.load(low + r1 + c1, mask=mask, other=0.0).to(tl.float32)
-    wx0 = lx0[None, :]
-    wx1 = lx1[None, :]
-    # Same association as PyTorch's CUDA kernel: rows first, then the two row interpolants.
-    return ly0[:, None] * (wx0 * v00 + wx1 * v01) + ly1[:, None] * (wx0 * v10 + wx1 * v11)
-
-
-@triton.jit
 def _upsample_normalize_kernel(
     low_ptr,
     out_ptr,
@@ -87,27 +59,44 @@ def _upsample_normalize_kernel(
     out = out_ptr + b * stride_ob
     offs_h = tl.arange(0, BLOCK_H)
     offs_w = tl.arange(0, BLOCK_W)
-
-    # Pass 1: the upsampled map's max (masked lanes are -inf so they never win).
     running = tl.full((BLOCK_H, BLOCK_W), float("-inf"), tl.float32)
-    for y_start in range(0, H, BLOCK_H):
-        rows = y_start + offs_h
-        for x_start in range(0, W, BLOCK_W):
-            cols = x_start + offs_w
-            mask = (rows < H)[:, None] & (cols < W)[None, :]
-            tile = _bilinear_tile(low, h, w, stride_lh, stride_lw, rows, cols, scale_h, scale_w, mask)
-            running = tl.maximum(running, tl.where(mask, tile, float("-inf")))
-    peak = tl.maximum(tl.max(tl.reshape(running, (BLOCK_H * BLOCK_W,)), axis=0), tiny)
-
-    # Pass 2: recompute and store normalised (a division, as the reference: the max maps to exactly 1).
-    for y_start in range(0, H, BLOCK_H):
-        rows = y_start + offs_h
-        for x_start in range(0, W, BLOCK_W):
-            cols = x_start + offs_w
-            mask = (rows < H)[:, None] & (cols < W)[None, :]
-            tile = _bilinear_tile(low, h, w, stride_lh, stride_lw, rows, cols, scale_h, scale_w, mask)
-            dst = out + (rows.to(tl.int64) * stride_oh)[:, None] + (cols.to(tl.int64) * stride_ow)[None, :]
-            tl.store(dst, tile / peak, mask=mask)
+    peak = tiny
+    # Phase 0 finds the upsampled map's max (masked lanes are -inf so they never win); phase 1 recomputes
+    # each tile and stores it divided by that max (a division, as the reference: the max maps to exactly 1).
+    for phase in tl.static_range(2):
+        for y_start in range(0, H, BLOCK_H):
+            # rows: PyTorch's source index and weights (computed once per row tile)
+            rows = y_start + offs_h
+            src_y = tl.maximum(scale_h * (rows.to(tl.float32) + 0.5) - 0.5, 0.0)
+            y0 = tl.minimum(src_y.to(tl.int32), h - 1)  # src >= 0, so truncation is floor
+            y1 = tl.where(y0 < h - 1, y0 + 1, y0)
+            ly1 = tl.minimum(tl.maximum(src_y - y0.to(tl.float32), 0.0), 1.0)[:, None]
+            ly0 = 1.0 - ly1
+            r0 = (y0 * stride_lh)[:, None]
+            r1 = (y1 * stride_lh)[:, None]
+            for x_start in range(0, W, BLOCK_W):
+                cols = x_start + offs_w
+                src_x = tl.maximum(scale_w * (cols.to(tl.float32) + 0.5) - 0.5, 0.0)
+                x0 = tl.minimum(src_x.to(tl.int32), w - 1)
+                x1 = tl.where(x0 < w - 1, x0 + 1, x0)
+                lx1 = tl.minimum(tl.maximum(src_x - x0.to(tl.float32), 0.0), 1.0)[None, :]
+                lx0 = 1.0 - lx1
+                c0 = (x0 * stride_lw)[None, :]
+                c1 = (x1 * stride_lw)[None, :]
+                mask = (rows < H)[:, None] & (cols < W)[None, :]
+                v00 = tl.load(low + r0 + c0, mask=mask, other=0.0).to(tl.float32)
+                v01 = tl.load(low + r0 + c1, mask=mask, other=0.0).to(tl.float32)
+                v10 = tl.load(low + r1 + c0, mask=mask, other=0.0).to(tl.float32)
+                v11 = tl.load(low + r1 + c1, mask=mask, other=0.0).to(tl.float32)
+                # same association as PyTorch's CUDA kernel: along x first, then the two row interpolants
+                tile = ly0 * (lx0 * v00 + lx1 * v01) + ly1 * (lx0 * v10 + lx1 * v11)
+                if phase == 0:
+                    running = tl.maximum(running, tl.where(mask, tile, float("-inf")))
+                else:
+                    dst = out + (rows.to(tl.int64) * stride_oh)[:, None] + (cols.to(tl.int64) * stride_ow)[None, :]
+                    tl.store(dst, tile / peak, mask=mask)
+        if phase == 0:
+            peak = tl.maximum(tl.max(tl.reshape(running, (BLOCK_H * BLOCK_W,)), axis=0), tiny)
 
 
 def check_size(size: Sequence[int]) -> tuple[int, int]:

@@ -348,3 +348,32 @@ def test_cfcam_method_triton_equals_torch(variant, resnet, images, monkeypatch):
     assert combine_calls == [1] and filter_calls == [1]
     assert_close(got.lowres, expected.lowres)
     assert_close(got.maps, expected.maps)
+
+
+# ------------------------------------------------------------------------------------ multi-step loops
+def test_small_blocks_exercise_every_loop(monkeypatch):
+    """The interpreter's default blocks cover a CI-sized problem in one program step, so the kernels'
+    loops (channel chunks, spatial tiles, output tiles, label scans, member gathers) would run once;
+    on a GPU they run many times. Tiny blocks make every loop iterate, with ragged last chunks."""
+    from fastcam.kernels import upsample_normalize as upsample_module
+
+    monkeypatch.setattr(cam_combine, "_reduction_blocks", lambda c, p, on_gpu: (8, 16, 4))
+    monkeypatch.setattr(upsample_module, "_tile_shape", lambda hh, ww, on_gpu: (16, 16, 4))
+    monkeypatch.setattr(cfcam_filter, "_blocks", lambda c, hh, ww, on_gpu: (8, 16, triton_pow2(hh), triton_pow2(ww), 4))
+    activations, weights = _inputs(torch.float32, seed=14)
+    lowres, maps = combine(activations.to(memory_format=torch.channels_last), weights, (H, W),
+                           lowres_out=poisoned(B, h, w), maps_out=poisoned(B, H, W))
+    ref_lowres, ref_maps = combine_reference(activations, weights, (H, W))
+    assert_close(lowres, ref_lowres)
+    assert_close(maps, ref_maps)
+    grad, labels = _cfcam_inputs(torch.float32, seed=15)
+    grad, labels = grad[:2], labels[:2]  # the all-noise image adds no loop
+    for variant in ("paper", "reference"):
+        got = cluster_filter_weights(grad, labels, variant=variant, out=poisoned(2, C))
+        assert_close(got, cluster_filter_weights_reference(grad, labels, variant=variant))
+
+
+def triton_pow2(n: int) -> int:
+    import triton
+
+    return triton.next_power_of_2(n)
