@@ -276,9 +276,13 @@ def _head_blocks(K: int, C: int, HW: int, on_gpu: bool) -> tuple[int, int, int, 
     block_k = _pow2(K, 16, 128 if K >= 256 else 64)
     block_p = _pow2(HW, 16, 256 if block_k <= 32 else 128)
     # ~32 KiB of float32 operand tiles per pipeline stage (3 stages stay well inside shared memory)
-    budget = 8192 // (block_k + block_p)
+    # Channel step: operand tiles of (block_k + block_p) × block_c float32 per pipeline stage, 16 KiB for the
+    # bandwidth-bound small-K shapes (keeps registers < 200, several programs per SM), 32 KiB for the
+    # compute-bound large-K tiles (longer MMA chains); 8 warps there avoid register spills (checked by
+    # compiling for sm_90: 128×64 tiles with 4 warps spill).
+    budget = (8192 if block_k >= 128 else 4096) // (block_k + block_p)
     block_c = max(16, min(64, 1 << (budget.bit_length() - 1)))  # largest power of two within budget
-    num_warps = 8 if block_k * block_p >= 128 * 128 else 4
+    num_warps = 8 if block_k >= 128 else 4
     return block_k, block_c, block_p, num_warps
 
 

@@ -287,6 +287,59 @@ def test_converted_network_triton_equals_torch_and_trains_alike() -> None:
         assert_close(got, want, 1e-4)
 
 
+# ------------------------------------------------------------------------------------------- GPU compile
+_COMPILE_FOR_SM90 = r"""
+import json, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fastcam.kernels import softcam_head as sh
+
+FLOATS = {"inv_hw", "temperature", "inv_temperature"}
+
+def build(kernel, constexprs, pointer_types=None, num_warps=4):
+    sig = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = (pointer_types or {}).get(name, "*fp32")
+        else:
+            sig[name] = "fp32" if name in FLOATS else "i32"
+    compiled = triton.compile(ASTSource(kernel, sig, constexprs), target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": num_warps, "num_stages": 3})
+    return compiled.metadata.shared
+
+shared = []
+for K, HW, dtype, flat, pool in [(2, 49, "fp32", True, 2), (1000, 256, "bf16", True, 1), (19, 35, "fp16", False, 0)]:
+    bk, bc, bp, warps = sh._head_blocks(K, 2048, HW, True)
+    shared.append(build(sh._evidence_head_fwd_kernel, dict(
+        POOL=pool, HAS_BIAS=True, FLAT_PIXELS=flat, INPUT_PRECISION="tf32", BLOCK_K=bk, BLOCK_C=bc, BLOCK_P=bp),
+        {"feat_ptr": "*" + dtype}, warps))
+shared.append(build(sh._evidence_grad_kernel, dict(POOL=1, HAS_GRAD_LOGITS=True, HAS_GRAD_EVIDENCE=True, BLOCK_K=16, BLOCK_P=128)))
+shared.append(build(sh._gather_relu_kernel, dict(BLOCK_P=256), {"targets_ptr": "*i64"}))
+print(json.dumps(shared))
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the kernels for real")
+def test_kernels_compile_for_a_gpu() -> None:
+    """The interpreter accepts what a GPU rejects (tl.dot blocks < 16, too much shared memory): compile
+    every kernel for sm_90 with Triton's bundled ptxas (no GPU needed), in a process without the
+    interpreter, and check the shared memory fits an H100 (227 KiB)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], capture_output=True, text=True, env=env, timeout=300)
+    if run.returncode != 0 and ("ptxas" in run.stderr and "not found" in run.stderr.lower()):
+        pytest.skip("Triton's bundled ptxas is not available")
+    assert run.returncode == 0, run.stderr[-3000:]
+    shared = json.loads(run.stdout.strip().splitlines()[-1])
+    assert all(0 <= s <= 227 * 1024 for s in shared), shared
+
+
 # ------------------------------------------------------------------------------------------- bad input
 def test_bad_input_raises() -> None:
     features, weight, bias = head_inputs(3, seed=130)
