@@ -98,10 +98,10 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--quick", action="store_true", help="a tiny, fast configuration (CI): few images, one epoch")
-    p.add_argument("--n-train", type=int, default=None, help="training images (default 640; --quick 48)")
-    p.add_argument("--n-test", type=int, default=None, help="test images explained (default 64; --quick 8)")
-    p.add_argument("--image-size", type=int, default=None, help="square image side (default 64; --quick 32)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs of the CNN (default 8; --quick 1)")
+    p.add_argument("--n-train", type=int, default=None, help="training images (default 512; --quick 48)")
+    p.add_argument("--n-test", type=int, default=None, help="test images explained (default 48; --quick 4)")
+    p.add_argument("--image-size", type=int, default=None, help="square image side, a multiple of 8 (default 48; --quick 32)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of the CNN (default 6; --quick 1)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -177,12 +177,47 @@ def _run_bench(args: argparse.Namespace) -> int:
     return bench_cli(args)
 
 
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="faithfulness, localisation and robustness metrics of stored runs: tables and plots",
+        description="Compute deletion/insertion AUC, Average Drop / Increase in Confidence, pointing game, energy "
+        "pointing game, activation precision/sensitivity (with --masks) and gradient-noise robustness for one or "
+        "more run directories (a folder of runs works too). Writes RUN/eval/metrics.{md,json}, a combined table "
+        "and plots (curves.png, metrics.png, robustness.png) and links them into existing HTML reports.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--metrics", default="all", metavar="LIST",
+                   help="comma-separated: deletion, insertion, average_drop, increase, pointing_game, "
+                   "energy_pointing_game, precision, sensitivity, robustness, or the groups faithfulness, "
+                   "localization, all (default)")
+    p.add_argument("--masks", metavar="DIR", help="ground-truth masks with the images' relative names (nonzero = region)")
+    p.add_argument("--labels", metavar="CSV", help="true labels (path,label) for accuracy (default: DATA/labels.csv if any)")
+    p.add_argument("--out", metavar="DIR", help="combined outputs (default: <the runs' common parent>/eval)")
+    p.add_argument("--model", metavar="SPEC", help="model spec (default: the run's)")
+    p.add_argument("--weights", metavar="FILE", help="model weights (default: the run's record)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per evaluation batch")
+    p.add_argument("--steps", type=int, default=100, help="deletion/insertion steps")
+    p.add_argument("--sigmas", default=None, help="gradient-noise sigmas (default 0.1,1,2,...,10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from fastcam.metrics.evaluate import eval_cli
+
+    return eval_cli(args)
+
+
 #: every subcommand, registered in one place: add yours here (issue 6: eval, bench)
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_explain_parser,
     _add_demo_parser,
     _add_report_parser,
     _add_bench_parser,
+    _add_eval_parser,
 ]
 
 

@@ -266,3 +266,61 @@ def test_gradient_noise_robustness() -> None:
     torch.testing.assert_close(res.ssim, again.ssim)               # seeded: reproducible
     with fastcam.ScoreCAM(model, "layer4") as cam, pytest.raises(ValueError, match="does not use gradients"):
         metrics.gradient_noise_robustness(cam, images)
+
+
+# ---------------------------------------------------------------- fastcam eval on a tiny stored run
+def test_fastcam_eval_on_a_tiny_run(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from fastcam.cli import main
+    from fastcam.io.images import Preprocess
+    from fastcam.metrics.evaluate import evaluate
+
+    data, masks = tmp_path / "data", tmp_path / "masks"
+    data.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(data / f"im{i}.png")
+    m = np.zeros((64, 64), np.uint8)
+    m[0:32, 0:32] = 255                                     # top-left quadrant, for im0 only
+    Image.fromarray(m).save(masks / "im0.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(masks / "im1.png")   # empty: left out
+    torch.manual_seed(0)
+    model = tiny_resnet(num_classes=3).eval()
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    run_dir = tmp_path / "runs" / "gradcam"
+    run = fastcam.explain_dataset(model, str(data), method="gradcam", target_layer="layer4", out=run_dir,
+                                  batch_size=2, device="cpu", preprocess=Preprocess(channels=3), progress=False,
+                                  model_info={"spec": "tiny_resnet", "weights": str(tmp_path / "w.safetensors")})
+    (run_dir / "report.html").write_text("<html><body><p>report</p></body></html>")
+    rc = main(["eval", str(run_dir), "--masks", str(masks), "--steps", "4", "--sigmas", "0.1,5", "--quiet",
+               "--out", str(tmp_path / "combined")])
+    assert rc == 0
+    result = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    summary = result["summary"]
+    assert summary["deletion"]["n"] == summary["robustness"]["n"] == 3 and summary["pointing_game"]["n"] == 1
+    # the same numbers by hand, from the stored maps and the metrics API
+    maps = fastcam.methods._combine.upsample_normalize(run.maps.float(), (64, 64))
+    from fastcam.io.images import ImageFolder
+
+    images = torch.stack([ImageFolder(data, Preprocess(channels=3))[i]["image"] for i in range(3)])
+    auc = metrics.deletion(model, images, maps, run.targets, steps=4).auc
+    assert summary["deletion"]["mean"] == pytest.approx(auc.mean().item(), abs=1e-5)
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, :32, :32] = True
+    assert summary["precision"]["mean"] == pytest.approx(metrics.activation_precision(maps[:1], mask).item(), abs=1e-5)
+    assert result["robustness"]["sigmas"] == [0.1, 5.0] and len(result["curves"]["insertion"]) == 5
+    assert {p.name for p in (tmp_path / "combined").iterdir()} >= {"metrics.json", "metrics.md", "curves.png",
+                                                                   "metrics.png", "robustness.png"}
+    report = (run_dir / "report.html").read_text()
+    assert report.count("<!-- fastcam-eval -->") == 1 and "eval/curves.png" in report
+    # the wrong weights are refused, not silently scored
+    save_file(tiny_resnet(num_classes=3).state_dict(), str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="state hash differs"):
+        evaluate(run_dir, "deletion", weights=str(tmp_path / "other.safetensors"), progress=False,
+                 out=tmp_path / "c2")
+    assert main(["eval", str(run_dir), "--metrics", "nonsense", "--quiet"]) == 2

@@ -209,9 +209,10 @@ def average_drop_increase(model: nn.Module, images: Tensor, maps: Tensor, target
     low, high = torch.aminmax(maps)
     if float(low) < 0 or float(high) > 1:
         raise ValueError(f"maps must lie in [0, 1] for Average Drop, got values in [{float(low)}, {float(high)}]")
-    both = torch.cat([images, images * maps.unsqueeze(1).to(images.dtype)])
-    probs = _target_probability(model, both, targets.repeat(2))
-    clean, explained = probs.chunk(2)
+    # two forwards of the same shape (not one of 2B): identical inputs then give identical scores, so
+    # float noise between batch positions cannot count as an "increase"
+    clean = _target_probability(model, images, targets)
+    explained = _target_probability(model, images * maps.unsqueeze(1).to(images.dtype), targets)
     drop = 100.0 * torch.relu(clean - explained) / clean.clamp_min(torch.finfo(clean.dtype).tiny)
     return DropIncrease(drop=drop, increase=(explained > clean).float(), clean=clean, explained=explained,
                         targets=targets)
