@@ -8,7 +8,8 @@ K in {2, 5, 1000}; batch 256):
 - eager:  F.conv2d 1×1 -> `pool_evidence` -> argmax -> `fastcam.methods.softcam.evidence_maps`
           (gather, ReLU, F.interpolate bilinear, amax, divide): what PyTorch does without the kernels.
 
-Both the whole pipeline and the head alone are timed, with CUDA events around each call, the L2 cache
+The whole pipeline, the head alone, and (unless --no-backward) one fine-tuning step of the head
+(forward + backward of cross-entropy + ElasticNet, gradients for features, weight and bias) are timed, with CUDA events around each call, the L2 cache
 flushed (a 256 MiB write) before every timed call, and the median over `--repeats` calls reported.
 Achieved bandwidth = the bytes the pipeline must move at the least (features read once, weights,
 evidence + logits written, the target's evidence read, lowres written and read, maps written) divided by
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="the features' dtype (eager runs the conv in that dtype, as under autocast)")
     parser.add_argument("--no-tf32", action="store_true", help="exact float32 products on both sides")
+    parser.add_argument("--no-backward", action="store_true",
+                        help="skip the training-step timing (head forward + backward with the ElasticNet penalty)")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--copy-mib", type=int, default=2048, help="size of the bandwidth-probe copy")
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from fastcam.kernels.softcam_head import evidence_head, softcam_maps
     from fastcam.methods.softcam import evidence_maps
-    from fastcam.softcam import pool_evidence
+    from fastcam.softcam import elastic_net, pool_evidence
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.allow_tf32 = not args.no_tf32
@@ -187,6 +190,29 @@ def main(argv: list[str] | None = None) -> dict:
                     "fused_ms": timer(fused_all),
                     "eager_ms": timer(eager_all),
                 }
+            if not args.no_backward:
+                # one fine-tuning step of the head: CE + ElasticNet, gradients for features, weight, bias
+                labels = torch.randint(0, K, (B,), device=device, generator=gen)
+                leaf_features = features.detach().requires_grad_(True)
+                leaf_weight, leaf_bias = weight.detach().requires_grad_(True), bias.detach().requires_grad_(True)
+
+                def train_step(head):
+                    logits, evidence = head(leaf_features, leaf_weight, leaf_bias)
+                    loss = F.cross_entropy(logits.float(), labels) + elastic_net(evidence, 0.0, 4e-5)
+                    return torch.autograd.grad(loss, (leaf_features, leaf_weight, leaf_bias))
+
+                def fused_train():
+                    return train_step(lambda a, w_, b_: evidence_head(a, w_, b_, args.pool))
+
+                def eager_train():
+                    def head(a, w_, b_):
+                        evidence = F.conv2d(a, w_.to(a.dtype)[:, :, None, None], b_.to(a.dtype))
+                        return pool_evidence(evidence, args.pool), evidence
+                    return train_step(head)
+
+                times["fused_train_ms"] = timer(fused_train)
+                times["eager_train_ms"] = timer(eager_train)
+                del leaf_features
             H, W = size
             head_bytes = features.numel() * features.element_size() + weight.numel() * 4 + bias.numel() * 4 + (B * K * h * w + B * K) * 4
             maps_bytes = B * h * w * 4 * 3 + B * H * W * 4  # target evidence read, lowres write + read, maps write
@@ -198,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
                 **times,
                 "speedup": times["eager_ms"] / times["fused_ms"],
                 "head_speedup": times["eager_head_ms"] / times["fused_head_ms"],
+                **({"train_speedup": times["eager_train_ms"] / times["fused_train_ms"]} if "fused_train_ms" in times else {}),
                 "fused_gbps": (head_bytes + maps_bytes) / times["fused_ms"] / 1e6,
                 "eager_gbps": (head_bytes + maps_bytes) / times["eager_ms"] / 1e6,
                 "fused_head_gbps": head_bytes / times["fused_head_ms"] / 1e6,
@@ -214,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"speedup {row['speedup']:.2f}x | head: fused {times['fused_head_ms']:.3f} ms "
                 f"({row['fused_head_gbps']:.0f} GB/s, {row['fused_head_tflops']:.1f} TFLOP/s), "
                 f"eager {times['eager_head_ms']:.3f} ms | max |dlogits| {agreement['logits_max_abs_diff']:.2e}"
+                + (f" | train step: fused {times['fused_train_ms']:.3f} ms, eager {times['eager_train_ms']:.3f} ms"
+                   if "fused_train_ms" in times else "")
             )
             del features
 

@@ -117,6 +117,8 @@ def _evidence_head_fwd_kernel(
     run_max = tl.full((BLOCK_K,), float("-inf"), dtype=tl.float32)
     # lse: run_s = sum_p expm1((E_p - run_max)/T) <= 0 over the pixels seen so far (see the epilogue)
     run_s = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    # a GPU's max ignores NaN (fmaxf); torch.amax propagates it: track NaN so "max"/"lse" never hide one
+    run_nan = tl.zeros((BLOCK_K,), dtype=tl.float32)
 
     for p0 in range(0, HW, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
@@ -151,6 +153,7 @@ def _evidence_head_fwd_kernel(
             run_sum += tl.sum(tl.where(p_mask[None, :], acc, 0.0), axis=1)
         else:
             tile_max = tl.max(tl.where(p_mask[None, :], acc, float("-inf")), axis=1)
+            run_nan = tl.maximum(run_nan, tl.max(tl.where(p_mask[None, :] & (acc != acc), 1.0, 0.0), axis=1))
             new_max = tl.maximum(run_max, tile_max)
             if POOL == 2:
                 # Online log-sum-exp in expm1 form, so it stays accurate for large T (where every
@@ -174,6 +177,8 @@ def _evidence_head_fwd_kernel(
         # y = m + T log(mean_p exp((E_p - m)/T)) = m + T log1p(mean_p expm1((E_p - m)/T)); the log1p
         # argument is >= 1/P - 1 > -1 (the max pixel contributes expm1(0) = 0)
         logits = run_max + temperature * _log1p(run_s * inv_hw)
+    if POOL != 0:
+        logits = tl.where(run_nan > 0.0, float("nan"), logits)
     tl.store(logits_ptr + pid_b * K + offs_k, logits, mask=k_mask)
 
 
@@ -422,6 +427,7 @@ class _EvidenceHeadFunction(torch.autograd.Function):
         return logits, evidence
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the backward's kernel has no backward of its own
     def backward(ctx: Any, grad_logits: Tensor | None, grad_evidence: Tensor | None) -> tuple[Tensor | None, ...]:
         features, weight, evidence, logits = ctx.saved_tensors
         need_features, need_weight, need_bias = ctx.needs_input_grad[:3]

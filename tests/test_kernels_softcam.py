@@ -148,6 +148,17 @@ def test_lse_accurate_for_small_and_large_temperatures(temperature: float) -> No
     assert_close(logits.double(), exact, 1e-5)
 
 
+@pytest.mark.parametrize("pool", POOLS)
+def test_nan_features_propagate_like_torch(pool: str) -> None:
+    """A NaN pixel makes that image's logits NaN, as with torch (a GPU's fmax would silently skip it)."""
+    features, weight, bias = head_inputs(3, seed=47)
+    features[1, 4, 2, 3] = float("nan")
+    logits, evidence = sh.evidence_head(features, weight, bias, pool, 0.8)
+    ref_logits, _ = sh.evidence_head_reference(features, weight, bias, pool, 0.8)
+    assert torch.equal(logits.isnan(), ref_logits.isnan()) and logits[1].isnan().all()
+    assert torch.isfinite(logits[[0, 2]]).all() and evidence[1, :, 2, 3].isnan().all()
+
+
 def test_lse_is_stable_for_large_evidence_and_between_avg_and_max() -> None:
     features, weight, bias = head_inputs(7, seed=50)
     features = features * 300.0  # E/T reaches ~1e3: a naive exp would overflow to inf
