@@ -58,11 +58,11 @@ _SPLITS = {"train": 1, "test": 2}
 class DemoConfig:
     """Size of the demo. The default takes about a minute on 2 CPU cores; `quick()` a few seconds."""
 
-    n_train: int = 640
-    n_test: int = 64
-    image_size: int = 64
-    epochs: int = 8
-    softcam_epochs: int = 3
+    n_train: int = 512
+    n_test: int = 48
+    image_size: int = 48
+    epochs: int = 6
+    softcam_epochs: int = 2
     batch_size: int = 32
     seed: int = 0
 

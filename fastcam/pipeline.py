@@ -194,14 +194,22 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr, sort_keys=True))
 
 
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as compared for a resume: the weights file's *path* is only a record (moving the file is
+    fine); its content is compared through the model's state_sha256."""
+    model = {k: v for k, v in settings.get("model", {}).items() if k != "weights"}
+    return {**settings, "model": model}
+
+
 def _check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
     """Refuse a run directory written with other settings, naming every difference."""
     old = read_json(run_dir / RUN_JSON).get("settings", {})
-    if old == settings:
+    if _comparable(old) == _comparable(settings):
         return
     keys = sorted(set(old) | set(settings))
-    diffs = [f"  {k}: run has {json.dumps(old.get(k))[:200]}, this call has {json.dumps(settings.get(k))[:200]}"
-             for k in keys if old.get(k) != settings.get(k)]
+    a, b = _comparable(old), _comparable(settings)
+    diffs = [f"  {k}: run has {json.dumps(a.get(k))[:200]}, this call has {json.dumps(b.get(k))[:200]}"
+             for k in keys if a.get(k) != b.get(k)]
     raise ValueError(f"run directory {str(run_dir)!r} was written with other settings; refusing to mix results. "
                      "Use another --out, or delete the directory to start over. Differences:\n" + "\n".join(diffs))
 
@@ -585,7 +593,7 @@ def explain_folder_cli(args: Any) -> int:
         method_kwargs=dict(args.method_arg), dtype=args.dtype, preprocess=preprocess, num_workers=args.workers,
         overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
         progress=not args.quiet,
-        model_info={"spec": args.model},
+        model_info={"spec": args.model, "weights": str(Path(args.weights).resolve()) if args.weights else None},
     )
     if int(os.environ.get("RANK", "0")) == 0:
         meta = run.meta

@@ -1,0 +1,92 @@
+"""`fastcam demo` end to end at a tiny size: dataset, masks, training, five runs, overlays, the report."""
+from __future__ import annotations
+
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastcam.cli import main
+from fastcam.demo import DemoConfig, demo_cnn, make_sample, make_split
+from fastcam.io.store import open_run
+
+METHODS = ("gradcam", "gradcampp", "scorecam", "cfcam", "softcam")
+
+
+class _Report(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+        self.tables = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"] or "")
+        self.tables += tag == "table"
+
+
+def test_dataset_is_deterministic_with_masks_only_on_lesions() -> None:
+    a, b = make_sample(0, "test", 5, 32), make_sample(0, "test", 5, 32)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(make_sample(1, "test", 5, 32)[0], a[0])
+    images, labels, masks = make_split(0, "train", 12, 32)
+    assert images.shape == (12, 1, 32, 32) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert labels.tolist() == [i % 2 for i in range(12)]
+    lesion_area = masks.reshape(12, -1).sum(1)
+    assert (lesion_area[labels.numpy() == 0] == 0).all() and (lesion_area[labels.numpy() == 1] > 0).all()
+    # lesions are bright: inside the mask the image is brighter than the background on average
+    lesion = images[:, 0].numpy()[masks]
+    assert lesion.mean() > images[labels == 0].mean().item() + 0.1
+
+
+def test_demo_cnn_has_torchvision_layout_and_fine_maps() -> None:
+    model = demo_cnn().eval()
+    assert {"conv1", "bn1", "layer4", "avgpool", "fc"} <= {n for n, _ in model.named_children()}
+    feats = {}
+    model.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
+    model(torch.rand(2, 1, 32, 32))
+    assert feats["x"].shape[-2:] == (4, 4)
+
+
+def test_demo_end_to_end_tiny(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--quiet"]) == 0
+    assert "report.html" in capsys.readouterr().out
+    config = DemoConfig.quick()
+    data = out / "data" / "test"
+    names = sorted(p.name for p in data.glob("*.png"))
+    assert len(names) == config.n_test
+    # masks: same relative names, binary, nonzero exactly for the lesion images
+    with (data / "labels.csv").open() as f:
+        labels = {row["path"]: int(row["label"]) for row in csv.DictReader(f)}
+    assert sorted(labels) == names
+    for name in names:
+        mask = np.asarray(Image.open(out / "masks" / name))
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (mask.max() > 0) == (labels[name] == 1)
+    # one run per method, all explaining the same images, the SoftCAM one on the converted network
+    for method in METHODS:
+        run = open_run(out / "runs" / method)
+        assert run.ids == names and run.method == method and len(run.skipped) == 0
+        assert run.logits.shape == (config.n_test, 2)
+        assert run.maps.shape == (config.n_test, 4, 4) and bool(torch.isfinite(run.maps).all())
+        assert all((out / "runs" / method / "overlays" / n).is_file() for n in names)
+    assert open_run(out / "runs" / "softcam").meta["settings"]["target_layer"] is None
+    info = json.loads((out / "model" / "training.json").read_text())
+    assert set(info["test_accuracy"]) == {"cnn", "softcam"}
+    # the report parses; every image it references exists; one grid row per image, 2 + 5 images per row
+    report = _Report()
+    report.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert report.tables >= 3
+    assert len(report.srcs) == config.n_test * (2 + len(METHODS))
+    assert all((out / src).is_file() for src in report.srcs)
+    # a second call reuses the weights and resumes (here: finds) every run
+    before = {m: (out / "runs" / m / "shard-00000-of-00001.progress.json").read_text() for m in METHODS}
+    assert main(["demo", "--out", str(out), "--quick", "--quiet"]) == 0
+    for m in METHODS:
+        after = json.loads((out / "runs" / m / "shard-00000-of-00001.progress.json").read_text())
+        assert after["commits"] == json.loads(before[m])["commits"]
