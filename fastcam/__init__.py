@@ -9,6 +9,8 @@ from fastcam.methods import CFCAM
 from fastcam.methods import SoftCAM
 from fastcam import softcam
 
+from fastcam.pipeline import explain_dataset, open_run
+
 __version__ = "0.1.0"
 
-__all__ = ["BaseCAM", "CFCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "SoftCAM", "softcam", "__version__"]
+__all__ = ["BaseCAM", "CFCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "SoftCAM", "softcam", "explain_dataset", "open_run", "__version__"]
