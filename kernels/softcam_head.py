@@ -38,7 +38,8 @@ Dtypes: features may be float32, float16 or bfloat16 (weights any float dtype); 
 right after loading (Triton's interpreter computes garbage for a bfloat16 `tl.dot`), accumulation is float32,
 and on a GPU the float32 `tl.dot` follows PyTorch's convolution policy: TF32 tensor cores when
 `torch.backends.cudnn.allow_tf32` is True (PyTorch's default for convolutions), exact IEEE float32 otherwise.
-Outputs: logits (B, K) float32 and evidence (B, K, h, w) float32 (contiguous). Any C, h, w, K (masked
+Outputs: logits (B, K) float32 and evidence (B, K, h, w) float32 (contiguous). float64 features are
+not a kernel dtype: `evidence_head` computes them with torch in float64 (see its docstring). Any C, h, w, K (masked
 tiles, no power-of-two assumption); features may be non-contiguous or channels_last (strides are used; no copy).
 
 The torch reference of the head is `evidence_head_reference` (F.conv2d 1×1 + `fastcam.softcam.pool_evidence`),
@@ -253,7 +254,8 @@ def _gather_relu_kernel(
         offs_p = p0 + tl.arange(0, BLOCK_P)
         p_mask = offs_p < HW
         e = tl.load(src + offs_p * stride_ep, mask=p_mask & valid, other=0.0).to(tl.float32)
-        tl.store(out_ptr + pid_b * HW + offs_p, tl.maximum(e, 0.0), mask=p_mask)
+        # NaN stays NaN, as torch.relu (a GPU's plain max would turn it into 0)
+        tl.store(out_ptr + pid_b * HW + offs_p, tl.maximum(e, 0.0, propagate_nan=tl.PropagateNan.ALL), mask=p_mask)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -326,8 +328,8 @@ def _check_head_inputs(features: Tensor, weight: Tensor, bias: Tensor | None) ->
         raise TypeError(f"features must be a torch.Tensor (B, C, h, w), got {type(features).__name__}")
     if features.dim() != 4:
         raise ValueError(f"features must be 4-D (B, C, h, w), got shape {tuple(features.shape)}")
-    if features.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"features must be float32, float16 or bfloat16, got {features.dtype}")
+    if features.dtype not in (*_FLOAT_DTYPES, torch.float64):
+        raise TypeError(f"features must be float32, float16, bfloat16 or float64, got {features.dtype}")
     if any(s == 0 for s in features.shape):
         raise ValueError(f"features must be non-empty, got shape {tuple(features.shape)}")
     if not isinstance(weight, Tensor):
@@ -338,15 +340,15 @@ def _check_head_inputs(features: Tensor, weight: Tensor, bias: Tensor | None) ->
         raise ValueError(
             f"weight must be (K, C) with C = {features.shape[1]} (the features' channels), got {tuple(weight.shape)}"
         )
-    if weight.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"weight must be float32, float16 or bfloat16, got {weight.dtype}")
+    if weight.dtype not in (*_FLOAT_DTYPES, torch.float64):
+        raise TypeError(f"weight must be float32, float16, bfloat16 or float64, got {weight.dtype}")
     if bias is not None:
         if not isinstance(bias, Tensor):
             raise TypeError(f"bias must be a torch.Tensor (K,) or None, got {type(bias).__name__}")
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if bias.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"bias must be float32, float16 or bfloat16, got {bias.dtype}")
+        if bias.dtype not in (*_FLOAT_DTYPES, torch.float64):
+            raise TypeError(f"bias must be float32, float16, bfloat16 or float64, got {bias.dtype}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.device != features.device:
             raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
@@ -473,6 +475,8 @@ def evidence_head(
 
     Args:
         features: (B, C, h, w) float32/float16/bfloat16, any strides (channels_last, sliced, ...).
+            float64 features are not a kernel dtype: they take the torch path in float64 (F.conv2d +
+            `pool_evidence`), returning float64 logits and evidence.
         weight: (K, C), or a 1×1 convolution's (K, C, 1, 1).
         bias: (K,) or None.
         pool: "avg" | "max" | "lse".
@@ -480,6 +484,13 @@ def evidence_head(
     """
     temperature = _check_pool(pool, temperature)
     weight, bias = _check_head_inputs(features, weight, bias)
+    if features.dtype == torch.float64:
+        # The kernel accumulates in float32; float64 (a precision study, never the fast path) takes the
+        # torch path in float64, so backend="auto" on a float64 CUDA model still works and loses nothing.
+        from fastcam.softcam import pool_evidence
+
+        evidence = F.conv2d(features, weight.double()[:, :, None, None], None if bias is None else bias.double())
+        return pool_evidence(evidence, pool, temperature), evidence
     return _EvidenceHeadFunction.apply(features, weight, bias, pool, temperature)
 
 

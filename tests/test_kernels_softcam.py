@@ -148,6 +148,17 @@ def test_lse_accurate_for_small_and_large_temperatures(temperature: float) -> No
     assert_close(logits.double(), exact, 1e-5)
 
 
+def test_float64_features_take_the_float64_torch_path() -> None:
+    features, weight, bias = head_inputs(5, seed=46)
+    features = features.double().requires_grad_(True)
+    logits, evidence = sh.evidence_head(features, weight, bias, "lse", 0.7)
+    assert logits.dtype == evidence.dtype == torch.float64
+    exact = softcam.pool_evidence(torch.nn.functional.conv2d(features, weight.double()[:, :, None, None], bias.double()), "lse", 0.7)
+    torch.testing.assert_close(logits, exact, rtol=1e-12, atol=1e-12)
+    logits.sum().backward()
+    assert features.grad is not None and features.grad.dtype == torch.float64
+
+
 @pytest.mark.parametrize("pool", POOLS)
 def test_nan_features_propagate_like_torch(pool: str) -> None:
     """A NaN pixel makes that image's logits NaN, as with torch (a GPU's fmax would silently skip it)."""
@@ -364,7 +375,7 @@ def test_bad_input_raises() -> None:
         sh.evidence_head(features, weight, bias[:-1])
     with pytest.raises(ValueError, match="4-D"):
         sh.evidence_head(features[0], weight, bias)
-    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+    with pytest.raises(TypeError, match="float32, float16, bfloat16 or float64"):
         sh.evidence_head(features.to(torch.int32), weight, bias)
     with pytest.raises(ValueError, match="non-empty"):
         sh.evidence_head(features[:0], weight, bias)
