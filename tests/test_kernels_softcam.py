@@ -309,6 +309,28 @@ def test_converted_network_triton_equals_torch_and_trains_alike() -> None:
         assert_close(got, want, 1e-4)
 
 
+def test_fit_trains_through_the_fused_head_like_torch() -> None:
+    """`fastcam.softcam.fit` (SGD + Nesterov, ElasticNet) for two steps: same weights with either backend."""
+    torch.manual_seed(0)
+    model = tiny_resnet(num_classes=5).to(DEVICE).eval()
+    nets = []
+    for backend in ("torch", "triton"):
+        torch.manual_seed(2)
+        nets.append(softcam.convert(model, 2, pool="avg", backend=backend))
+    g = generator(130)
+    loader = [(torch.randn(2, 3, 33, 41, generator=g).to(DEVICE), torch.tensor([0, 1], device=DEVICE)) for _ in range(2)]
+    for net in nets:  # identical batches, so BatchNorm's batch statistics agree too
+        history = softcam.fit(net, loader, epochs=1, l1=1e-3, l2=4e-2, progress=False)
+        assert math.isfinite(history["train_loss"][0])
+    for got, want in zip(nets[1].state_dict().values(), nets[0].state_dict().values()):
+        if got.is_floating_point():
+            assert_close(got, want, 1e-4)
+    # and training moved the head (the comparison is not between two untouched copies)
+    torch.manual_seed(2)
+    untouched = softcam.convert(model, 2, pool="avg", backend="torch")
+    assert not torch.allclose(untouched.head.conv.weight, nets[1].head.conv.weight)
+
+
 # ------------------------------------------------------------------------------------------- GPU compile
 _COMPILE_FOR_SM90 = r"""
 import json, triton
