@@ -309,6 +309,31 @@ def test_converted_network_triton_equals_torch_and_trains_alike() -> None:
         assert_close(got, want, 1e-4)
 
 
+def test_converted_network_under_autocast() -> None:
+    """Under bfloat16 autocast the backbone hands the head bfloat16 features: the fused head reads them as
+    they are (float32 weights and accumulation), torch's head runs its conv in bfloat16; both agree to
+    bfloat16 precision, and the backward runs through both."""
+    torch.manual_seed(0)
+    model = tiny_resnet(num_classes=5).to(DEVICE).eval()
+    torch.manual_seed(3)
+    net_torch = softcam.convert(model, 4, pool="lse", backend="torch")
+    torch.manual_seed(3)
+    net_triton = softcam.convert(model, 4, pool="lse", backend="triton")
+    images = torch.randn(2, 3, 37, 45, generator=generator(125)).to(DEVICE)
+    results = []
+    for net in (net_torch, net_triton):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            logits, evidence = net(images)
+        loss = logits.float().logsumexp(dim=1).sum() + softcam.elastic_net(evidence, 0.0, 1e-2)
+        grad = torch.autograd.grad(loss, net.head.conv.weight)[0]
+        results.append((logits.float(), evidence.float(), grad))
+    (logits_t, evidence_t, grad_t), (logits_k, evidence_k, grad_k) = results
+    assert evidence_k.dtype == torch.float32
+    assert_close(evidence_k, evidence_t, 3e-2)
+    assert_close(logits_k, logits_t, 3e-2)
+    assert_close(grad_k, grad_t, 5e-2)
+
+
 def test_fit_trains_through_the_fused_head_like_torch() -> None:
     """`fastcam.softcam.fit` (SGD + Nesterov, ElasticNet) for two steps: same weights with either backend."""
     torch.manual_seed(0)
