@@ -282,7 +282,6 @@ def _head_blocks(K: int, C: int, HW: int, on_gpu: bool) -> tuple[int, int, int, 
         return _pow2(K, 16, 64), _pow2(C, 16, 128), _pow2(HW, 16, 256), 4
     block_k = _pow2(K, 16, 128 if K >= 256 else 64)
     block_p = _pow2(HW, 16, 256 if block_k <= 32 else 128)
-    # ~32 KiB of float32 operand tiles per pipeline stage (3 stages stay well inside shared memory)
     # Channel step: operand tiles of (block_k + block_p) × block_c float32 per pipeline stage, 16 KiB for the
     # bandwidth-bound small-K shapes (keeps registers < 200, several programs per SM), 32 KiB for the
     # compute-bound large-K tiles (longer MMA chains); 8 warps there avoid register spills (checked by
@@ -316,9 +315,12 @@ def _pixel_stride(features: Tensor) -> int | None:
 def _check_pool(pool: str, temperature: float) -> float:
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
     temperature = float(temperature)
-    if pool == "lse" and not (temperature > 0.0 and temperature < float("inf")):
-        raise ValueError(f"temperature must be a positive finite number for pool='lse', got {temperature}")
+    # checked for every pool, as `fastcam.softcam.pool_evidence` does
+    if not (0.0 < temperature < float("inf")):
+        raise ValueError(f"temperature must be a positive finite float, got {temperature}")
     return temperature
 
 

@@ -416,6 +416,10 @@ def test_bad_input_raises() -> None:
         sh.evidence_head(features, weight, bias, "median")
     with pytest.raises(ValueError, match="temperature"):
         sh.evidence_head(features, weight, bias, "lse", 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        sh.evidence_head(features, weight, bias, "avg", float("inf"))
+    with pytest.raises(TypeError, match="temperature"):
+        sh.evidence_head(features, weight, bias, "lse", "1.0")
     with pytest.raises(ValueError, match="weight"):
         sh.evidence_head(features, weight[:, :-1], bias)
     with pytest.raises(ValueError, match="bias"):
