@@ -11,9 +11,10 @@ dataset is scaled the same way):
 - 8-bit images (L, RGB, P, ...): divided by 255.
 - 16-bit images (Pillow modes I;16*, and mode I as Pillow opens 16-bit PNG/TIFF): divided by 65535.
 - float TIFF (mode F): used as stored.
-- DICOM: the modality LUT (RescaleSlope/Intercept) and the VOI LUT (window) when the file has one are
-  applied with pydicom, then scaled to [0, 1] by the window's (or the stored bit depth's) range;
-  MONOCHROME1 is inverted so that bright means dense, as for MONOCHROME2.
+- DICOM: the modality LUT (RescaleSlope/Intercept, pydicom), then the file's window (the DICOM linear
+  VOI function, to [0, 1]) or VOI LUT table (pydicom, divided by its output range); without either, the
+  range the stored bits can hold (through the modality LUT) maps to [0, 1]. MONOCHROME1 is inverted so
+  that bright means dense, as for MONOCHROME2. Colour DICOM (RGB/YBR) is converted to RGB.
 """
 from __future__ import annotations
 
@@ -67,18 +68,23 @@ def _read_dicom(path: Path) -> np.ndarray:
             pixels = convert_color_space(pixels, photometric, "RGB")
         return pixels.astype(np.float32) / float(2 ** int(ds.BitsStored) - 1)
     values = apply_modality_lut(pixels, ds).astype(np.float64)
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        values = apply_voi_lut(values, ds).astype(np.float64)
-    low, high = float(values.min()), float(values.max())
+    bits = int(getattr(ds, "BitsStored", 16))
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
     if "WindowCenter" in ds and "WindowWidth" in ds:
+        # the DICOM linear VOI function (PS3.3 C.11.2.1.2), output scaled to [0, 1]
         center = float(np.atleast_1d(ds.WindowCenter)[0])
-        width = float(np.atleast_1d(ds.WindowWidth)[0])
-        low, high = center - width / 2, center + width / 2
-    elif "RescaleSlope" not in ds:
-        bits = int(getattr(ds, "BitsStored", 16))
-        signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+        width = max(float(np.atleast_1d(ds.WindowWidth)[0]), 1.0)
+        scaled = (values - (center - 0.5)) / max(width - 1.0, 1e-12) + 0.5
+    elif "VOILUTSequence" in ds:
+        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        scaled = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64) / float(2 ** lut_bits - 1)
+    else:
+        # the range the stored bits can hold, through the modality LUT: fixed by the file type, not the content
         low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    scaled = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0).astype(np.float32)
+        slope, intercept = float(getattr(ds, "RescaleSlope", 1.0)), float(getattr(ds, "RescaleIntercept", 0.0))
+        low, high = sorted((low * slope + intercept, high * slope + intercept))
+        scaled = (values - low) / max(high - low, 1e-12)
+    scaled = np.clip(scaled, 0.0, 1.0).astype(np.float32)
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
     return scaled
