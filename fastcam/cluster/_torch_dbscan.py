@@ -4,8 +4,8 @@ Per chunk of problems (sized by a memory budget, so B·N² never sits in memory 
 
 1. ε-graph. Points are centred and scaled by a power of two (exact in float64; keeps float32 in range),
    then squared distances s̃_ij = ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j come from one batched float32 GEMM.
-   A rigorous float32 error bound t_ij (below) splits the pairs: s̃_ij < ε² − t_ij are neighbours,
-   s̃_ij > ε² + t_ij are not, and the few pairs inside the band |s̃_ij − ε²| <= t_ij are re-decided in
+   A rigorous float32 error bound t (below) splits the pairs: s̃_ij < ε² − t are neighbours,
+   s̃_ij > ε² + t are not, and the few pairs inside the band |s̃_ij − ε²| <= t are re-decided in
    float64 from the *original* coordinates as Σ_d (x_id − x_jd)² <= fl(ε·ε) — scikit-learn's own
    comparison (squared distance against ε² rounded in float64), exact for integer coordinates.
 2. Core mask: row counts of the ε-graph (the point itself included) >= min_samples.
@@ -17,11 +17,12 @@ Per chunk of problems (sized by a memory budget, so B·N² never sits in memory 
    order, which is exactly scikit-learn's numbering (clusters are started in index order, and a
    border point joins the first, i.e. lowest-numbered, cluster that reaches it).
 
-Error bound for step 1: see `fastcam.cluster._gemm` (t_ij = 2(2D + 16)·u·(n_i + n_j) plus the rounding of ε²
-to float32). The band is a few parts per million of ε² wide, so the float64 re-check touches only a tiny
-fraction of the pairs on real data (but all of them on adversarial integer grids, which is still exact).
+Error bound for step 1: see `fastcam.cluster._gemm` (one augmented GEMM gives s̃ − ε² directly; the
+bound is t_i = 2(3D + 12)·u·(n_i + max_j n_j) + 2(D + 4)·u·ε² per row). The band is a few parts per
+million of ε² wide, so the float64 re-check touches only a tiny fraction of the pairs on real data (but
+all of them on adversarial integer grids, where it is still exact).
 
-Host syncs: one per chunk for the band pairs (`nonzero`), one per propagation round (convergence test).
+Host syncs: two per chunk for the band pairs (`nonzero`), one or two per propagation round (convergence).
 """
 from __future__ import annotations
 
@@ -29,15 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fastcam.cluster._gemm import TINY, approximate_squared_distances
+from fastcam.cluster._gemm import approximate_squared_distances
 from fastcam.cluster._inputs import chunks, memory_budget
 
-_EPS2_CAP = 1e30  # scaled points have |x| < 1, so s <= 4D: clamping ε² there changes no decision
-
-
 def _bytes_per_problem(count: int, dims: int) -> int:
-    """Peak temporaries per problem: float32 s̃ and t (8N²), three bool N² masks, int32 masked-min (4N²)."""
-    return 16 * count * count + 24 * count * dims + 64 * count
+    """Peak temporaries per problem: the float32 GEMM key (4N²), three bool N² masks, int16/32 masked min."""
+    return 8 * count * count + 24 * count * dims + 64 * count
 
 
 def dbscan_torch(
@@ -64,24 +62,24 @@ def dbscan_torch(
 
 def _epsilon_graph(points: Tensor, valid: Tensor, eps: Tensor, budget: int) -> Tensor:
     """(b, N, N) bool: A_ij = valid_i ∧ valid_j ∧ s_ij <= fl(ε_b²), s_ij rounded as scikit-learn rounds it."""
-    dims = points.shape[-1]
     eps2 = eps * eps  # float64, rounded exactly as scikit-learn rounds its radius
-    approx, norms, scale, factor = approximate_squared_distances(points, valid)
-    eps2_scaled = (eps2 * scale * scale).clamp_max(_EPS2_CAP).to(torch.float32).view(-1, 1, 1)
-    # t_ij = factor·(n_i + n_j) + 4u·ε² + tiny (the last terms: ε² itself rounded to float32)
-    tolerance = (norms.unsqueeze(2) + norms.unsqueeze(1)).mul_(factor).add_(eps2_scaled * 2.0 ** -21 + TINY)
-    approx.sub_(eps2_scaled)  # s̃ − ε²
-    adjacency = approx < -tolerance
-    band = approx.abs_() <= tolerance
-    del approx, tolerance
+    key, bound, _ = approximate_squared_distances(points, valid, shift=eps2)  # key ≈ s − ε² (scaled)
+    bound = bound.unsqueeze(2)  # per row, broadcast along the row without materialising N²
+    adjacency = key < -bound
+    band = key <= bound
+    band ^= adjacency  # |key| <= bound: too close to ε to call in float32
+    del key
 
-    # band pairs, upper triangle only (the decision is made once per unordered pair and mirrored, so the
-    # graph stays symmetric); the only host sync of this step
-    pairs = torch.nonzero(band.triu_(diagonal=1))
+    # band pairs (two host syncs): rows with any band pair first (a cheap byte max), then their columns;
+    # each unordered pair is decided once (i < j) and mirrored, so the graph stays symmetric
+    rows = torch.nonzero(band.view(torch.uint8).amax(-1))  # (R, 2): problem, i
+    columns = torch.nonzero(band[rows[:, 0], rows[:, 1]])  # (K, 2): row of `rows`, j
     del band
+    pairs = torch.cat([rows[columns[:, 0]], columns[:, 1:]], 1)  # (K, 3): problem, i, j
+    pairs = pairs[pairs[:, 1] < pairs[:, 2]]
     if pairs.shape[0]:
         counts = valid.sum(1)
-        step = max(1, budget // (32 * dims + 64))  # float64 re-check in slices that respect the budget
+        step = max(1, budget // (32 * points.shape[-1] + 64))  # float64 re-check in slices that respect the budget
         for first in range(0, pairs.shape[0], step):
             b, i, j = pairs[first : first + step].unbind(1)
             decided = _squared_distance_like_sklearn(points, b, i, j, counts) <= eps2[b]
@@ -122,22 +120,25 @@ def _label(adjacency: Tensor, valid: Tensor, min_samples: Tensor) -> Tensor:
     """Core mask, connected components of the core graph, border assignment, scikit-learn numbering."""
     batch, count, _ = adjacency.shape
     device = adjacency.device
-    core = (adjacency.sum(-1) >= min_samples.unsqueeze(1)) & valid  # (b, N)
+    core = (adjacency.sum(-1, dtype=torch.int32) >= min_samples.unsqueeze(1)) & valid  # (b, N)
     adjacency &= core.unsqueeze(1)  # keep only edges *to* core points: what both CC and borders need
 
     none = count  # sentinel label: "no core neighbour"
-    index = torch.arange(count, dtype=torch.int32, device=device).expand(batch, count)
+    # int16 labels halve the traffic of the dense masked min, the hot loop, whenever N allows
+    label_dtype = torch.int16 if count < 2**15 - 1 else torch.int32
+    index = torch.arange(count, dtype=label_dtype, device=device).expand(batch, count)
     parent = torch.where(core, index, torch.full_like(index, none))
-    sentinel = torch.full((), none, dtype=torch.int32, device=device)
+    sentinel = torch.full((), none, dtype=label_dtype, device=device)
     while True:
         # smallest label among core neighbours (the point itself included when core)
         neighbour_min = torch.where(adjacency, parent.unsqueeze(1), sentinel).amin(-1)
         updated = torch.where(core, torch.minimum(parent, neighbour_min), parent)
         # hook: the old parent learns the smaller label too (index `none` lands in a discarded pad column)
-        padded = torch.cat([updated, torch.full((batch, 1), none, dtype=torch.int32, device=device)], 1)
+        # (the (b, N) scatter runs in int32: CUDA scatter-min atomics are not guaranteed for int16)
+        padded = torch.cat([updated, torch.full((batch, 1), none, dtype=label_dtype, device=device)], 1).int()
         hook_at = torch.where(core, parent, sentinel).long()
-        padded.scatter_reduce_(1, hook_at, torch.where(core, neighbour_min, sentinel), reduce="amin")
-        updated = torch.where(core, padded[:, :count], updated)
+        padded.scatter_reduce_(1, hook_at, torch.where(core, neighbour_min, sentinel).int(), reduce="amin")
+        updated = torch.where(core, padded[:, :count].to(label_dtype), updated)
         # shortcut: pointer jumping until every core point points at a root
         while True:
             jumped = torch.where(core, updated.gather(1, torch.where(core, updated, 0).long()), updated)

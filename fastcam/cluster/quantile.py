@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fastcam.cluster._gemm import TINY, approximate_squared_distances
+from fastcam.cluster._gemm import approximate_squared_distances
 from fastcam.cluster._inputs import ArrayLike, check_points, check_quantile, chunks, memory_budget
 
 
@@ -117,8 +117,8 @@ def pairwise_quantile(
 def _exact_quantile(x: Tensor, mask: Tensor, rows: Tensor, cols: Tensor, level: float) -> Tensor:
     """Order statistics of the exact distances from a float32 GEMM plus a rigorous error bound.
 
-    s̃ (float32 GEMM, scaled units, see `fastcam.cluster._gemm`) is within T = factor·2·max_i n_i + tiny
-    of scale²·s for numpy's float64 s. If ṽ_r is the r-th smallest s̃, the exact r-th smallest lies in
+    s̃ (float32 GEMM, scaled units, see `fastcam.cluster._gemm`) is within T = max_i row_bound_i of
+    scale²·s for numpy's float64 s. If ṽ_r is the r-th smallest s̃, the exact r-th smallest lies in
     [ṽ_r − T, ṽ_r + T]; so pairs with s̃ < ṽ_lo − 2T are certainly below both wanted ranks (they are only
     counted), pairs with s̃ > ṽ_hi + 2T certainly above, and only the pairs in between (ties and
     near-ties: a few parts per ten thousand of the pairs) get their exact s (numpy's summation order),
@@ -126,12 +126,12 @@ def _exact_quantile(x: Tensor, mask: Tensor, rows: Tensor, cols: Tensor, level: 
     """
     batch = x.shape[0]
     device = x.device
-    approx_full, norms, _, factor = approximate_squared_distances(x, mask)
+    approx_full, row_bound, _ = approximate_squared_distances(x, mask)
     approx = approx_full.view(batch, -1)[:, rows * x.shape[1] + cols]
     del approx_full
     both = mask[:, rows] & mask[:, cols]
     approx.masked_fill_(~both, float("inf"))
-    margin = factor * 2.0 * norms.amax(1) + TINY  # T, (b,)
+    margin = row_bound.amax(1).to(torch.float64)  # T, (b,)
 
     valid_counts = mask.sum(1)
     n = valid_counts.to(torch.float64)
