@@ -261,7 +261,7 @@ def test_pairwise_quantile_is_numpy_bit_for_bit(seed, count, dims, kind, q):
         distances = explicit_distances(points[b].astype(np.float64))
         expected = np.quantile(distances[~np.eye(count, dtype=bool)], q)
         assert result[b].item() == expected  # exact, not approximately
-    assert pairwise_quantile(points[0], q * 100 / 100) == np.quantile(
+    assert pairwise_quantile(points[0], q) == np.quantile(  # (N, D) numpy in -> 0-d numpy out
         explicit_distances(points[0].astype(np.float64))[~np.eye(count, dtype=bool)], q
     )
 
