@@ -238,6 +238,7 @@ class BenchConfig:
     contenders: tuple[str, ...] = CONTENDER_KEYS
     seed: int = 0
     interleave: bool = True
+    max_time: float | None = None
 
 
 @dataclass
@@ -524,7 +525,11 @@ def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress:
     rounds = [(0, config.warmup)] + [(1, 0)] * config.repeats if config.interleave else [(config.repeats, config.warmup)]
     for calls, warmup in tqdm(rounds, desc="bench rounds", disable=not progress or len(rounds) == 1):
         for result in results:
-            if result.status == "ok":
+            spent = sum(times[result.key])
+            # a slow contender (Score-CAM on a CPU) stops after `max_time` seconds of timed calls, with at
+            # least one timed call; its repeats are recorded, so the table shows how many it got
+            if result.status == "ok" and not (calls and times[result.key] and config.max_time is not None
+                                               and spent >= config.max_time):
                 one_session(result, calls, warmup)
     for result in results:
         if result.status == "ok":
@@ -600,16 +605,16 @@ def markdown_tables(report: BenchReport) -> str:
     lines = [f"**{cfg.model}, {cfg.size}×{cfg.size}, batch {cfg.batch}, {env['device_name']} ({cfg.device}"
              f"{', ' + cfg.amp if cfg.amp else ''}), torch {env['versions']['torch']}, {env['torch_threads']} threads, "
              f"warm-up {cfg.warmup}, {cfg.repeats} timed runs{' (interleaved rounds)' if cfg.interleave else ''}, {env['date']}**", "",
-             "| contender | median ms / batch | IQR ms | min–max ms | images/s | × plain inference | note |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| contender | median ms / batch | IQR ms | min–max ms | timed runs | images/s | × plain inference | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     vs_inf = report.ratios.get("vs_inference", {})
     for r in report.results:
         if r.timing is None:
-            lines.append(f"| {r.name} | {r.status} | | | | | {r.reason} |")
+            lines.append(f"| {r.name} | {r.status} | | | | | | {r.reason} |")
             continue
         t = r.timing
         lines.append(f"| {r.name} | {t.median_s * 1e3:.1f} | {(t.q3_s - t.q1_s) * 1e3:.1f} | "
-                     f"{t.min_s * 1e3:.1f}–{t.max_s * 1e3:.1f} | {r.images_per_s:.2f} | {_fmt(vs_inf.get(r.key))} | {r.note} |")
+                     f"{t.min_s * 1e3:.1f}–{t.max_s * 1e3:.1f} | {len(t.times_s)} | {r.images_per_s:.2f} | {_fmt(vs_inf.get(r.key))} | {r.note} |")
     results = report.by_key()
     peers = [r.key for r in report.results if r.group == "peer" and r.images_per_s]
     ours = [r.key for r in report.results if r.group == "fastcam" and r.images_per_s]
@@ -649,7 +654,9 @@ def bench_cli(args: Any) -> int:
                          layer=args.layer, num_classes=args.num_classes, warmup=args.warmup, repeats=args.repeats,
                          scorecam_batch_size=args.scorecam_batch_size,
                          peer_scorecam_batch_size=args.peer_scorecam_batch_size, contenders=contenders, seed=args.seed,
-                         interleave=not args.sequential)
+                         interleave=not args.sequential, max_time=args.max_time)
+    if config.max_time is not None and config.max_time <= 0:
+        raise ValueError("--max-time must be positive")
     for name in ("size", "batch", "repeats", "scorecam_batch_size"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

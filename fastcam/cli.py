@@ -165,6 +165,9 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="bench/results", metavar="DIR|FILE.json", help="where the JSON goes")
     p.add_argument("--markdown", default=None, metavar="FILE.md", help="also write the Markdown tables here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-time", type=float, default=None, metavar="S",
+                   help="stop timing a contender after S seconds of timed calls (at least one call; for slow "
+                   "CPU runs, e.g. Score-CAM)")
     p.add_argument("--sequential", action="store_true",
                    help="time each contender's calls in a row instead of interleaving rounds")
     p.add_argument("--quiet", action="store_true")

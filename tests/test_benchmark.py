@@ -94,7 +94,7 @@ def test_ratios_and_targets_by_hand() -> None:
     assert loop["ratio"] == pytest.approx(5.0) and loop["met"] is True and loop["setting_matches"] is True
     assert targets["CF-CAM >= 0.8x our Grad-CAM (CPU)"]["met"] is False
     md = benchmark.markdown_tables(report)
-    assert "| pgc | skipped |" in md and "| cfcam | 2.00 | 5.00 |" in md
+    assert "| pgc | skipped |" in md and "| cfcam | 2.00 | 5.00 |" in md and "| 1 | 90.00 | 0.90 |" in md
 
 
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
@@ -116,3 +116,12 @@ def test_released_loop_matches_reference_cfcam() -> None:
     assert all(p.grad is None for p in model.parameters())       # close() clears the full backward's .grad
     # the released code divides by the max without subtracting the min, as fastcam does
     np.testing.assert_allclose(maps, exp.maps.numpy(), atol=2e-5)
+
+
+def test_max_time_caps_slow_contenders_at_one_timed_call() -> None:
+    config = BenchConfig(model="tiny_resnet", size=32, batch=1, device="cpu", warmup=0, repeats=3,
+                         contenders=("inference",), max_time=1e-9)
+    report = benchmark.run_benchmark(config, progress=False)
+    assert len(report.results[0].timing.times_s) == 1
+    config.max_time = None
+    assert len(benchmark.run_benchmark(config, progress=False).results[0].timing.times_s) == 3
