@@ -209,9 +209,10 @@ def test_line_needs_many_propagation_rounds():
     assert (expected == 0).all()
 
 
-def test_infinite_eps_and_edge_sizes():
+def test_huge_eps_and_edge_sizes():
     points = np.random.default_rng(0).normal(size=(2, 6, 3))
-    np.testing.assert_array_equal(torch_labels(points, math.inf, 3), np.zeros((2, 6), dtype=np.int64))
+    np.testing.assert_array_equal(torch_labels(points, 1e300, 3), np.zeros((2, 6), dtype=np.int64))  # ε² = inf
+    np.testing.assert_array_equal(torch_labels(points, 1e300, 3), sklearn_labels(points, 1e300, 3))
     one = np.zeros((3, 1, 2))
     np.testing.assert_array_equal(torch_labels(one, 1.0, [1, 2, 1]), [[0], [-1], [0]])
     np.testing.assert_array_equal(torch_labels(one, 1.0, 1), sklearn_labels(one, 1.0, 1))
@@ -302,6 +303,7 @@ def test_pairwise_quantile_bad_input():
         (np.zeros((1, 4, 2)), 0.0, 2, {}, ValueError, "eps must be > 0"),
         (np.zeros((1, 4, 2)), -1.0, 2, {}, ValueError, "eps must be > 0"),
         (np.zeros((1, 4, 2)), math.nan, 2, {}, ValueError, "NaN"),
+        (np.zeros((1, 4, 2)), math.inf, 2, {}, ValueError, "finite"),
         (np.zeros((2, 4, 2)), [1.0, 2.0, 3.0], 2, {}, ValueError, "one per problem"),
         (np.zeros((1, 4, 2)), 1.0, 0, {}, ValueError, "min_samples must be >= 1"),
         (np.zeros((1, 4, 2)), 1.0, 2.5, {}, TypeError, "integer"),

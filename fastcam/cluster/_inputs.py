@@ -126,11 +126,13 @@ def _per_problem(value: object, batch: int, name: str) -> tuple[np.ndarray, bool
 
 
 def check_eps(eps: object, batch: int) -> np.ndarray:
-    """(B,) float64 radii, each > 0 (inf allowed: every point is everyone's neighbour)."""
+    """(B,) float64 radii, each finite and > 0 (scikit-learn's range, (0, inf))."""
     values, _ = _per_problem(eps, batch, "eps")
     values = values.astype(np.float64)
     if np.isnan(values).any():
         raise ValueError("eps must not be NaN")
+    if np.isinf(values).any():
+        raise ValueError("eps must be finite (scikit-learn's DBSCAN takes eps in (0, inf))")
     if (values <= 0).any():
         raise ValueError(f"eps must be > 0, got {values[values <= 0][0]!r}")
     return values

@@ -6,8 +6,9 @@ Per chunk of problems (sized by a memory budget, so B·N² never sits in memory 
    then squared distances s̃_ij = ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j come from one batched float32 GEMM.
    A rigorous float32 error bound t (below) splits the pairs: s̃_ij < ε² − t are neighbours,
    s̃_ij > ε² + t are not, and the few pairs inside the band |s̃_ij − ε²| <= t are re-decided in
-   float64 from the *original* coordinates as Σ_d (x_id − x_jd)² <= fl(ε·ε) — scikit-learn's own
-   comparison (squared distance against ε² rounded in float64), exact for integer coordinates.
+   float64 from the *original* coordinates as s_ij <= fl(ε·ε) — scikit-learn's own comparison (squared
+   distance against ε² rounded in float64), with s_ij rounded the way scikit-learn's neighbour search
+   rounds it (`_squared_distance_like_sklearn`); exact for integer coordinates.
 2. Core mask: row counts of the ε-graph (the point itself included) >= min_samples.
 3. Connected components of the core graph, all problems at once: labels start as the point's own
    index; each round takes the minimum label over core neighbours (a dense masked min), hooks the
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from fastcam.cluster._gemm import approximate_squared_distances
 from fastcam.cluster._inputs import chunks, memory_budget
+
 
 def _bytes_per_problem(count: int, dims: int) -> int:
     """Peak temporaries per problem: the float32 GEMM key (4N²), three bool N² masks, int16/32 masked min."""
