@@ -28,8 +28,8 @@ so a batch is written without reading anything back. A batch counts only once th
 file says so: the chunks are written first, then the progress file is replaced atomically (write a
 temporary file, fsync, `os.replace`). A restart resumes at the first uncommitted batch, and overwrites
 whatever chunks a killed process left of it: nothing committed is lost, duplicated or recomputed. The
-progress file also logs each commit with a session number, which the tests use to prove that no
-batch was computed twice. The arrays themselves are created in a temporary folder and renamed into
+progress file also logs which session (process start) committed which batches, as runs of
+[session, first batch, last batch], which the tests use to prove that no batch was computed twice. The arrays themselves are created in a temporary folder and renamed into
 place, so a half-created store cannot exist either.
 
 Durability: chunk files are not fsynced (Zarr does not), so the guarantee covers a killed process,
@@ -196,13 +196,21 @@ class ShardWriter:
             raise RuntimeError(f"batch {batch} committed out of order (next is {self.committed_batches})")
         p = self.progress
         p["committed_batches"] = batch + 1
-        p["commits"].append([batch, self.session])
+        log = p["commits"]  # run-length: [session, first batch, last batch], O(sessions) not O(batches)
+        if log and log[-1][0] == self.session and log[-1][2] == batch - 1:
+            log[-1][2] = batch
+        else:
+            log.append([self.session, batch, batch])
         p["skipped"].extend(skipped)
         p["seconds"] = float(p["seconds"]) + seconds
         p["images"] = int(p["images"]) + images
         if device not in p["devices"]:
             p["devices"].append(device)
         write_json_atomic(self.progress_path, p)
+
+    def committed_log(self) -> list[tuple[int, int]]:
+        """(batch, session) of every commit, in commit order."""
+        return [(b, session) for session, first, last in self.progress["commits"] for b in range(first, last + 1)]
 
     @property
     def done(self) -> bool:
