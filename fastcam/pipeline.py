@@ -282,7 +282,8 @@ def explain_dataset(
             dataset order, or a mapping sample id -> class.
         resume: continue a run directory with the same settings; False refuses an existing one.
         dtype: storage dtype of the maps, "float16" (default) or "float32".
-        preprocess: resize/normalisation for a folder path.
+        preprocess: channels/resize/normalisation for a folder path (default: the model's input channels,
+            native size, no normalisation).
         overlays: write PNG overlays under out/overlays (and the model-input images under out/inputs).
         report: write out/report.html (implies overlays).
         progress: tqdm progress bar (rank 0 only).
@@ -311,6 +312,10 @@ def explain_dataset(
     if device.type == "cuda":
         torch.cuda.set_device(device)
 
+    if preprocess is None and isinstance(data, (str, os.PathLike)):
+        from fastcam._validation import expected_in_channels
+
+        preprocess = Preprocess(channels=expected_in_channels(model) or 3)  # grayscale/RGB adapted to the model
     dataset, ids, data_info, user_loader = _dataset_and_ids(data, preprocess)
     if batch_size is None:
         batch_size = (user_loader.batch_size if user_loader is not None and user_loader.batch_size else 32)

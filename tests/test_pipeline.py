@@ -270,6 +270,25 @@ def test_oom_splits_the_batch_and_gives_the_same_result(resnet: torch.nn.Module)
     assert calls == [1, 1]
 
 
+def test_amp_workers_and_grayscale_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write_images(data, 6)
+    torch.manual_seed(0)
+    gray_model = tiny_resnet(num_classes=3, in_channels=1).eval()  # RGB files, 1-channel model: converted
+    run = explain_dataset(gray_model, data, method="gradcam", target_layer="layer4", out=tmp_path / "amp",
+                          batch_size=4, amp="bf16", num_workers=2, progress=False)
+    assert run.meta["settings"]["amp"] == "bf16" and run.meta["settings"]["data"]["preprocess"]["channels"] == 1
+    full = explain_dataset(gray_model, data, method="gradcam", target_layer="layer4", out=tmp_path / "fp32",
+                           batch_size=4, progress=False)
+    assert run.ids == full.ids and bool(torch.isfinite(run.maps).all())
+    # bf16 forwards: same predictions here, maps within bf16's precision of the float32 run
+    assert torch.equal(run.targets, full.targets)
+    peak = full.maps.amax(dim=(1, 2), keepdim=True)
+    assert ((run.maps - full.maps).abs() <= 0.1 * peak + 1e-6).all()
+    with pytest.raises(ValueError, match="amp"):
+        explain_dataset(gray_model, data, method="gradcam", target_layer="layer4", out=tmp_path / "x", amp="fp8")
+
+
 # ------------------------------------------------------------------------------------------ memory
 class _Synthetic(Dataset):
     """Images made on the fly; records the process RSS at chosen indices."""
