@@ -343,3 +343,18 @@ def test_cuml_backend_cores_match_sklearn():  # pragma: no cover - needs cuML
     expected = sklearn_labels(points, 2.5, 5)
     labels = dbscan(torch.from_numpy(points).cuda(), 2.5, 5, backend="cuml").cpu().numpy()
     assert ((labels == -1) == (expected == -1)).mean() > 0.95
+
+
+def test_tf32_setting_is_overridden_locally_and_restored():
+    """TF32 would widen the float32 error band enormously: the GEMM runs in IEEE float32 regardless,
+    and the caller's global setting is left as found."""
+    rng = np.random.default_rng(2)
+    points = np.round(rng.normal(size=(3, 40, 3)) * 2)
+    expected = sklearn_labels(points, math.sqrt(2), 3)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        np.testing.assert_array_equal(torch_labels(points, math.sqrt(2), 3), expected)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -18,8 +18,9 @@ distance or any float64 rounding of it (scikit-learn's, numpy's), which is far c
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import Tensor
@@ -51,6 +52,28 @@ def matmul_unit_roundoff(device: torch.device) -> float:
     return 2.0 ** -24
 
 
+@contextlib.contextmanager
+def ieee_float32_matmul() -> Iterator[None]:
+    """Run float32 matmuls in full IEEE precision (no TF32/bf16), restoring the caller's setting after.
+
+    With TF32 (u = 2⁻¹¹) the error bound would send most pairs to the float64 re-check; IEEE float32
+    keeps the band at a few parts per million. The setting is process-global while the block runs.
+    """
+    precision = torch.get_float32_matmul_precision()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.set_float32_matmul_precision(precision)
+            torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
+
+
 def approximate_squared_distances(points: Tensor, valid: Tensor, shift: Tensor | None = None) -> ApproxDistances:
     """(b, N, D) float64 points, (b, N) bool valid, optional (b,) float64 shift in the points' units²
     -> float32 GEMM key = squared distances − shift (scaled) and a per-row error bound (module docstring).
@@ -75,8 +98,9 @@ def approximate_squared_distances(points: Tensor, valid: Tensor, shift: Tensor |
     ones = torch.ones_like(norms).unsqueeze(-1)
     left = torch.cat([scaled * -2.0, norms.unsqueeze(-1), ones], -1)
     right = torch.cat([scaled, ones, (norms - sigma.unsqueeze(1)).unsqueeze(-1)], -1)
-    key = torch.bmm(left, right.transpose(1, 2))
-    unit = matmul_unit_roundoff(points.device)
+    with ieee_float32_matmul():
+        key = torch.bmm(left, right.transpose(1, 2))
+        unit = matmul_unit_roundoff(points.device)  # read inside: rigorous even if the switch failed
     row_bound = (norms + norms.amax(1, keepdim=True)) * (2.0 * (3 * dims + 12) * unit)
     row_bound += (2.0 * (dims + 4) * unit) * sigma.unsqueeze(1) + TINY
     return ApproxDistances(key, row_bound, scale)
