@@ -127,8 +127,11 @@ def _dbscan_cuml(problem: Problem, radii: np.ndarray, thresholds: np.ndarray) ->
     API (DBSCAN(eps, min_samples, metric="euclidean", algorithm="brute", output_type, calc_core_sample_indices),
     fit_predict(X, out_dtype)). Points go in as float64 CUDA tensors via `__cuda_array_interface__`
     (zero-copy). cuML's core points and cluster membership follow the same definition, but its border
-    points (non-core points next to two clusters) may get a different cluster than scikit-learn's,
-    and its cluster numbering is its own: use the torch backend when label-for-label parity matters.
+    points (non-core points next to two clusters) may get a different cluster than scikit-learn's, its
+    cluster numbering is its own, and its Python layer passes eps to the C++ fit as a C `float` even for
+    float64 points (cuML's dbscan.pyx: `cdef float eps = self.eps`), so pairs within ~1e-7 relative of
+    eps may be decided differently; each call also syncs the device. Use the torch backend when
+    label-for-label parity matters.
     """
     from cuml.cluster import DBSCAN
 
