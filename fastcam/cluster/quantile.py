@@ -143,23 +143,28 @@ def _exact_quantile(x: Tensor, mask: Tensor, rows: Tensor, cols: Tensor, level: 
     low_rank = (torch.where(at_end, total - 1, previous).to(torch.int64)) // 2  # both orders -> each pair twice
     high_rank = (torch.where(at_end, total - 1, previous + 1).to(torch.int64)) // 2
 
-    # approximate order statistics: one batched kthvalue per distinct rank pair (one group unless ragged)
+    # approximate order statistics: one batched kthvalue per distinct rank (one group unless ragged) ...
     approx_low = torch.empty(batch, dtype=torch.float32, device=device)
-    approx_high = torch.empty(batch, dtype=torch.float32, device=device)
-    keys = torch.stack([low_rank, high_rank], 1)
-    groups, inverse = torch.unique(keys, dim=0, return_inverse=True)
-    for group, (low, high) in enumerate(groups.tolist()):
-        members = torch.nonzero(inverse == group).squeeze(1)
-        rows_of_group = approx[members]
-        approx_low[members] = torch.kthvalue(rows_of_group, low + 1, dim=1).values
-        approx_high[members] = rows_of_group.kthvalue(high + 1, dim=1).values if high != low else approx_low[members]
-        del rows_of_group
+    groups, inverse = torch.unique(low_rank, return_inverse=True)
+    if groups.numel() == 1:
+        approx_low = torch.kthvalue(approx, int(groups[0]) + 1, dim=1).values
+    else:
+        for group, low in enumerate(groups.tolist()):
+            members = torch.nonzero(inverse == group).squeeze(1)
+            approx_low[members] = torch.kthvalue(approx[members], low + 1, dim=1).values
+    # ... and the next one up without a second selection: ṽ_lo again if it is tied, else the next value
+    approx_high = approx_low
+    if bool((high_rank > low_rank).any()):
+        at_or_below = (approx <= approx_low.unsqueeze(1)).sum(1, dtype=torch.int32)
+        next_above = torch.where(approx > approx_low.unsqueeze(1), approx, float("inf")).amin(1)
+        tied = at_or_below >= low_rank + 2
+        approx_high = torch.where((high_rank > low_rank) & ~tied, next_above, approx_low)
 
     approx_low = approx_low.to(torch.float64)
     approx_high = approx_high.to(torch.float64)
     lower = _to_float32_rounded(approx_low - 2 * margin, toward=-float("inf")).unsqueeze(1)
     upper = _to_float32_rounded(approx_high + 2 * margin, toward=float("inf")).unsqueeze(1)
-    below = (approx < lower).sum(1)  # certainly smaller than both wanted values
+    below = (approx < lower).sum(1, dtype=torch.int32)  # certainly smaller than both wanted values
     problem, pair = torch.nonzero((approx >= lower) & (approx <= upper), as_tuple=True)
     del approx
     exact = numpy_pairwise_sum((x[problem, rows[pair]] - x[problem, cols[pair]]).square())
