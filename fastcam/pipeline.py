@@ -267,7 +267,8 @@ def explain_dataset(
     """Explain every sample of `data` with `method` into the run directory `out`; returns `open_run(out)`.
 
     Args:
-        model: the classifier (a SoftCAM network for method="softcam"); it is put in eval mode.
+        model: the classifier (a SoftCAM network for method="softcam"); it is moved to `device` and put in
+            eval mode.
         data: a folder path (PNG/JPEG/TIFF/DICOM, see `fastcam.io.images`), a map-style Dataset whose
             items are an image tensor, an (image, label, ...) tuple or a dict with "image" (and "label"),
             or a DataLoader (its dataset, batch size and workers are used; its sampler is replaced by the
@@ -341,23 +342,23 @@ def explain_dataset(
     })
     run_dir = Path(out)
 
-    with _process_group(world, device) as barrier:
-        if rank == 0:
-            _create_or_check_run(run_dir, settings, ids_json, resume, data_info)
-        barrier()
-        _check_settings(run_dir, settings)  # every rank checks: a refusal is the same on all of them
-        writer = ShardWriter(run_dir, rank, world, len(ids), batch_size, dtype)
-        if not resume and writer.committed_batches > 0:
-            raise ValueError(f"run directory {str(run_dir)!r} already holds results and resume=False")
-        _run_shard(writer, explainer, dataset, device, amp, resolve_targets, num_workers, run_dir,
-                   overlays, colormap, alpha, progress and rank == 0, ids, f"{method}" + (f"[{rank}]" if world > 1 else ""))
-        barrier()
-        if rank == 0:
-            _finalize(run_dir, world, device)
-        barrier()
-    close = getattr(explainer, "close", None)
-    if callable(close):
-        close()
+    try:
+        with _process_group(world, device) as barrier:
+            if rank == 0:
+                _create_or_check_run(run_dir, settings, ids_json, resume, data_info)
+            barrier()
+            _check_settings(run_dir, settings)  # every rank checks: a refusal is the same on all of them
+            writer = ShardWriter(run_dir, rank, world, len(ids), batch_size, dtype)
+            _run_shard(writer, explainer, dataset, device, amp, resolve_targets, num_workers, run_dir, overlays,
+                       colormap, alpha, progress and rank == 0, ids, method + (f"[{rank}]" if world > 1 else ""))
+            barrier()
+            if rank == 0:
+                _finalize(run_dir, world, device)
+            barrier()
+    finally:  # the user's model gets its hooks back off, whatever happened
+        close = getattr(explainer, "close", None)
+        if callable(close):
+            close()
     result = open_run(run_dir)
     if report and rank == 0:
         from fastcam.io.report import write_report

@@ -150,7 +150,7 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path) -> None:
         exp = cam.explain(images)
     torch.testing.assert_close(run.maps, exp.lowres, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(run.logits, exp.logits, rtol=1e-5, atol=1e-6)
-    assert torch.equal(run.targets, exp.targets)
+    assert torch.equal(run.targets, exp.targets) and torch.equal(run.predicted, exp.logits.argmax(1))
     torch.testing.assert_close(run.upsampled(2), exp.maps[2], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(run.upsampled(good[3], (9, 13)),
                                torch.nn.functional.interpolate(exp.lowres[3][None, None], (9, 13), mode="bilinear",

@@ -78,11 +78,4 @@ def save_overlays(images: Tensor, maps: Tensor, folder: str | Path, ids: Sequenc
     return save_pngs(overlay_rgb(images, maps, colormap, alpha), folder, ids)
 
 
-def upsample_for_display(lowres: Tensor, size: Sequence[int]) -> Tensor:
-    """(B, h, w) maps -> (B, H, W) in [0, 1], as the methods' `maps` output."""
-    from fastcam.methods._combine import upsample_normalize
-
-    return upsample_normalize(lowres.float(), tuple(int(s) for s in size))
-
-
-__all__ = ["output_name", "overlay_rgb", "save_overlays", "save_pngs", "to_uint8", "upsample_for_display"]
+__all__ = ["output_name", "overlay_rgb", "save_overlays", "save_pngs", "to_uint8"]

@@ -19,6 +19,7 @@ Layout of a run directory::
         scale    (n,)   float32    the max each map was divided by: raw map = lowres * scale
         logits   (n, K) float32
         targets  (n,)   int64      explained class (-1 for a skipped file)
+        predicted (n,)  int64      the model's predicted class, argmax of the logits (-1 if skipped)
         ok       (n,)   bool       False for a file that could not be read (skipped)
     shard-00000-of-00001.progress.json   the commit record of that shard (see below)
     overlays/, inputs/, report.html      optional outputs
@@ -127,7 +128,7 @@ class ShardWriter:
         import zarr
 
         group = zarr.open_group(str(self.path), mode="r+")
-        self._arrays = {name: group[name] for name in ("lowres", "scale", "logits", "targets", "ok")}
+        self._arrays = {name: group[name] for name in ("lowres", "scale", "logits", "targets", "predicted", "ok")}
 
     def _create(self, h: int, w: int, num_classes: int) -> None:
         """Create the arrays in a temporary folder, then rename it into place (atomic)."""
@@ -142,6 +143,7 @@ class ShardWriter:
         group.create_array("logits", shape=(n, num_classes), chunks=(b, num_classes), dtype="float32",
                            fill_value=float("nan"), compressors=None)
         group.create_array("targets", shape=(n,), chunks=(b,), dtype="int64", fill_value=-1, compressors=None)
+        group.create_array("predicted", shape=(n,), chunks=(b,), dtype="int64", fill_value=-1, compressors=None)
         group.create_array("ok", shape=(n,), chunks=(b,), dtype="bool", fill_value=False, compressors=None)
         group.attrs.update({"rank": self.rank, "world_size": self.world, "rows": self.rows,
                             "batch_size": self.batch_size})
@@ -178,15 +180,18 @@ class ShardWriter:
         full_scale = np.zeros((n,), dtype=np.float32)
         full_logits = np.full((n, k), np.nan, dtype=np.float32)
         full_targets = np.full((n,), -1, dtype=np.int64)
+        full_predicted = np.full((n,), -1, dtype=np.int64)
         full_maps[ok_np] = normalised.cpu().numpy().astype(self.dtype)
         full_scale[ok_np] = scale.cpu().numpy()
         full_logits[ok_np] = logits.detach().float().cpu().numpy()
         full_targets[ok_np] = targets.cpu().numpy()
+        full_predicted[ok_np] = logits.detach().argmax(dim=1).cpu().numpy()
         sl = slice(rows.start, rows.stop)
         self._arrays["lowres"][sl] = full_maps
         self._arrays["scale"][sl] = full_scale
         self._arrays["logits"][sl] = full_logits
         self._arrays["targets"][sl] = full_targets
+        self._arrays["predicted"][sl] = full_predicted
         self._arrays["ok"][sl] = ok_np
 
     def commit(self, batch: int, skipped: Sequence[dict[str, Any]], seconds: float, images: int,
@@ -242,14 +247,11 @@ class Run:
     maps: Tensor
     logits: Tensor
     targets: Tensor
+    predicted: Tensor
     skipped: list[dict[str, Any]]
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def predicted(self) -> Tensor:
-        return self.logits.argmax(dim=1)
 
     @property
     def scores(self) -> Tensor:
@@ -304,7 +306,8 @@ def open_run(path: str | Path, allow_partial: bool = False) -> Run:
     committed = np.zeros(n, dtype=bool)
     ok = np.zeros(n, dtype=bool)
     skipped: list[dict[str, Any]] = []
-    parts: dict[str, list[tuple[int, np.ndarray]]] = {"lowres": [], "scale": [], "logits": [], "targets": []}
+    parts: dict[str, list[tuple[int, np.ndarray]]] = {"lowres": [], "scale": [], "logits": [], "targets": [],
+                                                     "predicted": []}
     for rank in range(world):
         rows = shard_rows(n, rank, world)
         progress_file = path / f"{shard_name(rank, world)}.progress.json"
@@ -319,6 +322,10 @@ def open_run(path: str | Path, allow_partial: bool = False) -> Run:
         group = zarr.open_group(str(shard_dir), mode="r")
         ok[rank::world][:n_done] = group["ok"][:n_done]
         for name in parts:
+            if name == "predicted" and name not in group:  # written before the array existed: derive it
+                values = np.where(group["ok"][:n_done], np.nan_to_num(group["logits"][:n_done]).argmax(1), -1)
+                parts[name].append((rank, values.astype(np.int64)))
+                continue
             parts[name].append((rank, group[name][:n_done]))
     if not committed.all() and not allow_partial:
         raise ValueError(f"run {str(path)!r} is incomplete ({int(committed.sum())} of {n} samples committed); "
@@ -329,7 +336,8 @@ def open_run(path: str | Path, allow_partial: bool = False) -> Run:
     h, w = shapes.pop() if shapes else (0, 0)
     k = parts["logits"][0][1].shape[1] if parts["logits"] else 0
     full = {"lowres": np.zeros((n, h, w), np.float32), "scale": np.zeros(n, np.float32),
-            "logits": np.full((n, k), np.nan, np.float32), "targets": np.full(n, -1, np.int64)}
+            "logits": np.full((n, k), np.nan, np.float32), "targets": np.full(n, -1, np.int64),
+            "predicted": np.full(n, -1, np.int64)}
     for name, chunks in parts.items():
         for rank, values in chunks:
             full[name][rank::world][: values.shape[0]] = values
@@ -338,5 +346,6 @@ def open_run(path: str | Path, allow_partial: bool = False) -> Run:
     return Run(
         path=path, meta=meta, ids=[ids[i] for i in keep], indices=torch.from_numpy(keep.astype(np.int64)),
         maps=maps, logits=torch.from_numpy(full["logits"][keep]), targets=torch.from_numpy(full["targets"][keep]),
+        predicted=torch.from_numpy(full["predicted"][keep]),
         skipped=sorted(skipped, key=lambda s: s["index"]),
     )
