@@ -7,7 +7,7 @@ problem by problem; speed is measured here, never asserted in tests.
 
     python bench/bench_dbscan.py                      # full size, on CUDA when available
     python bench/bench_dbscan.py --batch 32 --device cpu
-    pytest bench/bench_dbscan.py --benchmark-only     # small pytest-benchmark versions
+    python -m pytest bench/ -k 'dbscan or quantile' --benchmark-enable   # small pytest-benchmark versions
 
 GPU timings use CUDA events around fully synchronised calls (the torch backend syncs internally anyway).
 """
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------------------- pytest-benchmark
-# small versions (B = 8) so `pytest bench/bench_dbscan.py --benchmark-only` finishes quickly anywhere
+# small versions (B = 8), collected by bench/conftest.py: `python -m pytest bench/ -k 'dbscan or quantile'`
 
 def _bench_points(shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
