@@ -523,8 +523,11 @@ def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress:
     # drift of the machine's load (shared CPUs, GPU clocks) over all contenders alike, instead of
     # penalising whichever ran during a busy spell. Each contender is built afresh for its session.
     rounds = [(0, config.warmup)] + [(1, 0)] * config.repeats if config.interleave else [(config.repeats, config.warmup)]
+    # within a round, contenders of the same method run back to back (their ratios then see the same load)
+    methods = list(dict.fromkeys(r.method for r in results))
+    order = sorted(results, key=lambda r: methods.index(r.method))
     for calls, warmup in tqdm(rounds, desc="bench rounds", disable=not progress or len(rounds) == 1):
-        for result in results:
+        for result in order:
             spent = sum(times[result.key])
             # a slow contender (Score-CAM on a CPU) stops after `max_time` seconds of timed calls, with at
             # least one timed call; its repeats are recorded, so the table shows how many it got
