@@ -488,6 +488,7 @@ def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress:
     if amp == "bad":
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {config.amp!r}")
     setting = make_setting(config, model)
+    env = environment(device)  # recorded before the run: the commit and tree state that were timed
     results = [Result(key=k, name=n, group=g, method=m, status="ok") for k, n, g, m in CONTENDERS
                if k in config.contenders]
     times: dict[str, list[float]] = {r.key: [] for r in results}
@@ -541,7 +542,7 @@ def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress:
         if progress:
             shown = f"{result.images_per_s:9.2f} images/s" if result.images_per_s else result.status
             print(f"  {result.name:36s} {shown}  {result.reason}", flush=True)
-    report = BenchReport(config=config, environment=environment(device), results=results)
+    report = BenchReport(config=config, environment=env, results=results)
     report.ratios = ratios(results)
     report.targets = check_targets(report)
     return report
