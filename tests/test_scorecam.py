@@ -20,16 +20,22 @@ def test_scorecam_logit_matches_torchcam(resnet, images):
     torch.testing.assert_close((ours - low) / (high - low + 1e-8), theirs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 64, 1000])
-def test_scorecam_probability_float64_hand(vgg, chunk):
-    """Per image, per channel, in float64: mask, forward, softmax probability, softmax over channels."""
+@pytest.mark.parametrize("chunk,dead", [(1, False), (5, True), (64, False), (1000, True)])
+def test_scorecam_probability_float64_hand(vgg, chunk, dead):
+    """Per image, per channel, in float64: mask, forward, softmax probability, softmax over channels.
+    With `dead`, half the channels of the target layer are all zero (the shared zero-image path)."""
     model = vgg.double()
+    if dead:
+        with torch.no_grad():
+            model.features[3].bias[::2] = -1e3  # the conv before the ReLU and the pool at features.5
     x = torch.randn(3, 3, 24, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    layer = "features.5"  # ReLU after the second conv: (B, 16, 6, 5)
+    layer = "features.5"  # the pool after the second conv + ReLU: (B, 16, 6, 5)
     targets = torch.tensor([4, 0, 2])
     got = fastcam.ScoreCAM(model, layer, batch_size=chunk).explain(x, targets).lowres.double()
 
     acts = model.features[:6](x).detach()
+    if dead:
+        assert (acts.amax((2, 3)) == 0).double().mean() >= 0.5
     expected = torch.zeros(3, *acts.shape[2:], dtype=torch.float64)
     for b in range(3):
         scores = []

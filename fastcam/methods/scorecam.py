@@ -29,7 +29,8 @@ class ScoreCAM(BaseCAM):
     Args:
         batch_size: masked inputs per forward. The masked inputs of *all* images and channels of the
             batch are packed together into chunks of this size (B·C forwards' worth in ceil(B·C/batch_size)
-            calls), not looped per image.
+            calls), not looped per image. Constant channels (all-zero masks) share one forward of the
+            zero image, which is exact and skips dead channels.
         score: "probability" (the target's softmax probability, Score-CAM's definition, default) or
             "logit" (the raw target logit, torchcam's choice). The baseline $f^t(x)$ is a per-image
             constant, which the softmax over channels cancels; it is kept for fidelity of the definition.
@@ -65,15 +66,25 @@ class ScoreCAM(BaseCAM):
         batch, channels = activations.shape[:2]
         masks = normalize_channels(activations).flatten(0, 1).unsqueeze(1)  # (B*C, 1, h, w)
         owner = torch.arange(batch, device=images.device).repeat_interleave(channels)  # image of each mask
-        scores = torch.empty(batch * channels, dtype=masks.dtype, device=images.device)
+        # A constant channel normalises to an all-zero mask, so its masked input is the zero image whatever
+        # the image: one forward of f(0) scores all of them (dead post-ReLU channels are common), exactly.
+        span = activations.amax(dim=(2, 3)) - activations.amin(dim=(2, 3))
+        live = torch.nonzero(span.flatten() > 0).squeeze(1)  # one host sync: the loop needs the count
+        if live.numel() < batch * channels:
+            zero_image = torch.zeros_like(images[:1])
+            with self._model_autocast(images.device.type):
+                zero_logits = self.model(zero_image)
+            scores = self._target_score(zero_logits.expand(batch, -1), targets).index_select(0, owner)
+        else:
+            scores = torch.empty(batch * channels, dtype=masks.dtype, device=images.device)
         size = tuple(images.shape[-2:])
-        for start in range(0, batch * channels, self.batch_size):
-            stop = min(start + self.batch_size, batch * channels)
-            idx = owner[start:stop]
-            up = F.interpolate(masks[start:stop], size=size, mode="bilinear", align_corners=False)
+        for start in range(0, live.numel(), self.batch_size):
+            chunk = live[start : start + self.batch_size]
+            idx = owner.index_select(0, chunk)
+            up = F.interpolate(masks.index_select(0, chunk), size=size, mode="bilinear", align_corners=False)
             masked = images.index_select(0, idx) * up.to(images.dtype)
             with self._model_autocast(images.device.type):  # masked forwards keep the caller's AMP
                 out = self.model(masked)
-            scores[start:stop] = self._target_score(out, targets.index_select(0, idx))
+            scores[chunk] = self._target_score(out, targets.index_select(0, idx)).to(scores.dtype)
         baseline = self._target_score(logits, targets)
         return torch.softmax(scores.view(batch, channels) - baseline.unsqueeze(1), dim=1)
