@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
+
+from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark
 
 from fastcam.cluster import dbscan, pairwise_quantile
 
@@ -102,42 +100,6 @@ def run_shape(batch: int, count: int, dims: int, device: torch.device, repeats: 
         "labels_compared_problems": subset,
         "mean_clusters": float(clusters.mean()),
         "noise_fraction": float((labels == -1).mean()),
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device: torch.device) -> dict:
-    import sklearn
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, check=True
-        ).stdout.strip()
-    except Exception:
-        commit = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "device": str(device),
-        "device_name": name,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "numpy": np.__version__,
-        "scikit_learn": sklearn.__version__,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
 
 

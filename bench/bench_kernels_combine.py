@@ -30,14 +30,14 @@ Results go to bench/results/kernels_combine-<gpu>-<date>.json with GPU name, ver
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
-from bench_softcam_head import ROOT, Timer, git_commit, peak_bandwidth  # same folder: shared timing helpers
+from bench_softcam_head import ROOT, Timer, peak_bandwidth  # same folder: shared timing helpers
+
+from fastcam.benchmark import environment
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
     elif not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU code-path check)")
-    import triton
 
     from fastcam.kernels.cam_combine import combine
     from fastcam.kernels.cfcam_filter import cfcam_combine
@@ -156,16 +155,13 @@ def main(argv: list[str] | None = None) -> dict:
             record(f"cfcam_{variant}", cfcam_bytes, fused, eager, agreement)
         del activations, gradients
 
+    env = environment(device)
     result = {
         "benchmark": "kernels_combine",
         "smoke": bool(args.smoke),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}), Triton interpreter",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "versions": {
-            "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-            "cuda": torch.version.cuda,
-        },
+        "device": env["device_name"] + ("" if device.type == "cuda" else ", Triton interpreter"),
+        "date": env["date"],
+        "environment": env,
         "timing": {"method": "CUDA events, L2 flushed, median" if device.type == "cuda" else "perf_counter, median",
                    "repeats": args.repeats, "warmup": args.warmup},
         "peak": peak,

@@ -26,16 +26,15 @@ Results go to bench/results/softcam_head-<gpu>-<date>.json with GPU name, versio
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,13 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch, args.channels, args.sizes, args.classes = 3, 37, [5], [3, 19]
         args.stride, args.repeats, args.warmup, args.copy_mib = 4, 2, 1, 4
     return args
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 class Timer:
@@ -127,7 +119,6 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
     elif not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU code-path check)")
-    import triton
     import torch.nn.functional as F
 
     from fastcam.kernels.softcam_head import evidence_head, softcam_maps
@@ -246,16 +237,13 @@ def main(argv: list[str] | None = None) -> dict:
             )
             del features
 
+    env = environment(device)
     result = {
         "benchmark": "softcam_head",
         "smoke": bool(args.smoke),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}), Triton interpreter",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "versions": {
-            "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        },
+        "device": env["device_name"] + ("" if device.type == "cuda" else ", Triton interpreter"),
+        "date": env["date"],
+        "environment": env,
         "tf32": not args.no_tf32,
         "timing": {"method": "CUDA events, L2 flushed, median" if device.type == "cuda" else "perf_counter, median",
                    "repeats": args.repeats, "warmup": args.warmup},

@@ -409,7 +409,9 @@ def environment(device: torch.device) -> dict[str, Any]:
             "numpy": np.__version__, "scikit-learn": _version("sklearn"), "triton": _version("triton"),
             "torchcam": _version("torchcam"), "captum": _version("captum"),
             "pytorch-grad-cam": _version("pytorch_grad_cam"), "torchvision": _version("torchvision"),
+            "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         },
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
 
 

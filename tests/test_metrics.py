@@ -1,7 +1,6 @@
 """fastcam.metrics against hand computations on tiny constructed cases (float64 where it matters)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ from torch import nn
 
 import fastcam
 from fastcam import softcam
-from fastcam.models import tiny_densenet, tiny_resnet, tiny_vgg
+from fastcam.models import tiny_resnet, tiny_vgg
 from fastcam.softcam import EvidenceHead, SoftCAMNet, convert, elastic_net, pool_evidence
 
 
