@@ -40,7 +40,10 @@ setup(
         "pydicom>=2.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "pytest-timeout>=2", "hypothesis>=6", "captum>=0.7", "torchcam>=0.4"],
+        "test": [
+            "pytest>=7", "pytest-benchmark>=4", "pytest-timeout>=2", "hypothesis>=6",
+            "captum>=0.7", "torchcam>=0.4", "scikit-image>=0.21",  # oracles: peers and SSIM
+        ],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },
