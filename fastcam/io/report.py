@@ -76,7 +76,7 @@ def write_report(runs: Sequence[Run], out: str | Path, title: str = "fastcam rep
             acc = f"<td>{sum(p == y for p, y in known) / max(len(known), 1):.3f}</td>"
         parts.append(
             f"<tr><td>{html.escape(run.method)}</td><td>{html.escape(str(model.get('spec') or model.get('class')))}</td>"
-            f"<td>{html.escape(str(settings.get('target_layer')))}</td><td>{len(run)}</td><td>{len(run.skipped)}</td>"
+            f"<td>{html.escape(str(settings.get('target_layer') or 'evidence maps (SoftCAM head)'))}</td><td>{len(run)}</td><td>{len(run.skipped)}</td>"
             f"<td>{timings.get('seconds', '')}</td><td>{timings.get('images_per_s', '')}</td>"
             f"<td>{html.escape(', '.join(meta.get('device', [])))}</td>{acc}</tr>")
     parts.append("</table>")
