@@ -30,14 +30,11 @@ Results go to bench/results/kernels_combine-<gpu>-<date>.json with GPU name, ver
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from bench_softcam_head import ROOT, Timer, peak_bandwidth  # same folder: shared timing helpers
-
-from fastcam.benchmark import environment
+from bench_softcam_head import Timer, peak_bandwidth, write_result  # same folder: shared timing helpers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -155,27 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
             record(f"cfcam_{variant}", cfcam_bytes, fused, eager, agreement)
         del activations, gradients
 
-    env = environment(device)
-    result = {
-        "benchmark": "kernels_combine",
-        "smoke": bool(args.smoke),
-        "device": env["device_name"] + ("" if device.type == "cuda" else ", Triton interpreter"),
-        "date": env["date"],
-        "environment": env,
-        "timing": {"method": "CUDA events, L2 flushed, median" if device.type == "cuda" else "perf_counter, median",
-                   "repeats": args.repeats, "warmup": args.warmup},
-        "peak": peak,
-        "results": rows,
-    }
-    out = args.out
-    if out is None:
-        tag = "smoke" if args.smoke else result["device"].replace(" ", "_").replace("/", "_")
-        folder = Path("/tmp") if args.smoke else ROOT / "bench" / "results"
-        out = folder / f"kernels_combine-{tag}-{result['date'][:10]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
-    return result
+    return write_result("kernels_combine", args, device, peak, rows)
 
 
 if __name__ == "__main__":

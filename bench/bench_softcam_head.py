@@ -237,14 +237,22 @@ def main(argv: list[str] | None = None) -> dict:
             )
             del features
 
+    return write_result("softcam_head", args, device, peak, rows, tf32=not args.no_tf32)
+
+
+def write_result(name: str, args: argparse.Namespace, device: torch.device, peak: dict, rows: list, **extra: object) -> dict:
+    """The JSON record every kernel benchmark writes: environment, timing method, measured peak, rows.
+
+    Smoke runs go to /tmp: they check the code path and are not measurements.
+    """
     env = environment(device)
     result = {
-        "benchmark": "softcam_head",
+        "benchmark": name,
         "smoke": bool(args.smoke),
         "device": env["device_name"] + ("" if device.type == "cuda" else ", Triton interpreter"),
         "date": env["date"],
         "environment": env,
-        "tf32": not args.no_tf32,
+        **extra,
         "timing": {"method": "CUDA events, L2 flushed, median" if device.type == "cuda" else "perf_counter, median",
                    "repeats": args.repeats, "warmup": args.warmup},
         "peak": peak,
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
     if out is None:
         tag = "smoke" if args.smoke else result["device"].replace(" ", "_").replace("/", "_")
         folder = Path("/tmp") if args.smoke else ROOT / "bench" / "results"
-        out = folder / f"softcam_head-{tag}-{result['date'][:10]}.json"
+        out = folder / f"{name}-{tag}-{result['date'][:10]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
