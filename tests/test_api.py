@@ -270,3 +270,18 @@ def test_bad_layers_and_models(resnet, images):
 
     with pytest.raises(ValueError, match="not called"):
         fastcam.GradCAM(Skips(), "never")(images)
+
+
+@pytest.mark.parametrize("method", [fastcam.GradCAM, fastcam.GradCAMPlusPlus])
+def test_only_the_part_after_the_target_layer_is_recorded(method, resnet, images):
+    """Layers before the target layer run unrecorded (no saved activations); the caller's mode is restored."""
+    seen: dict[str, bool] = {}
+    for name in ("layer1", "layer4", "fc"):
+        getattr(resnet, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.requires_grad))
+    cam = method(resnet, "layer3")
+    reference = cam(images, 1)
+    assert seen == {"layer1": False, "layer4": True, "fc": True}
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        torch.testing.assert_close(cam(images, 1), reference)
+        assert not torch.is_grad_enabled()

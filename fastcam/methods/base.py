@@ -66,6 +66,9 @@ class BaseCAM:
         if self._with_grad:
             leaf = output.detach().requires_grad_(True)
             self._captured = leaf
+            # The layers before this one ran without recording (see `_forward`); from here on the graph
+            # is recorded, so the backward covers only the part of the network after the target layer.
+            torch.set_grad_enabled(True)
             # The model continues on a copy: an in-place op after the layer (ReLU(inplace=True)) then
             # cannot alter the captured activations or their gradient.
             return leaf.clone()
@@ -102,7 +105,10 @@ class BaseCAM:
         self._capturing, self._with_grad = True, with_grad
         try:
             if with_grad:
-                with torch.enable_grad():
+                # Grad mode is thread-local state: the hook switches recording on at the target layer and
+                # leaving this block restores the caller's mode. Nothing before the layer is recorded, so
+                # its activations are not kept for a backward that never reaches them.
+                with torch.no_grad():
                     output = self.model(images)
             else:
                 with torch.no_grad():
