@@ -30,11 +30,9 @@ Results go to bench/results/kernels_combine-<gpu>-<date>.json with GPU name, ver
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-from bench_softcam_head import Timer, peak_bandwidth, write_result  # same folder: shared timing helpers
+from bench_softcam_head import Timer, benchmark_device, peak_bandwidth, write_result  # same folder: shared timing helpers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,19 +74,14 @@ def max_diff(a, b) -> float:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    device = benchmark_device(args.smoke)
     import torch
-
-    if args.smoke and not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
-    elif not torch.cuda.is_available():
-        sys.exit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU code-path check)")
 
     from fastcam.kernels.cam_combine import combine
     from fastcam.kernels.cfcam_filter import cfcam_combine
     from fastcam.methods._combine import combine as torch_path_combine
     from fastcam.methods.cfcam import cluster_filter_weights
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
     timer = Timer(device, args.repeats, args.warmup)
     peak = peak_bandwidth(timer, args.copy_mib)

@@ -111,21 +111,29 @@ def peak_bandwidth(timer: Timer, mib: int) -> dict[str, float]:
     return {"copy_bytes": moved, "copy_ms": ms, "peak_gbps": moved / ms / 1e6}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def benchmark_device(smoke: bool) -> torch.device:
+    """The GPU to measure; with --smoke and no GPU, the CPU through Triton's interpreter (set before
+    triton is imported). Without a GPU and without --smoke there is nothing to measure: exit."""
     import torch
 
-    if args.smoke and not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
-    elif not torch.cuda.is_available():
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if not smoke:
         sys.exit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU code-path check)")
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    return torch.device("cpu")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = benchmark_device(args.smoke)
+    import torch
     import torch.nn.functional as F
 
     from fastcam.kernels.softcam_head import evidence_head, softcam_maps
     from fastcam.methods.softcam import evidence_maps
     from fastcam.softcam import elastic_net, pool_evidence
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.allow_tf32 = not args.no_tf32
     torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
     dtype = getattr(torch, args.dtype)
