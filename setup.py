@@ -1,7 +1,7 @@
 """fastcam: fast, batched, on-device class activation maps (Grad-CAM family, CF-CAM, SoftCAM)."""
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 VERSION = "0.1.0"
@@ -16,14 +16,7 @@ setup(
     python_requires=">=3.10",
     # The Triton kernels live in the top-level kernels/ folder but install as fastcam.kernels,
     # so nothing named plain `kernels` lands in site-packages.
-    packages=[
-        "fastcam",
-        "fastcam.methods",
-        "fastcam.cluster",
-        "fastcam.io",
-        "fastcam.metrics",
-        "fastcam.kernels",
-    ],
+    packages=[*find_packages(include=["fastcam", "fastcam.*"]), "fastcam.kernels"],
     package_dir={"fastcam": "fastcam", "fastcam.kernels": "kernels"},
     package_data={"fastcam": ["py.typed", "data/*"]},
     install_requires=[

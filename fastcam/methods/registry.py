@@ -1,0 +1,85 @@
+"""The method registry: the one place that names every explanation method.
+
+Torch-free on purpose: the CLI builds its `--method` choices and help from this table without importing
+torch (`fastcam --help` stays fast). The classes load lazily by their import path.
+
+Every other layer (pipeline, CLI, report, eval, bench, demo) asks this module for names, display names,
+and classes; none keeps its own list.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One explanation method.
+
+    Attributes:
+        name: the id used on the command line, in run directories and JSON ("gradcampp").
+        display_name: how people write it ("Grad-CAM++"): reports, tables, plots.
+        class_path: "module:Class" of the explainer.
+        post_hoc: True for methods that explain any classifier at a target layer; False for SoftCAM,
+            which explains its own self-explainable network (no target layer).
+        reference: the paper.
+        torchcam: the torchcam class of the same method (a benchmark contender and parity oracle), if any.
+    """
+
+    name: str
+    display_name: str
+    class_path: str
+    post_hoc: bool = True
+    reference: str = ""
+    torchcam: str | None = None
+
+    def load(self) -> type:
+        """The explainer class (imports torch)."""
+        module, _, attr = self.class_path.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether the method back-propagates to the target layer (read from the class: one place)."""
+        return bool(getattr(self.load(), "uses_gradients", False))
+
+
+_METHODS: tuple[MethodInfo, ...] = (
+    MethodInfo("gradcam", "Grad-CAM", "fastcam.methods.gradcam:GradCAM",
+               reference="Selvaraju et al., ICCV 2017", torchcam="GradCAM"),
+    MethodInfo("gradcampp", "Grad-CAM++", "fastcam.methods.gradcampp:GradCAMPlusPlus",
+               reference="Chattopadhay et al., WACV 2018", torchcam="GradCAMpp"),
+    MethodInfo("scorecam", "Score-CAM", "fastcam.methods.scorecam:ScoreCAM",
+               reference="Wang et al., CVPR-W 2020", torchcam="ScoreCAM"),
+    MethodInfo("cfcam", "CF-CAM", "fastcam.methods.cfcam:CFCAM",
+               reference="He, Pan & Yao, arXiv 2504.00060, 2025"),
+    MethodInfo("softcam", "SoftCAM", "fastcam.methods.softcam:SoftCAM", post_hoc=False,
+               reference="Djoumessi & Berens, MIDL 2026"),
+)
+
+METHODS: dict[str, MethodInfo] = {m.name: m for m in _METHODS}
+
+
+def method_names(*, post_hoc: bool | None = None) -> tuple[str, ...]:
+    """All method ids in registry order; `post_hoc=True/False` filters."""
+    return tuple(m.name for m in _METHODS if post_hoc is None or m.post_hoc == post_hoc)
+
+
+def get_method(name: str) -> MethodInfo:
+    """The registry entry of `name`; a ValueError listing the valid names otherwise."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(method_names())}") from None
+
+
+def display_name(name: str) -> str:
+    """"gradcampp" -> "Grad-CAM++"; an unknown id is returned as given (old run directories stay readable)."""
+    info = METHODS.get(name)
+    return info.display_name if info is not None else str(name)
+
+
+def method_class(name: str) -> Any:
+    """The explainer class registered under `name`."""
+    return get_method(name).load()
