@@ -1,16 +1,45 @@
-"""fastcam: fast, batched, on-device class activation maps for CNNs.
+"""fastcam: fast, batched, on-device class activation maps for CNNs and vision transformers.
 
 >>> import fastcam
 >>> maps = fastcam.GradCAM(model, "layer4")(images)      # (B, H, W) in [0, 1]
-"""
-from fastcam.explanation import Explanation
-from fastcam.methods import BaseCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
-from fastcam.methods import CFCAM
-from fastcam.methods import SoftCAM
-from fastcam import softcam
 
-from fastcam.pipeline import explain_dataset, open_run
+The public names load lazily (PEP 562), so `import fastcam` and `fastcam --help` do not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseCAM", "CFCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "SoftCAM", "softcam", "explain_dataset", "open_run", "__version__"]
+#: public name -> "module:attribute" (module alone for sub-packages)
+_EXPORTS: dict[str, str] = {
+    "Explanation": "fastcam.explanation:Explanation",
+    "BaseCAM": "fastcam.methods:BaseCAM",
+    "GradCAM": "fastcam.methods:GradCAM",
+    "GradCAMPlusPlus": "fastcam.methods:GradCAMPlusPlus",
+    "ScoreCAM": "fastcam.methods:ScoreCAM",
+    "CFCAM": "fastcam.methods:CFCAM",
+    "SoftCAM": "fastcam.methods:SoftCAM",
+    "softcam": "fastcam.softcam",
+    "explain_dataset": "fastcam.pipeline:explain_dataset",
+    "open_run": "fastcam.pipeline:open_run",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'fastcam' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = importlib.import_module(module)
+    if attr:
+        value = getattr(value, attr)
+    globals()[name] = value  # cache: the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
