@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 #: public name -> "module:attribute" (module alone for sub-packages)
 _EXPORTS: dict[str, str] = {
     "Explanation": "fastcam.explanation:Explanation",
+    "NonFiniteError": "fastcam._validation:NonFiniteError",
     "BaseCAM": "fastcam.methods:BaseCAM",
     "GradCAM": "fastcam.methods:GradCAM",
     "GradCAMPlusPlus": "fastcam.methods:GradCAMPlusPlus",

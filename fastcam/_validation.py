@@ -9,6 +9,22 @@ from torch import Tensor, nn
 TargetsLike = Union[None, int, Sequence[int], Tensor]
 
 
+class NonFiniteError(ValueError):
+    """A batch produced NaN/Inf somewhere on the way to its maps (pixels, logits, activations, gradients).
+
+    Attributes:
+        indices: positions in the batch of the offending images (sorted).
+        reason: what was non-finite, e.g. "the model's logits".
+    The pipeline catches it, skips exactly these images with the reason, and explains the rest.
+    """
+
+    def __init__(self, reason: str, indices: Sequence[int]) -> None:
+        self.reason = reason
+        self.indices = sorted(int(i) for i in indices)
+        shown = ", ".join(map(str, self.indices[:10])) + (", ..." if len(self.indices) > 10 else "")
+        super().__init__(f"{reason} contain NaN or Inf for image(s) {shown} of the batch")
+
+
 def check_images(images: object, model: nn.Module | None = None) -> Tensor:
     """Validate a batch of images (B, C, H, W): tensor, 4-D, non-empty, floating, finite.
 
