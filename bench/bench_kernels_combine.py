@@ -6,7 +6,7 @@ batch 256; activations/gradients in `--dtype`):
 - combine (Grad-CAM, Grad-CAM++, Score-CAM): activations (B, C, h, w) + weights (B, C) ->
   lowres (B, h, w) + maps (B, H, W).
   triton: `fastcam.kernels.cam_combine.combine` (weighted sum + ReLU kernel, upsample-normalise kernel);
-  torch:  `fastcam.methods._combine.combine(..., backend="torch")` (einsum, ReLU, F.interpolate, amax, divide).
+  torch:  `fastcam.ops.combine(...)` (einsum, ReLU, F.interpolate, amax, divide).
 - cfcam (CF-CAM after clustering), variants "paper" and "reference": activations, gradients and
   channel labels -> weights (B, C), lowres, maps.
   triton: `fastcam.kernels.cfcam_filter.cfcam_combine` (weights kernel [+ a label argsort for "reference"],
@@ -61,7 +61,7 @@ def synthetic_labels(batch: int, channels: int, clusters: int, generator, device
     """(B, C) int64 CF-CAM-like labels: 25 % IMPORTANT, 5 % NOISE, the rest in `clusters` clusters."""
     import torch
 
-    from fastcam.methods.cfcam import IMPORTANT, NOISE
+    from fastcam.ops import IMPORTANT, NOISE
 
     u = torch.rand(batch, channels, generator=generator, device=device)
     ids = torch.randint(0, clusters, (batch, channels), generator=generator, device=device)
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from fastcam.kernels.cam_combine import combine
     from fastcam.kernels.cfcam_filter import cfcam_combine
-    from fastcam.methods._combine import combine as torch_path_combine
-    from fastcam.methods.cfcam import cluster_filter_weights
+    from fastcam.ops import combine as torch_path_combine
+    from fastcam.ops import cluster_filter_weights
 
     dtype = getattr(torch, args.dtype)
     timer = Timer(device, args.repeats, args.warmup)
@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         with torch.no_grad():
             lowres_t, maps_t = combine(activations, weights, size)
-            lowres_r, maps_r = torch_path_combine(activations, weights, size, "torch")
+            lowres_r, maps_r = torch_path_combine(activations, weights, size)
             agreement = {"lowres_max_abs_diff": max_diff(lowres_t, lowres_r), "lowres_scale": float(lowres_r.abs().max()),
                          "maps_max_abs_diff": max_diff(maps_t, maps_r)}
         record("combine", combine_bytes, lambda: combine(activations, weights, size),
-               lambda: torch_path_combine(activations, weights, size, "torch"), agreement)
+               lambda: torch_path_combine(activations, weights, size), agreement)
 
         for variant in ("paper", "reference"):
             def fused(variant=variant):  # noqa: ANN202
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             def eager(variant=variant):  # noqa: ANN202
                 cf_weights = cluster_filter_weights(gradients, labels, variant=variant)
-                return (cf_weights, *torch_path_combine(activations, cf_weights, size, "torch"))
+                return (cf_weights, *torch_path_combine(activations, cf_weights, size))
 
             with torch.no_grad():
                 got, expected = fused(), eager()

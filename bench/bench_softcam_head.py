@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch.nn.functional as F
 
     from fastcam.kernels.softcam_head import evidence_head, softcam_maps
-    from fastcam.methods.softcam import evidence_maps
-    from fastcam.softcam import elastic_net, pool_evidence
+    from fastcam.ops import softcam_maps as evidence_maps
+    from fastcam.ops import pool_evidence
+    from fastcam.softcam import elastic_net
 
     torch.backends.cudnn.allow_tf32 = not args.no_tf32
     torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32

@@ -1,12 +1,21 @@
-"""Input checks shared by every method: bad input gets a clear error, never a NaN map."""
+"""Input checks shared by every method: bad input gets a clear error naming the problem, never a NaN map.
+
+Checks that need a value from the device (NaN/Inf anywhere on the way to the maps) are gathered per call
+in a `FiniteCheck` and read back in one host sync; everything else is decided from shapes, dtypes and
+flags, which costs nothing.
+"""
 from __future__ import annotations
 
-from typing import Sequence, Union
+import math
+from collections.abc import Mapping
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 TargetsLike = Union[None, int, Sequence[int], Tensor]
+#: what a layer may hand to the methods: (B, C, h, w) maps or (B, C, d, h, w) volumes
+SPATIAL_RANKS = (2, 3)
 
 
 class NonFiniteError(ValueError):
@@ -25,39 +34,144 @@ class NonFiniteError(ValueError):
         super().__init__(f"{reason} contain NaN or Inf for image(s) {shown} of the batch")
 
 
-def check_images(images: object, model: nn.Module | None = None) -> Tensor:
-    """Validate a batch of images (B, C, H, W): tensor, 4-D, non-empty, floating, finite.
+class FiniteCheck:
+    """Per-image NaN/Inf flags gathered along one call, read back to the host once (`raise_if_any`).
 
-    The finiteness check costs one device-to-host sync per batch; it is the price of never
-    returning a NaN map for NaN pixels.
+    Each `add` queues a (B,) "non-finite" mask on the device without syncing; the first reason with a
+    flagged image, in the order added, names the error.
     """
+
+    def __init__(self) -> None:
+        self._reasons: list[str] = []
+        self._flags: list[Tensor] = []
+
+    def add(self, reason: str, tensor: Tensor) -> None:
+        """Queue the check of a (B, ...) tensor: image b is flagged if any of tensor[b] is NaN or Inf."""
+        if tensor.is_floating_point() or tensor.is_complex():
+            self._reasons.append(reason)
+            self._flags.append(~torch.isfinite(tensor.detach()).flatten(1).all(dim=1))
+
+    def raise_if_any(self) -> None:
+        """One host sync: raise `NonFiniteError` for the first reason with flagged images."""
+        if not self._flags:
+            return
+        flags = torch.stack([f.to(self._flags[0].device) for f in self._flags])  # (checks, B)
+        if not bool(flags.any()):
+            return
+        for reason, row in zip(self._reasons, flags.cpu()):
+            if bool(row.any()):
+                raise NonFiniteError(reason, torch.nonzero(row).flatten().tolist())
+
+
+def check_image_batch(images: object) -> Tensor:
+    """The structure of a batch of images, with no host sync: a floating tensor (B, C, H, W), or
+    (B, C, D, H, W) for volumes, non-empty. Finiteness is checked later, with the rest (`FiniteCheck`)."""
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
+    if images.dim() not in (4, 5):
+        raise ValueError(f"images must be 4-D (B, C, H, W) or 5-D (B, C, D, H, W), got shape {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B = 0)")
-    if images.shape[2] == 0 or images.shape[3] == 0:
+    if any(s == 0 for s in images.shape[2:]):
         raise ValueError(f"images has an empty spatial size {tuple(images.shape[2:])}")
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating-point tensor, got dtype {images.dtype}")
-    if model is not None:
-        expected = expected_in_channels(model)
-        if expected is not None and images.shape[1] != expected:
-            raise ValueError(
-                f"images have {images.shape[1]} channels but the model's first convolution expects {expected}"
-            )
+    return images
+
+
+def check_images(images: object, model: nn.Module | None = None) -> Tensor:
+    """`check_image_batch` plus the finiteness of the pixels (one host sync), for callers outside the
+    explainers (metrics). `model` is accepted for compatibility and not used: the channel check happens
+    at the first convolution the model actually runs (`fastcam.methods._capture`)."""
+    images = check_image_batch(images)
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images contain NaN or Inf pixels")
     return images
 
 
 def expected_in_channels(model: nn.Module) -> int | None:
-    """Input channels of the model's first convolution, or None if it has none."""
+    """Input channels of the first registered convolution, or None: a default for preprocessing only (the
+    explainers check the convolution that actually runs first)."""
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.modules.conv._ConvNd):
             return module.in_channels
     return None
+
+
+#: modules whose output depends on the training flag (batch statistics, random dropping)
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout,
+                   nn.FeatureAlphaDropout)
+#: the same for modules of other libraries, by class name (timm's DropPath, torchvision's StochasticDepth, ...)
+_MODE_DEPENDENT_NAMES = ("Dropout", "DropPath", "StochasticDepth", "DropBlock", "BatchNorm")
+
+
+def _depends_on_mode(module: nn.Module) -> bool:
+    if isinstance(module, _MODE_DEPENDENT):
+        return True
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return module.track_running_stats
+    return any(part in type(module).__name__ for part in _MODE_DEPENDENT_NAMES)
+
+
+def first_training_module(model: nn.Module) -> str | None:
+    """The name of the first module in training mode whose output depends on it (BatchNorm, dropout,
+    stochastic depth), or None. A model whose training flag changes nothing (no such module) passes."""
+    for name, module in model.named_modules():
+        if module.training and _depends_on_mode(module):
+            return name or type(module).__name__
+    return None
+
+
+def check_model_input(model: nn.Module, images: Tensor, *, allow_train_mode: bool = False) -> None:
+    """Model-side checks that need no sync: eval mode, and images on the model's device and in its dtype.
+
+    A model in training mode would be explained with batch statistics (one image's map would depend on
+    the rest of the batch) and its BatchNorm running statistics would be updated: refused unless the
+    caller opts in. A dtype mismatch is allowed inside autocast, which casts for the model.
+    """
+    if not allow_train_mode:
+        name = first_training_module(model)
+        if name is not None:
+            raise ValueError(
+                f"the model is in training mode (module {name!r} behaves differently in training): explanations "
+                "would use batch statistics or random dropping, and BatchNorm running statistics would be updated. "
+                "Call model.eval() first, or pass allow_train_mode=True to explain it as it is"
+            )
+    reference = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+    if reference is None:
+        return
+    if reference.device != images.device:
+        raise ValueError(f"images are on {images.device} but the model is on {reference.device}; move one of them")
+    if images.dtype != reference.dtype and not torch.is_autocast_enabled(images.device.type):
+        raise TypeError(
+            f"images are {images.dtype} but the model is {reference.dtype}: convert the images with "
+            f".to({reference.dtype}), or run inside torch.autocast for mixed precision"
+        )
+
+
+def model_logits(output: object, batch_size: int, output_fn: Callable[[Any], Tensor] | None = None) -> Tensor:
+    """The (B, K) class scores in a model's output.
+
+    A tensor is taken as it is; a tuple/list gives its first element; a mapping (a Hugging Face
+    `ModelOutput` too) its "logits"; `output_fn(output)` overrides all of these.
+    """
+    if output_fn is not None:
+        logits = output_fn(output)
+    elif isinstance(output, Tensor):
+        logits = output
+    elif isinstance(output, Mapping) or hasattr(output, "logits"):
+        logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits")
+        if logits is None:
+            keys = list(output.keys()) if isinstance(output, Mapping) else []
+            raise TypeError(f"the model returned a mapping without 'logits' (keys {keys}); pass output_fn= to pick the scores")
+    elif isinstance(output, (tuple, list)) and output:
+        logits = output[0]
+    else:
+        raise TypeError(
+            f"the model must return a (B, K) tensor of class scores, got {type(output).__name__}; "
+            "pass output_fn= to pick the scores from it"
+        )
+    return check_logits(logits, batch_size)
 
 
 def check_logits(output: object, batch_size: int) -> Tensor:
@@ -78,8 +192,9 @@ def check_logits(output: object, batch_size: int) -> Tensor:
 def resolve_targets(targets: TargetsLike, logits: Tensor) -> Tensor:
     """Turn `targets` into a (B,) int64 tensor on the logits' device.
 
-    None means the predicted class (argmax, stays on the device); an int applies to every image;
-    a sequence or 1-D tensor gives one class per image.
+    None means the predicted class (argmax, stays on the device); an int (or a 0-d integer tensor)
+    applies to every image; a sequence or 1-D integer tensor gives one class per image. Tensors made under
+    `torch.inference_mode()` are accepted (copied into normal tensors, which autograd can save).
     """
     batch, num_classes = logits.shape
     device = logits.device
@@ -92,13 +207,15 @@ def resolve_targets(targets: TargetsLike, logits: Tensor) -> Tensor:
             raise ValueError(f"target class {targets} is out of range for a model with {num_classes} classes")
         return torch.full((batch,), targets, dtype=torch.long, device=device)
     if isinstance(targets, Tensor):
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
         if targets.dim() == 0:
             return resolve_targets(int(targets.item()), logits)
         if targets.dim() != 1:
             raise ValueError(f"targets must be a 1-D tensor of B = {batch} class indices, got shape {tuple(targets.shape)}")
-        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-            raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
         values = targets.to(device=device, dtype=torch.long)
+        if values.is_inference():
+            values = values.clone()  # outside inference mode (the callers ensure it), a normal tensor
     elif isinstance(targets, Sequence) and not isinstance(targets, (str, bytes)):
         if not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
             raise TypeError("targets must be a sequence of int class indices")
@@ -132,3 +249,33 @@ def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str,
                 return name, module
         raise ValueError(f"target layer {type(target_layer).__name__} is not a submodule of the model")
     raise TypeError(f"target_layer must be an nn.Module or a dotted module name, got {type(target_layer).__name__}")
+
+
+def resolve_layers(model: nn.Module, target_layer: object) -> tuple[tuple[str, nn.Module], ...]:
+    """One layer (module or name), or a non-empty list/tuple of them (multi-layer fusion), without repeats."""
+    items = list(target_layer) if isinstance(target_layer, (list, tuple)) else [target_layer]
+    if not items:
+        raise ValueError("target_layer is an empty list; give at least one layer")
+    layers = tuple(resolve_layer(model, item) for item in items)
+    names = [name for name, _ in layers]
+    if len(set(map(id, (m for _, m in layers)))) != len(layers):
+        raise ValueError(f"target_layer lists the same module twice: {names}")
+    return layers
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """A positive int (not a bool), or a TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """A finite real >= 0 (not a bool), or a TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a non-negative float, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
+    return float(value)

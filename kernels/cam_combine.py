@@ -4,7 +4,7 @@ $$ L_b(i, j) = \mathrm{ReLU}\Big(\sum_{c} w_{bc}\, A_{bc}(i, j)\Big), \qquad
    M_b = \frac{U(L_b)}{\max(\max U(L_b),\ \text{tiny})} $$
 
 Serves Grad-CAM (w = mean gradient), Grad-CAM++ (alpha weights), Score-CAM (softmaxed scores): it is what
-`fastcam.methods._combine.combine` calls when the backend resolves to "triton".
+`fastcam._backend.op("combine", "triton")` returns.
 
 Launch 1 (`_weighted_sum_relu_kernel`), grid (B, ceil(hw / BLOCK_P)): each program owns BLOCK_P spatial
 positions of one image and walks the channels in BLOCK_C chunks, loading a (BLOCK_C, BLOCK_P) tile of A in
@@ -15,7 +15,8 @@ through, so NCHW, channels_last and sliced views are read in place; Triton speci
 so whichever of the channel or spatial axis is contiguous is the coalesced one.
 Launch 2: `fastcam.kernels.upsample_normalize` (one program per image, output written once).
 
-Torch references: `fastcam.methods._combine.weighted_sum_relu` and `.upsample_normalize`.
+Torch references: `fastcam.ops.weighted_sum_relu`, `fastcam.ops.upsample_normalize` and `fastcam.ops.combine`
+(re-exported here as `*_reference`).
 """
 from __future__ import annotations
 
@@ -26,14 +27,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastcam.kernels.upsample_normalize import check_size, launch_guard, upsample_normalize
-from fastcam.methods import _combine
-from fastcam.methods._combine import weighted_sum_relu as weighted_sum_relu_reference
+from fastcam.kernels.upsample_normalize import launch_guard, upsample_normalize
+from fastcam.ops import combine as combine_reference
+from fastcam.ops import weighted_sum_relu as weighted_sum_relu_reference
+from fastcam.ops._checks import FLOAT_DTYPES, check_activations, check_size
 
 __all__ = ["combine", "combine_reference", "weighted_sum_relu", "weighted_sum_relu_reference"]
-
-#: input dtypes; half inputs accumulate in float32, float64 in float64 (as the torch reference)
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @triton.jit
@@ -85,17 +84,6 @@ def _weighted_sum_relu_kernel(
     tl.store(low_ptr + b * stride_lb + row * stride_lh + col * stride_lw, acc.to(tl.float32), mask=pos_mask)
 
 
-def check_activations(activations: Tensor, name: str = "activations") -> None:
-    if not isinstance(activations, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(activations).__name__}")
-    if activations.dim() != 4:
-        raise ValueError(f"{name} must be (B, C, h, w), got shape {tuple(activations.shape)}")
-    if activations.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {activations.dtype}")
-    if activations.shape[1] < 1 or activations.shape[2] < 1 or activations.shape[3] < 1:
-        raise ValueError(f"{name} must have C, h, w >= 1, got shape {tuple(activations.shape)}")
-
-
 def _check_out(out: Tensor | None, shape: tuple[int, ...], device: torch.device, name: str) -> Tensor:
     if out is None:
         return torch.empty(shape, dtype=torch.float32, device=device)
@@ -129,7 +117,7 @@ def weighted_sum_relu(activations: Tensor, weights: Tensor, *, out: Tensor | Non
         weights: (B, C) float weights (float32 expected), any strides.
         out: optional (B, h, w) float32 buffer on the same device, overwritten entirely.
     """
-    check_activations(activations)
+    check_activations(activations, dims=(4,))
     batch, channels, height, width = activations.shape
     if not isinstance(weights, Tensor):
         raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
@@ -188,8 +176,3 @@ def combine(
     lowres = weighted_sum_relu(activations, weights, out=lowres_out)
     maps = upsample_normalize(lowres, (height, width), out=maps_out)
     return lowres, maps
-
-
-def combine_reference(activations: Tensor, weights: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """The torch path `combine` must equal (`fastcam.methods._combine.combine` with backend="torch")."""
-    return _combine.combine(activations, weights, tuple(size), backend="torch")

@@ -7,7 +7,7 @@ $$ s_c = \begin{cases} \bar G_c = \frac1{hw}\sum_{ij} G_c(i,j) & c \text{ import
                         w_k = \mathrm{mean}(K_k \star M_k),\ M_k = \frac1{|k|}\sum_{c' \in k} G_{c'} & c \in \text{cluster } k
          \end{cases}, \qquad \alpha = \mathrm{softmax}_{c \notin \text{noise}}(s), \quad \alpha_{\text{noise}} = 0 $$
 
-exactly as the torch reference `fastcam.methods.cfcam.cluster_filter_weights` (re-exported here as
+exactly as the torch reference `fastcam.ops.cluster_filter_weights` (re-exported here as
 `cluster_filter_weights_reference`) defines them:
 
 - `variant="paper"`: $K$ is scipy's truncated Gaussian, zero-padded 'same'. The filter is linear, so
@@ -17,7 +17,7 @@ exactly as the torch reference `fastcam.methods.cfcam.cluster_filter_weights` (r
   $K_k = S \odot e^{-(M_k - \bar M_k)^2/(2\sigma_r^2)} / (\sum + 10^{-6})$,
   $S(i,j) = e^{-((i-h/2)^2 + (j-w/2)^2)/(2\sigma_s^2)}$, applied as `F.conv2d(M, K, padding="same")`;
   its mean is $\frac1{hw}\sum_{a,b} K_k(a,b)\,(R_h M_k R_w^\top)(a,b)$ with R the 0/1 window matrices of a
-  'same' correlation (`fastcam.methods.cfcam._window_matrix`), computed here as two broadcast-reductions
+  'same' correlation (`fastcam.ops.cfcam.window_matrix`), computed here as two broadcast-reductions
   over the (h, w) tile: O(hw·(h + w)) per cluster.
 
 Kernel (`_cfcam_weights_kernel`), grid (B,), one program per image, four phases separated by barriers:
@@ -36,8 +36,6 @@ normalise): the whole CF-CAM post-clustering path in three launches (four with t
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -45,9 +43,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastcam.kernels.cam_combine import check_activations, combine
-from fastcam.kernels.upsample_normalize import check_size, launch_guard
-from fastcam.methods.cfcam import (
+from fastcam.kernels.cam_combine import combine
+from fastcam.kernels.upsample_normalize import launch_guard
+from fastcam.ops._checks import check_activations, check_real, check_size
+from fastcam.ops.cfcam import (
     DEFAULT_SIGMA,
     IMPORTANT,
     NOISE,
@@ -56,7 +55,7 @@ from fastcam.methods.cfcam import (
     VARIANTS,
     gaussian_coverage,
 )
-from fastcam.methods.cfcam import cluster_filter_weights as cluster_filter_weights_reference
+from fastcam.ops.cfcam import cluster_filter_weights as cluster_filter_weights_reference
 
 __all__ = ["cfcam_combine", "cluster_filter_weights", "cluster_filter_weights_reference"]
 
@@ -284,7 +283,7 @@ def cluster_filter_weights(
 ) -> Tensor:
     """CF-CAM channel weights (B, C) from gradients (B, C, h, w) and channel labels (B, C), on Triton.
 
-    Same contract as the torch reference `fastcam.methods.cfcam.cluster_filter_weights`: float32 result
+    Same contract as the torch reference `fastcam.ops.cluster_filter_weights`: float32 result
     (float64 for float64 gradients); half gradients are read as they are and accumulated in float32.
     Gradients and labels may have any strides. `out`: optional (B, C) buffer of the result dtype.
     The reference variant on GPU with maps larger than 32x32 (padded) runs the torch reference instead:
@@ -293,7 +292,7 @@ def cluster_filter_weights(
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    check_activations(gradients, "gradients")
+    check_activations(gradients, "gradients", dims=(4,))
     batch, channels, height, width = gradients.shape
     if not isinstance(labels, Tensor) or labels.shape != (batch, channels):
         got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
@@ -302,13 +301,9 @@ def cluster_filter_weights(
         raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
     if labels.device != gradients.device:
         raise ValueError(f"labels are on {labels.device} but the gradients are on {gradients.device}")
-    sigma = DEFAULT_SIGMA[variant] if sigma is None else sigma
-    for name, value, low_inclusive in (("sigma", sigma, False), ("range_sigma", range_sigma, False), ("truncate", truncate, True)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-        if not math.isfinite(value) or value < 0 or (value == 0 and not low_inclusive):
-            raise ValueError(f"{name} must be finite and {'>=' if low_inclusive else '>'} 0, got {value!r}")
-    sigma, range_sigma, truncate = float(sigma), float(range_sigma), float(truncate)
+    sigma = check_real("sigma", DEFAULT_SIGMA[variant] if sigma is None else sigma, low=0, low_inclusive=False)
+    range_sigma = check_real("range_sigma", range_sigma, low=0, low_inclusive=False)
+    truncate = check_real("truncate", truncate, low=0, low_inclusive=True)
     acc_dtype = torch.float64 if gradients.dtype == torch.float64 else torch.float32
     if out is None:
         out = torch.empty((batch, channels), dtype=acc_dtype, device=gradients.device)
@@ -377,7 +372,7 @@ def cfcam_combine(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """CF-CAM after clustering: weights (B, C), lowres (B, h, w) and maps (B, H, W), in 3 launches
     (4 for "reference"): the weights kernel, then the shared weighted-sum and upsample-normalise kernels."""
-    check_activations(activations)
+    check_activations(activations, dims=(4,))
     if activations.shape != gradients.shape:
         raise ValueError(f"activations {tuple(activations.shape)} and gradients {tuple(gradients.shape)} differ")
     height, width = check_size(size)

@@ -42,22 +42,24 @@ Outputs: logits (B, K) float32 and evidence (B, K, h, w) float32 (contiguous). f
 not a kernel dtype: `evidence_head` computes them with torch in float64 (see its docstring). Any C, h, w, K (masked
 tiles, no power-of-two assumption); features may be non-contiguous or channels_last (strides are used; no copy).
 
-The torch reference of the head is `evidence_head_reference` (F.conv2d 1×1 + `fastcam.softcam.pool_evidence`),
-of the maps `softcam_maps_reference`.
+The torch references (re-exported here) are `fastcam.ops.evidence_head` as `evidence_head_reference` (F.conv2d 1×1
++ `fastcam.ops.pool_evidence`), and `fastcam.ops.softcam_maps` as
+`softcam_maps_reference`.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastcam.kernels.upsample_normalize import check_size, launch_guard, upsample_normalize
+from fastcam.kernels.upsample_normalize import launch_guard, upsample_normalize
+from fastcam.ops._checks import POOLS, check_class_targets, check_head_inputs, check_pool, check_size
+from fastcam.ops.softcam import evidence_head as evidence_head_reference
+from fastcam.ops.softcam import softcam_maps as softcam_maps_reference
 
-POOLS = ("avg", "max", "lse")
 _POOL_CODE = {"avg": 0, "max": 1, "lse": 2}
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -312,51 +314,6 @@ def _pixel_stride(features: Tensor) -> int | None:
     return None
 
 
-def _check_pool(pool: str, temperature: float) -> float:
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-    temperature = float(temperature)
-    # checked for every pool, as `fastcam.softcam.pool_evidence` does
-    if not (0.0 < temperature < float("inf")):
-        raise ValueError(f"temperature must be a positive finite float, got {temperature}")
-    return temperature
-
-
-def _check_head_inputs(features: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Validate shapes/dtypes/devices; returns the weight as (K, C) (a conv's (K, C, 1, 1) is accepted)."""
-    if not isinstance(features, Tensor):
-        raise TypeError(f"features must be a torch.Tensor (B, C, h, w), got {type(features).__name__}")
-    if features.dim() != 4:
-        raise ValueError(f"features must be 4-D (B, C, h, w), got shape {tuple(features.shape)}")
-    if features.dtype not in (*_FLOAT_DTYPES, torch.float64):
-        raise TypeError(f"features must be float32, float16, bfloat16 or float64, got {features.dtype}")
-    if any(s == 0 for s in features.shape):
-        raise ValueError(f"features must be non-empty, got shape {tuple(features.shape)}")
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"weight must be a torch.Tensor (K, C), got {type(weight).__name__}")
-    if weight.dim() == 4 and weight.shape[2:] == (1, 1):
-        weight = weight.reshape(weight.shape[0], weight.shape[1])  # differentiable view of a 1×1 conv weight
-    if weight.dim() != 2 or weight.shape[1] != features.shape[1] or weight.shape[0] == 0:
-        raise ValueError(
-            f"weight must be (K, C) with C = {features.shape[1]} (the features' channels), got {tuple(weight.shape)}"
-        )
-    if weight.dtype not in (*_FLOAT_DTYPES, torch.float64):
-        raise TypeError(f"weight must be float32, float16, bfloat16 or float64, got {weight.dtype}")
-    if bias is not None:
-        if not isinstance(bias, Tensor):
-            raise TypeError(f"bias must be a torch.Tensor (K,) or None, got {type(bias).__name__}")
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if bias.dtype not in (*_FLOAT_DTYPES, torch.float64):
-            raise TypeError(f"bias must be float32, float16, bfloat16 or float64, got {bias.dtype}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and t.device != features.device:
-            raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
-    return weight, bias
-
-
 # ----------------------------------------------------------------------------------------------- launchers
 def _head_forward(features: Tensor, weight: Tensor, bias: Tensor | None, pool: str, temperature: float) -> tuple[Tensor, Tensor]:
     """Launch the fused forward kernel. weight is (K, C). Returns (logits (B,K), evidence (B,K,h,w)) float32."""
@@ -484,51 +441,13 @@ def evidence_head(
         pool: "avg" | "max" | "lse".
         temperature: T > 0 of the "lse" pooling (ignored by the others).
     """
-    temperature = _check_pool(pool, temperature)
-    weight, bias = _check_head_inputs(features, weight, bias)
+    _, temperature = check_pool(pool, temperature)
+    weight, bias = check_head_inputs(features, weight, bias)
     if features.dtype == torch.float64:
         # The kernel accumulates in float32; float64 (a precision study, never the fast path) takes the
-        # torch path in float64, so backend="auto" on a float64 CUDA model still works and loses nothing.
-        from fastcam.softcam import pool_evidence
-
-        evidence = F.conv2d(features, weight.double()[:, :, None, None], None if bias is None else bias.double())
-        return pool_evidence(evidence, pool, temperature), evidence
+        # torch reference in float64, so backend="auto" on a float64 CUDA model still works and loses nothing.
+        return evidence_head_reference(features, weight, bias, pool, temperature)
     return _EvidenceHeadFunction.apply(features, weight, bias, pool, temperature)
-
-
-def evidence_head_reference(
-    features: Tensor, weight: Tensor, bias: Tensor | None, pool: str = "avg", temperature: float = 1.0
-) -> tuple[Tensor, Tensor]:
-    """Torch reference of `evidence_head`: F.conv2d 1×1 in float32, then `fastcam.softcam.pool_evidence`."""
-    from fastcam.softcam import pool_evidence  # lazy: fastcam.softcam itself imports this module lazily
-
-    temperature = _check_pool(pool, temperature)
-    weight, bias = _check_head_inputs(features, weight, bias)
-    evidence = F.conv2d(
-        features.float(), weight.float()[:, :, None, None], None if bias is None else bias.float()
-    )
-    return pool_evidence(evidence, pool, temperature).float(), evidence
-
-
-def _check_maps_inputs(evidence: Tensor, targets: Tensor, size: tuple[int, int], check_targets: bool) -> tuple[int, int]:
-    if not isinstance(evidence, Tensor) or evidence.dim() != 4:
-        raise ValueError(f"evidence must be a 4-D (B, K, h, w) tensor, got {getattr(evidence, 'shape', type(evidence).__name__)}")
-    if evidence.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"evidence must be float32, float16 or bfloat16, got {evidence.dtype}")
-    if any(s == 0 for s in evidence.shape):
-        raise ValueError(f"evidence must be non-empty, got shape {tuple(evidence.shape)}")
-    if not isinstance(targets, Tensor) or targets.dim() != 1 or targets.shape[0] != evidence.shape[0]:
-        raise ValueError(f"targets must be a 1-D tensor of B = {evidence.shape[0]} class indices")
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
-    if targets.device != evidence.device:
-        raise ValueError(f"targets are on {targets.device} but evidence is on {evidence.device}")
-    size = check_size(size)
-    if check_targets:  # one host sync; callers that already validated (fastcam.SoftCAM) skip it
-        low, high = torch.stack([targets.min(), targets.max()]).tolist()
-        if low < 0 or high >= evidence.shape[1]:
-            raise ValueError(f"targets must lie in [0, {evidence.shape[1] - 1}], got values in [{low}, {high}]")
-    return size
 
 
 def gather_relu(evidence: Tensor, targets: Tensor) -> Tensor:
@@ -568,20 +487,18 @@ def softcam_maps(
         size: the input size (H, W).
         check_targets: validate the targets' range (one host sync); pass False if already validated.
     """
-    size = _check_maps_inputs(evidence, targets, size, check_targets)
+    if not isinstance(evidence, Tensor) or evidence.dim() != 4:
+        raise ValueError(f"evidence must be a 4-D (B, K, h, w) tensor, got {getattr(evidence, 'shape', type(evidence).__name__)}")
+    if evidence.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"evidence must be float32, float16 or bfloat16, got {evidence.dtype}")
+    if any(s == 0 for s in evidence.shape):
+        raise ValueError(f"evidence must be non-empty, got shape {tuple(evidence.shape)}")
+    size = check_size(size)
+    check_class_targets(targets, evidence.shape[0], evidence.shape[1], evidence.device, check_range=check_targets)
     lowres = gather_relu(evidence, targets)
     maps = _new_output((evidence.shape[0], *size), evidence.device)
     return lowres, upsample_normalize(lowres, size, out=maps)
 
-
-def softcam_maps_reference(evidence: Tensor, targets: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Torch reference of `softcam_maps`: gather + ReLU, then `fastcam.methods._combine.upsample_normalize`."""
-    from fastcam.methods._combine import upsample_normalize
-
-    size = _check_maps_inputs(evidence, targets, size, True)
-    index = targets.long().view(-1, 1, 1, 1).expand(-1, 1, *evidence.shape[2:])
-    lowres = torch.relu(evidence.float().gather(1, index).squeeze(1))
-    return lowres, upsample_normalize(lowres, size)
 
 
 __all__ = [

@@ -15,7 +15,7 @@ the tiny low-resolution map (it stays in L1/L2) is cheaper than writing the unno
 back, so the (B, H, W) output crosses memory exactly once, in one launch, with no atomics and no host sync.
 Row/column indices and weights are computed once per tile row/column (the interpolation is separable).
 
-Torch reference: `fastcam.methods._combine.upsample_normalize` (re-exported here as
+Torch reference: `fastcam.ops.upsample_normalize` (re-exported here as
 `upsample_normalize_reference`). SoftCAM's explanation maps reuse `upsample_normalize` from this module.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastcam.methods._combine import upsample_normalize as upsample_normalize_reference
+from fastcam.ops import upsample_normalize as upsample_normalize_reference
+from fastcam.ops._checks import check_size
 
 __all__ = ["upsample_normalize", "upsample_normalize_reference", "check_size", "launch_guard"]
 
@@ -99,18 +100,6 @@ def _upsample_normalize_kernel(
             peak = tl.maximum(tl.max(tl.reshape(running, (BLOCK_H * BLOCK_W,)), axis=0), tiny)
 
 
-def check_size(size: Sequence[int]) -> tuple[int, int]:
-    """(H, W) as two positive ints, or a ValueError/TypeError naming the problem."""
-    if isinstance(size, Tensor) or not isinstance(size, Sequence) or len(size) != 2:
-        raise TypeError(f"size must be a pair (H, W) of ints, got {size!r}")
-    height, width = size
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in (height, width)):
-        raise TypeError(f"size must be a pair (H, W) of ints, got {size!r}")
-    if height < 1 or width < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
-    return height, width
-
-
 def launch_guard(tensor: Tensor) -> torch.cuda.device | _NoGuard:
     """Triton launches on the *current* CUDA device: make it the tensor's (multi-GPU, torchrun)."""
     return torch.cuda.device(tensor.device) if tensor.is_cuda else _NoGuard()
@@ -155,7 +144,10 @@ def upsample_normalize(lowres: Tensor, size: Sequence[int], *, out: Tensor | Non
         raise ValueError(f"lowres must be (B, h, w), got shape {tuple(lowres.shape)}")
     if lowres.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise TypeError(f"lowres must be a float tensor (float32, float16, bfloat16, float64), got {lowres.dtype}")
-    height, width = check_size(size)
+    size = check_size(size)
+    if len(size) != 2:
+        raise ValueError(f"size must be (H, W) for (B, h, w) maps, got {size!r}")
+    height, width = size
     batch, low_h, low_w = lowres.shape
     if low_h < 1 or low_w < 1:
         raise ValueError(f"lowres maps must be at least 1x1, got {low_h}x{low_w}")

@@ -22,6 +22,16 @@ from fastcam.models import tiny_densenet, tiny_resnet, tiny_vgg  # noqa: E402
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.fixture
+def one_thread():  # noqa: ANN201
+    """Tiny CPU models run ~10x slower with 2 intra-op threads on a shared 2-core runner (thread
+    contention); one thread keeps such tests fast. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)

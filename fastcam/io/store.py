@@ -276,7 +276,7 @@ class Run:
     def upsampled(self, i: int | str, size: Sequence[int] | None = None) -> Tensor:
         """Map of sample `i` (row or id) upsampled bilinearly to `size` (default: the input size) and
         divided by its max, exactly as the method's `maps` output (up to the storage dtype)."""
-        from fastcam.methods._combine import upsample_normalize
+        from fastcam.ops import upsample_normalize
 
         if size is None:
             size = self.meta.get("input_size")

@@ -1,180 +1,356 @@
-"""The capture/combine path every post-hoc method shares; each method adds one `_get_weights` hook.
+r"""The capture/combine path every post-hoc method shares; each method adds one `_get_weights(ctx)`.
 
-A forward hook on the target layer captures its output A (B, C, h, w). Gradient methods re-root the
-graph there: the hook swaps the layer's output for a fresh leaf that requires grad (captum's trick, so
-frozen models and a caller's `torch.no_grad()` work), and gradients come from
-`torch.autograd.grad(sum_b y_b[t_b], A)`: parameters' `.grad` is never computed or touched.
-The method turns (A, dY/dA) into per-channel weights w (B, C) in float32, and the shared path computes
-ReLU(sum_c w_c A_c), bilinear upsampling to the input size and per-image max-normalisation.
+One call, end to end (`fastcam.GradCAM(model, "layer4")(images)`):
+validate the images and the model (no host sync) → register the capture hooks *for this call and thread*
+(`fastcam.methods._capture`) → forward (no_grad until the target layer, the graph recorded after it) →
+remove the hooks → one `torch.autograd.grad` to the target layers' outputs only (gradient methods) →
+one host sync for every NaN/Inf check of the call → `_get_weights(ctx)` → `combine` (weighted sum, ReLU,
+upsample, normalise; Triton or torch through the one dispatcher `fastcam._backend.op`) → `Explanation`.
+
+The explainer keeps no per-call state: everything a call computes travels in its `CallContext`, so one
+explainer may serve several threads, and other threads' forwards of the same model are never touched.
+Weights are per-channel (B, C) in float32 (float64 kept), and the shared path computes
+
+$$ L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big), \qquad M = \frac{U(L)}{\max U(L)} $$
+
+with $U$ bilinear (trilinear for volumes) upsampling to the input size.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import copy
+import numbers
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
 from torch import Tensor, nn
 
-from fastcam._backend import check_backend, resolve_backend
-from fastcam._validation import TargetsLike, check_images, check_logits, resolve_layer, resolve_targets
+from fastcam._backend import check_backend, op, resolve_backend
+from fastcam._validation import (
+    SPATIAL_RANKS,
+    FiniteCheck,
+    TargetsLike,
+    check_image_batch,
+    check_model_input,
+    model_logits,
+    resolve_layers,
+    resolve_targets,
+)
 from fastcam.explanation import Explanation
-from fastcam.methods._combine import accumulation, combine
+from fastcam.methods._capture import capture
+from fastcam.ops import accumulation, check_real, upsample_normalize
+
+ReshapeTransform = Callable[[Tensor], Tensor]
+OutputFn = Callable[[Any], Tensor]
 
 
-class BaseCAM:
-    """Base class of the post-hoc CAM methods (Grad-CAM, Grad-CAM++, Score-CAM, CF-CAM).
+@dataclass
+class CallContext:
+    """What one `explain` call knows, handed to `_get_weights`; explainers keep no per-call state.
 
-    Args:
-        model: a classifier returning (B, K) scores.
-        target_layer: the module (or its dotted name, e.g. "layer4", "features.29") whose 4-D output is
-            explained.
-        backend: "auto" (Triton on CUDA when importable), "triton" or "torch"; None reads the
-            FASTCAM_BACKEND environment variable.
-
-    Use as a context manager, or call `close()`, to remove the hook. The model's train/eval mode and its
-    parameters' `requires_grad` are left as they were.
+    Attributes:
+        model: the model explained.
+        images: (B, C, H, W) or (B, C, D, H, W) input batch.
+        logits: (B, K) class scores (in the graph for gradient methods).
+        targets: (B,) int64 class explained per image.
+        activations: (B, C, *spatial) the target layer's output after `reshape_transform`, detached.
+        gradients: (B, C, *spatial) d score / d activations (gradient methods; None otherwise), after the
+            explainer's gradient transform (`GradientCAM.gradient_noise`).
+        backend: "triton" or "torch", resolved once for the call.
+        caller_amp: the caller's autocast dtype on this device, or None.
+        layer_name: the target layer this context describes (multi-layer calls make one per layer).
     """
 
-    #: whether `_get_weights` needs dY/dA (then the forward runs with autograd on)
-    uses_gradients: ClassVar[bool] = True
-    #: robustness studies: std of Gaussian noise added to dY/dA before any weighting (0 = off), drawn from
-    #: `noise_generator` (None: torch's default); see fastcam.metrics.gradient_noise_robustness
-    gradient_noise: float = 0.0
-    noise_generator: torch.Generator | None = None
+    model: nn.Module
+    images: Tensor
+    logits: Tensor
+    targets: Tensor
+    activations: Tensor
+    gradients: Tensor | None
+    backend: str
+    caller_amp: torch.dtype | None
+    layer_name: str
+    extras: dict[str, Any] = field(default_factory=dict)
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module | str, *, backend: str | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.layer_name, self.layer = resolve_layer(model, target_layer)
-        self.backend = check_backend(backend)
-        self._capturing = False
-        self._with_grad = False
-        self._captured: Tensor | None = None
-        self._hook: Any = self.layer.register_forward_hook(self._on_forward)
+    @property
+    def device_type(self) -> str:
+        return self.images.device.type
 
-    # ------------------------------------------------------------------ hooks
-    def _on_forward(self, module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
-        if not self._capturing:
-            return None
-        if not isinstance(output, Tensor) or output.dim() != 4:
-            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise ValueError(
-                f"target layer {self.layer_name!r} must output a 4-D (B, C, h, w) tensor, got {shape}"
-            )
-        if self._captured is not None:
-            raise ValueError(f"target layer {self.layer_name!r} runs more than once per forward; pick a module used once")
-        if self._with_grad:
-            leaf = output.detach().requires_grad_(True)
-            self._captured = leaf
-            # The layers before this one ran without recording (see `_forward`); from here on the graph
-            # is recorded, so the backward covers only the part of the network after the target layer.
-            torch.set_grad_enabled(True)
-            # The model continues on a copy: an in-place op after the layer (ReLU(inplace=True)) then
-            # cannot alter the captured activations or their gradient.
-            return leaf.clone()
-        self._captured = output.detach().clone()
-        return None
+    def model_autocast(self) -> ContextManager[Any]:
+        """The caller's autocast setting, for extra model forwards made while computing weights."""
+        return torch.autocast(device_type=self.device_type, dtype=self.caller_amp, enabled=self.caller_amp is not None)
+
+    @property
+    def spatial_dims(self) -> tuple[int, ...]:
+        """The dims of `activations` that are spatial: (2, 3) for maps, (2, 3, 4) for volumes."""
+        return tuple(range(2, self.activations.dim()))
+
+
+class Explainer:
+    """The protocol every explainer shares (the post-hoc methods and SoftCAM).
+
+    `explainer(images, targets=None)` -> (B, H, W) float32 maps in [0, 1] on the images' device;
+    `explainer.explain(...)` -> `fastcam.Explanation`. `close()` and the context manager are valid and
+    harmless: no hook lives outside a call, so there is nothing to leak; a closed explainer refuses calls.
+    """
+
+    #: the method registry id ("gradcam"); see `fastcam.methods.registry`
+    name: ClassVar[str] = ""
+    #: whether the method back-propagates to the target layer
+    uses_gradients: ClassVar[bool] = False
+
+    _closed: bool = False
+
+    def __call__(self, images: Tensor, targets: TargetsLike = None) -> Tensor:
+        """(B, H, W) float32 maps in [0, 1] on the images' device ((B, D, H, W) for volumes)."""
+        return self.explain(images, targets).maps
+
+    def explain(self, images: Tensor, targets: TargetsLike = None) -> Explanation:
+        """Explain a batch: maps (B, H, W), lowres (B, h, w), logits (B, K), targets (B,)."""
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} was closed; create a new one")
+        if not self.uses_gradients:
+            return self._explain(images, targets)
+        # Tensors made in inference mode cannot enter autograd: gradient methods work outside it, on normal
+        # tensors (the copies cost one pass over the batch, only for inference tensors).
+        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
+            if isinstance(images, Tensor) and images.is_inference():
+                images = images.clone()
+            return self._explain(images, targets)
+
+    def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
+        raise NotImplementedError
 
     def close(self) -> None:
-        """Remove the hook from the model (idempotent)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        """Mark the explainer closed (idempotent). No hooks exist outside a call, so nothing else happens."""
+        self._closed = True
 
-    def __enter__(self) -> "BaseCAM":
+    def __enter__(self) -> "Explainer":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:  # a forgotten close() must not leave a hook behind
-        try:
-            self.close()
-        except Exception:
-            pass
+
+def _caller_amp(device_type: str) -> torch.dtype | None:
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+class BaseCAM(Explainer):
+    """Base class of the post-hoc CAM methods.
+
+    Args:
+        model: a classifier; its output is a (B, K) tensor, a tuple/list (first element), a mapping or
+            Hugging Face `ModelOutput` (its "logits"), or anything `output_fn` turns into (B, K) scores.
+        target_layer: the module (or its dotted name, e.g. "layer4", "features.29") whose output is
+            explained, or a list of them: the per-layer maps are fused (see `_fuse`).
+        backend: "auto" (Triton on CUDA when importable), "triton" or "torch"; None reads the
+            FASTCAM_BACKEND environment variable.
+        reshape_transform: turns the layer output into (B, C, h, w) (or (B, C, d, h, w)) for layers of
+            another layout (ViT tokens, Swin's channels-last maps): see `fastcam.reshape`.
+        output_fn: picks the (B, K) scores from the model's output when the defaults above do not.
+        allow_train_mode: explain a model that is in training mode as it is (batch statistics, BatchNorm
+            running statistics updated). By default such a model is refused: call `model.eval()`.
+
+    No hook is installed outside a call. The model's train/eval mode and its parameters' `requires_grad`
+    are left as they were; parameters' `.grad` are never computed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | str | list[nn.Module | str] | tuple[nn.Module | str, ...],
+        *,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, nn.DataParallel):
+            raise TypeError(
+                "nn.DataParallel runs the model in worker threads, where an explanation cannot follow it; "
+                "explain the wrapped model (model.module) on one device, or scale out with "
+                "DistributedDataParallel / torchrun (fastcam.explain_dataset shards across ranks)"
+            )
+        for name, value in (("reshape_transform", reshape_transform), ("output_fn", output_fn)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+        self.model = model
+        self.layers = resolve_layers(model, target_layer)
+        self.layer_name = self.layers[0][0] if len(self.layers) == 1 else [name for name, _ in self.layers]
+        self.layer = self.layers[0][1]
+        self.backend = check_backend(backend)
+        self.reshape_transform = reshape_transform
+        self.output_fn = output_fn
+        self.allow_train_mode = bool(allow_train_mode)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.layer_name!r}, backend={self.backend!r})"
 
-    # ------------------------------------------------------------------ capture
-    def _forward(self, images: Tensor, with_grad: bool) -> tuple[Any, Tensor]:
-        """Run the model once, capturing the target layer's output. Returns (model output, A)."""
-        if self._hook is None:
-            raise RuntimeError(f"{type(self).__name__} was closed; create a new one")
-        self._captured = None
-        self._capturing, self._with_grad = True, with_grad
-        try:
-            if with_grad:
-                # Grad mode is thread-local state: the hook switches recording on at the target layer and
-                # leaving this block restores the caller's mode. Nothing before the layer is recorded, so
-                # its activations are not kept for a backward that never reaches them.
-                with torch.no_grad():
-                    output = self.model(images)
-            else:
-                with torch.no_grad():
-                    output = self.model(images)
-            activations = self._captured
-        finally:
-            self._capturing, self._with_grad, self._captured = False, False, None
-        if activations is None:
-            raise ValueError(f"target layer {self.layer_name!r} was not called during the model's forward")
-        return output, activations
+    # ------------------------------------------------------------------ the shared path
+    def _forward(self, images: Tensor) -> tuple[Any, list[Tensor]]:
+        """Run the model once with this call's hooks; returns (model output, raw target-layer outputs)."""
+        with capture(self.model, self.layers, record_after=self.uses_gradients, images_channels=images.shape[1]) as state:
+            # Gradient methods: nothing before the first target layer is recorded (its hook switches
+            # recording on; leaving no_grad restores the caller's mode), so the backbone's activations are
+            # not kept for a backward that never reaches them.
+            with torch.no_grad():
+                output = self.model(images)
+        missing = [name for name, out in zip(state.names, state.outputs) if out is None]
+        if missing:
+            raise ValueError(f"target layer {missing[0]!r} was not called during the model's forward")
+        return output, list(state.outputs)  # type: ignore[arg-type]
 
-    def _gradients(self, logits: Tensor, activations: Tensor, targets: Tensor) -> Tensor:
-        """dY/dA for Y = sum_b logits[b, t_b]; one backward for the whole batch (images are independent)."""
+    def _layout(self, raw: Tensor, name: str) -> Tensor:
+        """The layer output as (B, C, *spatial): through `reshape_transform`, or refused if ambiguous."""
+        if self.reshape_transform is not None:
+            out = self.reshape_transform(raw)
+            if not isinstance(out, Tensor) or out.dim() - 2 not in SPATIAL_RANKS or out.shape[0] != raw.shape[0]:
+                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(
+                    f"reshape_transform must return (B, C, h, w) or (B, C, d, h, w) with B = {raw.shape[0]} for "
+                    f"layer {name!r}, got {shape}"
+                )
+            return out
+        shape = tuple(raw.shape)
+        if raw.dim() == 3:
+            raise ValueError(
+                f"target layer {name!r} outputs a 3-D token sequence {shape}, not a 4-D (B, C, h, w) map: pass "
+                "reshape_transform=fastcam.reshape.vit() (ViT/DeiT, with prefix tokens) or fastcam.reshape.swin() "
+                "((B, L, C) sequences)"
+            )
+        if raw.dim() == 4 and raw.shape[1] == raw.shape[2] and raw.shape[3] > 4 * raw.shape[1]:
+            raise ValueError(
+                f"target layer {name!r} outputs {shape}, which looks channels-last (B, h, w, C): pass "
+                "reshape_transform=fastcam.reshape.nhwc, or a transform to (B, C, h, w) if it is not"
+            )
+        if raw.dim() - 2 not in SPATIAL_RANKS:
+            raise ValueError(
+                f"target layer {name!r} must output a 4-D (B, C, h, w) tensor (5-D (B, C, d, h, w) for volumes), "
+                f"got {shape}"
+            )
+        return raw
+
+    def _gradients(self, logits: Tensor, raws: list[Tensor], targets: Tensor) -> list[Tensor]:
+        """d y / d A for every target layer, y = sum_b logits[b, t_b]: one backward for the whole batch
+        (images are independent) and all layers."""
         if not logits.requires_grad:
-            raise ValueError(f"the model's output does not depend on target layer {self.layer_name!r}")
-        # the caller may be inside no_grad: the score must join the recorded graph
-        with torch.enable_grad():
+            raise ValueError(f"the model's output does not depend on target layer {self.layers[0][0]!r}")
+        with torch.enable_grad():  # the caller may be inside no_grad: the score must join the recorded graph
             score = accumulation(logits).gather(1, targets.unsqueeze(1)).sum()
-            (grad,) = torch.autograd.grad(score, activations, allow_unused=True)
-        if grad is None:
-            raise ValueError(f"the model's output does not depend on target layer {self.layer_name!r}")
-        if self.gradient_noise:
-            noise = torch.randn(grad.shape, generator=self.noise_generator, device=grad.device, dtype=grad.dtype)
-            grad = grad + self.gradient_noise * noise
-        return grad
+            grads = torch.autograd.grad(score, raws, allow_unused=True)
+        for (name, _), grad in zip(self.layers, grads):
+            if grad is None:
+                raise ValueError(f"the model's output does not depend on target layer {name!r}")
+        return list(grads)
 
-    # ------------------------------------------------------------------ public API
-    def __call__(self, images: Tensor, targets: TargetsLike = None) -> Tensor:
-        """(B, H, W) float32 maps in [0, 1] on the images' device."""
-        return self.explain(images, targets).maps
-
-    def explain(self, images: Tensor, targets: TargetsLike = None) -> Explanation:
-        """Explain a batch: maps (B, H, W), lowres (B, h, w), logits (B, K), targets (B,)."""
-        if self.uses_gradients and torch.is_inference_mode_enabled():
-            # tensors made in inference mode cannot enter autograd: work outside it, on normal tensors
-            with torch.inference_mode(False):
-                if images.is_inference():
-                    images = images.clone()
-                if isinstance(targets, Tensor) and targets.is_inference():
-                    targets = targets.clone()
-                return self._explain(images, targets)
-        return self._explain(images, targets)
+    def _transform_gradients(self, gradients: Tensor, ctx_images: Tensor) -> Tensor:
+        """Gradient methods may transform dY/dA before any weighting (noise for robustness studies)."""
+        return gradients
 
     def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
-        images = check_images(images, self.model)
-        output, activations = self._forward(images, with_grad=self.uses_gradients)
-        logits = check_logits(output, images.shape[0])
+        images = check_image_batch(images)
+        check_model_input(self.model, images, allow_train_mode=self.allow_train_mode)
+        finite = FiniteCheck()
+        finite.add("images (pixels)", images)
+        output, raws = self._forward(images)
+        for (name, _), raw in zip(self.layers, raws):  # reported in the order the values arise
+            finite.add(f"the activations of layer {name!r}", raw)
+        logits = model_logits(output, images.shape[0], self.output_fn)
+        finite.add("the model's logits", logits)
         target_idx = resolve_targets(targets, logits)
-        backend = resolve_backend(self.backend, activations)
-        device_type = activations.device.type
-        self._caller_amp = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-        # Weights and the combine are computed in float32 even inside a caller's autocast region;
-        # model forwards inside `_get_weights` get the caller's autocast back through `_model_autocast`.
+        device_type = images.device.type
+        amp = _caller_amp(device_type)
+        raw_grads = self._gradients(logits, raws, target_idx) if self.uses_gradients else [None] * len(raws)
+        contexts = []
+        for (name, _), raw, raw_grad in zip(self.layers, raws, raw_grads):
+            activations = self._layout(raw.detach(), name)
+            gradients = None
+            if raw_grad is not None:
+                gradients = self._layout(raw_grad, name)
+                finite.add(f"the gradients at layer {name!r}", gradients)
+                gradients = self._transform_gradients(gradients, images)
+            if activations.dim() != images.dim():
+                raise ValueError(
+                    f"layer {name!r} gives {activations.dim() - 2}-D maps {tuple(activations.shape)} for "
+                    f"{images.dim() - 2}-D images {tuple(images.shape)}"
+                )
+            contexts.append(CallContext(
+                model=self.model, images=images, logits=logits, targets=target_idx, activations=activations,
+                gradients=gradients, backend=resolve_backend(self.backend, activations), caller_amp=amp,
+                layer_name=name,
+            ))
+        finite.raise_if_any()  # the call's one host sync: nothing non-finite reaches the weights or the maps
+        size = tuple(images.shape[2:])
+        # Weights and the combine are computed in float32 even inside a caller's autocast region; model
+        # forwards inside `_get_weights` get the caller's autocast back through `ctx.model_autocast()`.
         with torch.autocast(device_type=device_type, enabled=False):
-            weights = self._get_weights(images=images, activations=activations, logits=logits, targets=target_idx)
-            lowres, maps = self._combine(activations, weights, tuple(images.shape[-2:]), backend)
+            results = []
+            for ctx in contexts:
+                weights = self._get_weights(ctx)
+                results.append(op("combine", ctx.backend)(ctx.activations, weights, size))
+            lowres, maps = results[0] if len(results) == 1 else self._fuse(results, size)
         return Explanation(maps=maps, lowres=lowres, logits=logits.detach().float(), targets=target_idx)
 
-    def _model_autocast(self, device_type: str) -> torch.autocast:
-        """The caller's autocast setting, for extra model forwards made while computing weights."""
-        amp = getattr(self, "_caller_amp", None)
-        return torch.autocast(device_type=device_type, dtype=amp, enabled=amp is not None)
+    @staticmethod
+    def _fuse(results: list[tuple[Tensor, Tensor]], size: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        r"""Multi-layer fusion: the mean of the per-layer maps (each already in [0, 1]), max-normalised
+        again; `lowres` is the same fusion at the finest layer's resolution.
 
-    def _combine(self, activations: Tensor, weights: Tensor, size: tuple[int, int], backend: str) -> tuple[Tensor, Tensor]:
-        return combine(activations.detach(), weights, size, backend)
+        pytorch-grad-cam fuses min-max scaled per-layer maps the same way (mean, then scale); fastcam's maps
+        are ReLU'd and max-normalised (an all-zero map stays zero), and so is the fusion.
+        """
+        maps = torch.stack([m for _, m in results]).mean(dim=0)
+        finest = max((low.shape[1:] for low, _ in results), key=lambda s: torch.Size(s).numel())
+        lows = torch.stack([upsample_normalize(low, tuple(finest)) for low, _ in results]).mean(dim=0)
+        peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
+        low_peak = lows.flatten(1).amax(dim=1).clamp_min(torch.finfo(lows.dtype).tiny)
+        shape = (-1,) + (1,) * (maps.dim() - 1)
+        return lows / low_peak.view((-1,) + (1,) * (lows.dim() - 1)), maps / peak.view(shape)
 
-    def _get_weights(self, *, images: Tensor, activations: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
-        """Per-channel weights (B, C), float32 or wider (`accumulation`). Gradient methods call `self._gradients`."""
+    def _get_weights(self, ctx: CallContext) -> Tensor:
+        """Per-channel weights (B, C), float32 or wider (`accumulation`)."""
         raise NotImplementedError
+
+
+class GradientCAM(BaseCAM):
+    """Base class of the methods that weight channels from dY/dA (Grad-CAM, Grad-CAM++, CF-CAM, ...).
+
+    Extra args:
+        gradient_noise: std of Gaussian noise added to dY/dA before any weighting (robustness studies;
+            0 = none), the same for every gradient method (see fastcam.metrics.gradient_noise_robustness).
+        generator: the noise's source: a `torch.Generator` on the activations' device (its state
+            advances), an int seed (a fresh generator each call: the same noise on every call with the same
+            shapes), or None (torch's global RNG).
+    """
+
+    uses_gradients = True
+
+    def __init__(self, model: nn.Module, target_layer: Any, *, gradient_noise: float = 0.0,
+                 generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
+        super().__init__(model, target_layer, **kwargs)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
+                raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+        self.gradient_noise = check_real("gradient_noise", gradient_noise, low=0, low_inclusive=True)
+        self.generator = generator
+
+    def with_gradient_noise(self, sigma: float, generator: torch.Generator | int | None = None) -> "GradientCAM":
+        """A copy of this explainer whose gradients get N(0, sigma²) noise (this one is left unchanged)."""
+        noisy = copy.copy(self)
+        noisy.gradient_noise = check_real("sigma", sigma, low=0, low_inclusive=True)
+        noisy.generator = generator
+        return noisy
+
+    def _transform_gradients(self, gradients: Tensor, images: Tensor) -> Tensor:
+        if not self.gradient_noise:
+            return gradients
+        generator = self.generator
+        if generator is not None and not isinstance(generator, torch.Generator):
+            # a generator must live on the tensors' device, so a seed becomes one here, afresh each call
+            generator = torch.Generator(device=gradients.device).manual_seed(int(generator))
+        noise = torch.randn(gradients.shape, generator=generator, device=gradients.device, dtype=gradients.dtype)
+        return gradients + self.gradient_noise * noise

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from fastcam.methods._combine import accumulation
-from fastcam.methods.base import BaseCAM
+from fastcam.methods.base import CallContext, GradientCAM
+from fastcam.ops import accumulation
 
 
-class GradCAM(BaseCAM):
+class GradCAM(GradientCAM):
     r"""Grad-CAM: channel weights are the spatially averaged gradients of the target score.
 
     $$ w_{c} = \frac{1}{hw}\sum_{i,j} \frac{\partial y^{t}}{\partial A_{c}(i,j)}, \qquad
@@ -18,6 +18,7 @@ class GradCAM(BaseCAM):
         ...     maps = cam(images)            # (B, H, W) in [0, 1]
     """
 
-    def _get_weights(self, *, images: Tensor, activations: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
-        grad = self._gradients(logits, activations, targets)
-        return accumulation(grad).mean(dim=(2, 3))
+    name = "gradcam"
+
+    def _get_weights(self, ctx: CallContext) -> Tensor:
+        return accumulation(ctx.gradients).mean(dim=ctx.spatial_dims)

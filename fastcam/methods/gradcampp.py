@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fastcam.methods._combine import accumulation
-from fastcam.methods.base import BaseCAM
+from fastcam.methods.base import CallContext, GradientCAM
+from fastcam.ops import accumulation
 
 
 def gradcampp_weights(activations: Tensor, grad: Tensor) -> Tensor:
@@ -14,20 +14,25 @@ def gradcampp_weights(activations: Tensor, grad: Tensor) -> Tensor:
     $$ \alpha_c(i,j) = \frac{g_c(i,j)^2}{2 g_c(i,j)^2 + \sum_{a,b} A_c(a,b)\, g_c(i,j)^3}, \qquad
        w_c = \sum_{i,j} \alpha_c(i,j)\, \mathrm{ReLU}(g_c(i,j)) $$
 
-    with $\alpha = 0$ where the denominator vanishes (which covers g = 0). Computed in at least float32.
+    with $\alpha = 0$ where the denominator vanishes (which covers g = 0). Only positive gradients
+    contribute, and for g ≠ 0 the fraction cancels to $\alpha = 1 / (2 + S_c\, g)$ with $S_c = \sum A_c$:
+    computed that way, nothing overflows (g³ exceeds float32's range once |g| passes ~7e12), so the weights
+    are finite wherever the float64 closed form is. Computed in at least float32, over any spatial rank.
     (torchcam 0.5 divides a masked copy, so its alphas stay g²; pytorch-grad-cam follows this formula.)
     """
     g = accumulation(grad)
-    g2 = g * g
-    denom = 2 * g2 + accumulation(activations).sum(dim=(2, 3), keepdim=True) * g2 * g
-    nonzero = denom != 0
-    alpha = torch.where(nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)), torch.zeros_like(g2))
-    return (alpha * torch.relu(g)).sum(dim=(2, 3))
+    spatial = tuple(range(2, g.dim()))
+    total = accumulation(activations).sum(dim=spatial, keepdim=True)
+    denom = 2 + total * g
+    usable = (g > 0) & (denom != 0)
+    safe = torch.where(usable, denom, torch.ones_like(denom))
+    return torch.where(usable, g / safe, torch.zeros_like(g)).sum(dim=spatial)
 
 
-class GradCAMPlusPlus(BaseCAM):
+class GradCAMPlusPlus(GradientCAM):
     """Grad-CAM++: pixel-wise weighted positive gradients (see `gradcampp_weights`)."""
 
-    def _get_weights(self, *, images: Tensor, activations: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
-        grad = self._gradients(logits, activations, targets)
-        return gradcampp_weights(activations.detach(), grad)
+    name = "gradcampp"
+
+    def _get_weights(self, ctx: CallContext) -> Tensor:
+        return gradcampp_weights(ctx.activations, ctx.gradients)

@@ -1,21 +1,26 @@
 """Score-CAM (Wang et al., CVPR-W 2020), batched across images and channels."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastcam.methods._combine import accumulation
-from fastcam.methods.base import BaseCAM
+from fastcam._validation import model_logits
+from fastcam.methods.base import BaseCAM, CallContext
+from fastcam.ops import accumulation
 
 SCORES = ("probability", "logit")
+_MODES = {4: "bilinear", 5: "trilinear"}
 
 
 def normalize_channels(activations: Tensor) -> Tensor:
     """Per-channel min-max normalisation to [0, 1] over the spatial dims (a constant channel gives 0)."""
     a = accumulation(activations)
-    low = a.amin(dim=(2, 3), keepdim=True)
-    span = a.amax(dim=(2, 3), keepdim=True) - low
+    flat = a.flatten(2)
+    low = flat.amin(dim=2).view(*a.shape[:2], *([1] * (a.dim() - 2)))
+    span = flat.amax(dim=2).view_as(low) - low
     return (a - low) / span.clamp_min(torch.finfo(a.dtype).tiny)
 
 
@@ -34,21 +39,15 @@ class ScoreCAM(BaseCAM):
         score: "probability" (the target's softmax probability, Score-CAM's definition, default) or
             "logit" (the raw target logit, torchcam's choice). The baseline $f^t(x)$ is a per-image
             constant, which the softmax over channels cancels; it is kept for fidelity of the definition.
+        Other arguments as for every `BaseCAM` method.
     """
 
-    uses_gradients = False
+    name = "scorecam"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: nn.Module | str,
-        *,
-        batch_size: int = 32,
-        score: str = "probability",
-        backend: str | None = None,
-    ) -> None:
-        super().__init__(model, target_layer, backend=backend)
-        if not isinstance(batch_size, int) or batch_size < 1:
+    def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, score: str = "probability",
+                 **kwargs: Any) -> None:
+        super().__init__(model, target_layer, **kwargs)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -62,29 +61,34 @@ class ScoreCAM(BaseCAM):
         return logits.gather(1, targets.unsqueeze(1)).squeeze(1)
 
     @torch.no_grad()
-    def _get_weights(self, *, images: Tensor, activations: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
+    def _get_weights(self, ctx: CallContext) -> Tensor:
+        images, activations, targets = ctx.images, ctx.activations, ctx.targets
         batch, channels = activations.shape[:2]
-        masks = normalize_channels(activations).flatten(0, 1).unsqueeze(1)  # (B*C, 1, h, w)
+        masks = normalize_channels(activations).flatten(0, 1).unsqueeze(1)  # (B*C, 1, *spatial)
         owner = torch.arange(batch, device=images.device).repeat_interleave(channels)  # image of each mask
         # A constant channel normalises to an all-zero mask, so its masked input is the zero image whatever
         # the image: one forward of f(0) scores all of them (dead post-ReLU channels are common), exactly.
-        span = activations.amax(dim=(2, 3)) - activations.amin(dim=(2, 3))
+        flat = activations.flatten(2)
+        span = flat.amax(dim=2) - flat.amin(dim=2)
         live = torch.nonzero(span.flatten() > 0).squeeze(1)  # one host sync: the loop needs the count
         if live.numel() < batch * channels:
             zero_image = torch.zeros_like(images[:1])
-            with self._model_autocast(images.device.type):
-                zero_logits = self.model(zero_image)
-            scores = self._target_score(zero_logits.expand(batch, -1), targets).index_select(0, owner)
+            with ctx.model_autocast():
+                zero_output = ctx.model(zero_image)
+            zero_logits = model_logits(zero_output, 1, self.output_fn).expand(batch, -1)
+            scores = self._target_score(zero_logits, targets).index_select(0, owner)
         else:
             scores = torch.empty(batch * channels, dtype=masks.dtype, device=images.device)
-        size = tuple(images.shape[-2:])
+        size = tuple(images.shape[2:])
         for start in range(0, live.numel(), self.batch_size):
             chunk = live[start : start + self.batch_size]
             idx = owner.index_select(0, chunk)
-            up = F.interpolate(masks.index_select(0, chunk), size=size, mode="bilinear", align_corners=False)
+            up = F.interpolate(masks.index_select(0, chunk), size=size, mode=_MODES[images.dim()], align_corners=False)
             masked = images.index_select(0, idx) * up.to(images.dtype)
-            with self._model_autocast(images.device.type):  # masked forwards keep the caller's AMP
-                out = self.model(masked)
-            scores[chunk] = self._target_score(out, targets.index_select(0, idx)).to(scores.dtype)
-        baseline = self._target_score(logits, targets)
+            with ctx.model_autocast():  # masked forwards keep the caller's AMP
+                out = ctx.model(masked)
+            logits = model_logits(out, chunk.shape[0], self.output_fn)
+            scores[chunk] = self._target_score(logits, targets.index_select(0, idx)).to(scores.dtype)
+        baseline = self._target_score(ctx.logits, targets)
         return torch.softmax(scores.view(batch, channels) - baseline.unsqueeze(1), dim=1)
+

@@ -12,22 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fastcam._backend import check_backend
-from fastcam._validation import TargetsLike, check_images, resolve_targets
+from fastcam._backend import check_backend, op, resolve_backend
+from fastcam._validation import FiniteCheck, TargetsLike, check_image_batch, check_model_input, resolve_targets
 from fastcam.explanation import Explanation
-from fastcam.methods._combine import upsample_normalize
-from fastcam.softcam import check_softcam_output, head_kernel
+from fastcam.methods._capture import capture
+from fastcam.methods.base import Explainer
+from fastcam.softcam import check_softcam_output
 
 
-def evidence_maps(evidence: Tensor, targets: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Torch reference: lowres = ReLU(E[b, t_b]) (B, h, w) float32, maps = its upsampled, max-normalised
-    version (B, H, W) float32 (an all-zero map stays zero)."""
-    index = targets.view(-1, 1, 1, 1).expand(-1, 1, *evidence.shape[2:])
-    lowres = torch.relu(evidence.gather(1, index).squeeze(1).float())
-    return lowres, upsample_normalize(lowres, size)
-
-
-class SoftCAM:
+class SoftCAM(Explainer):
     """Explain a SoftCAM network from its own evidence maps.
 
     Args:
@@ -35,58 +28,48 @@ class SoftCAM:
             `fastcam.softcam.convert`.
         backend: "auto" | "triton" | "torch" for the map step (gather, ReLU, upsample, normalise); None
             reads FASTCAM_BACKEND. The evidence head's own backend is set at `convert`.
+        allow_train_mode: explain a network in training mode as it is (refused by default: call
+            `net.eval()`).
 
     Same call contract as the post-hoc methods: `SoftCAM(net)(images, targets=None)` -> (B, H, W)
     float32 in [0, 1] on the images' device; `.explain(...)` -> `fastcam.Explanation`. The net runs
-    once under `torch.no_grad()` in the mode it is in (call `net.eval()` first, as for any inference).
-    No hooks are installed; `close()` and the context manager exist for the shared protocol.
+    once under `torch.no_grad()`. No hooks outlive the call.
 
     Example:
         >>> with fastcam.SoftCAM(fastcam.softcam.convert(model, 2).eval()) as cam:
         ...     maps = cam(images)
     """
 
-    def __init__(self, net: nn.Module, *, backend: str | None = None) -> None:
+    name = "softcam"
+
+    def __init__(self, net: nn.Module, *, backend: str | None = None, allow_train_mode: bool = False) -> None:
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
         self.net = net
         self.backend = check_backend(backend)
-        self._closed = False
-
-    def close(self) -> None:
-        """Mark the explainer closed (idempotent); there are no hooks to remove."""
-        self._closed = True
-
-    def __enter__(self) -> "SoftCAM":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.allow_train_mode = bool(allow_train_mode)
 
     def __repr__(self) -> str:
         return f"SoftCAM(net={type(self.net).__name__}, backend={self.backend!r})"
 
-    def __call__(self, images: Tensor, targets: TargetsLike = None) -> Tensor:
-        """(B, H, W) float32 maps in [0, 1] on the images' device."""
-        return self.explain(images, targets).maps
-
-    def explain(self, images: Tensor, targets: TargetsLike = None) -> Explanation:
+    def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
         """Explain a batch: maps (B, H, W), lowres = ReLU(E[b, t_b]) (B, h, w), logits (B, K), targets (B,)."""
-        if self._closed:
-            raise RuntimeError("SoftCAM was closed; create a new one")
-        # the channel check reads the first convolution of the backbone (the head's conv comes last)
-        backbone = getattr(self.net, "backbone", None)
-        images = check_images(images, backbone if isinstance(backbone, nn.Module) else self.net)
-        with torch.no_grad():
+        images = check_image_batch(images)
+        if images.dim() != 4:
+            raise ValueError(f"SoftCAM networks take 4-D (B, C, H, W) images, got shape {tuple(images.shape)}")
+        check_model_input(self.net, images, allow_train_mode=self.allow_train_mode)
+        finite = FiniteCheck()
+        finite.add("images (pixels)", images)
+        with capture(self.net, (), record_after=False, images_channels=images.shape[1]), torch.no_grad():
             output = self.net(images)
         logits, evidence = check_softcam_output(output, images.shape[0])
+        finite.add("the model's logits", logits)
+        finite.add("the evidence maps", evidence)
         target_idx = resolve_targets(targets, logits)
-        size = (images.shape[-2], images.shape[-1])
-        fused = head_kernel("softcam_maps", self.backend, evidence)
+        finite.raise_if_any()  # the call's one host sync
+        backend = resolve_backend(self.backend, evidence)
         # maps are computed in float32 even inside a caller's autocast region
         with torch.autocast(device_type=evidence.device.type, enabled=False):
-            if fused is not None:
-                lowres, maps = fused(evidence, target_idx, size, check_targets=False)  # resolve_targets validated them
-            else:
-                lowres, maps = evidence_maps(evidence, target_idx, size)
+            # resolve_targets validated the targets: no second range check (a host sync)
+            lowres, maps = op("softcam_maps", backend)(evidence, target_idx, tuple(images.shape[2:]), check_targets=False)
         return Explanation(maps=maps, lowres=lowres, logits=logits.detach().float(), targets=target_idx)

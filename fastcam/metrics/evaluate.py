@@ -219,7 +219,7 @@ def evaluate_run(run: Any, metrics: Sequence[str], *, masks: str | Path | None =
     """Compute `metrics` (names of `METRICS`) for one run; see the module docstring."""
     from tqdm.auto import tqdm
 
-    from fastcam.methods._combine import upsample_normalize
+    from fastcam.ops import upsample_normalize
     from fastcam.pipeline import make_explainer
 
     device = torch.device(device)

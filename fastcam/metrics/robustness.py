@@ -1,15 +1,14 @@
 """Robustness of a gradient-based explanation to noise in the gradients (CF-CAM's robustness protocol)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from fastcam._validation import TargetsLike
-from fastcam.methods.base import BaseCAM
+from fastcam.methods.base import Explainer, GradientCAM
 from fastcam.metrics.ssim import mse, ssim
 
 #: the noise levels of CF-CAM's evaluation: 0.1, then 1 to 10
@@ -33,26 +32,17 @@ class RobustnessResult:
     targets: Tensor
 
 
-@contextmanager
-def gradient_noise(cam: BaseCAM, sigma: float, generator: torch.Generator | None = None) -> Iterator[BaseCAM]:
-    """Temporarily add N(0, sigma^2) noise to the gradients `cam` computes, before any weighting.
-
-    Uses BaseCAM's `gradient_noise` / `noise_generator` hook (the noise enters in `_gradients`, so every
-    gradient method, CF-CAM included, sees it before its weights are formed).
-    """
-    if not isinstance(cam, BaseCAM) or not cam.uses_gradients:
+def gradient_noise(cam: Explainer, sigma: float, generator: torch.Generator | None = None) -> GradientCAM:
+    """A copy of the gradient method `cam` that adds N(0, sigma^2) noise to its gradients before any
+    weighting (`cam` itself is left unchanged, so it stays safe to share between threads)."""
+    if not isinstance(cam, GradientCAM):
         raise ValueError(f"{type(cam).__name__} does not use gradients: gradient-noise robustness is undefined for it")
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
-    saved = cam.gradient_noise, cam.noise_generator
-    cam.gradient_noise, cam.noise_generator = float(sigma), generator
-    try:
-        yield cam
-    finally:
-        cam.gradient_noise, cam.noise_generator = saved
+    return cam.with_gradient_noise(float(sigma), generator)
 
 
-def gradient_noise_robustness(cam: BaseCAM, images: Tensor, targets: TargetsLike = None, *,
+def gradient_noise_robustness(cam: Explainer, images: Tensor, targets: TargetsLike = None, *,
                               sigmas: Sequence[float] = DEFAULT_SIGMAS, seed: int = 0) -> RobustnessResult:
     r"""SSIM and MSE between the clean map and the map computed with noisy gradients (He et al., CF-CAM, 2025).
 
@@ -66,18 +56,16 @@ def gradient_noise_robustness(cam: BaseCAM, images: Tensor, targets: TargetsLike
     Works for every gradient method (Grad-CAM, Grad-CAM++, CF-CAM); Score-CAM and SoftCAM use no
     gradients and raise ValueError.
     """
-    if not isinstance(cam, BaseCAM) or not cam.uses_gradients:
+    if not isinstance(cam, GradientCAM):
         raise ValueError(f"{type(cam).__name__} does not use gradients: gradient-noise robustness is undefined for it")
     sigma_list = [float(s) for s in sigmas]
     if not sigma_list or any(not s >= 0 for s in sigma_list):
         raise ValueError(f"sigmas must be a non-empty sequence of values >= 0, got {list(sigmas)}")
-    with gradient_noise(cam, 0.0):  # the clean map, whatever the cam was configured with
-        clean = cam.explain(images, targets)
+    clean = gradient_noise(cam, 0.0).explain(images, targets)  # the clean map, whatever cam's own noise
     generator = torch.Generator(device=images.device).manual_seed(seed)
     ssims, mses = [], []
     for sigma in sigma_list:
-        with gradient_noise(cam, sigma, generator):
-            noisy = cam.explain(images, clean.targets).maps
+        noisy = gradient_noise(cam, sigma, generator).explain(images, clean.targets).maps
         ssims.append(ssim(clean.maps, noisy))
         mses.append(mse(clean.maps, noisy))
     return RobustnessResult(sigmas=torch.tensor(sigma_list), ssim=torch.stack(ssims), mse=torch.stack(mses),

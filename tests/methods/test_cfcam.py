@@ -21,16 +21,15 @@ from sklearn.cluster import DBSCAN
 from torch import nn
 
 import fastcam
-from fastcam.methods.cfcam import (
+from fastcam.methods.cfcam import CFCAM, channel_labels
+from fastcam.models import tiny_resnet
+from fastcam.ops import (
     IMPORTANT,
     NOISE,
-    CFCAM,
-    channel_labels,
     cluster_filter_weights,
     gaussian_coverage,
     reference_filtered_mean,
 )
-from fastcam.models import tiny_resnet
 
 # ------------------------------------------------------------------------------------------- made-up data
 

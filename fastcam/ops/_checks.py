@@ -1,0 +1,112 @@
+"""Argument checks of the fused operations, shared by the torch references and the Triton kernels.
+
+They live on the lowest floor so that `fastcam.kernels` (which imports only `fastcam.ops` and Triton) and
+the references raise the same errors for the same bad arguments.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+#: dtypes every kernel reads (half inputs accumulate in float32, float64 in float64)
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+#: the SoftCAM poolings of the evidence maps
+POOLS = ("avg", "max", "lse")
+
+
+def check_size(size: Sequence[int]) -> tuple[int, ...]:
+    """An output size (H, W) or (D, H, W) as positive ints, or a ValueError/TypeError naming the problem."""
+    if isinstance(size, Tensor) or not isinstance(size, Sequence) or len(size) not in (2, 3):
+        raise TypeError(f"size must be a pair (H, W) or a triple (D, H, W) of ints, got {size!r}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+        raise TypeError(f"size must be a pair (H, W) or a triple (D, H, W) of ints, got {size!r}")
+    if any(s < 1 for s in size):
+        raise ValueError(f"size must be positive, got {size!r}")
+    return tuple(size)
+
+
+def check_activations(activations: object, name: str = "activations", *, dims: tuple[int, ...] = (4, 5)) -> None:
+    """A float (B, C, h, w) (or (B, C, d, h, w)) tensor with C and every spatial size >= 1."""
+    if not isinstance(activations, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(activations).__name__}")
+    if activations.dim() not in dims:
+        layouts = " or ".join({4: "(B, C, h, w)", 5: "(B, C, d, h, w)"}[d] for d in dims)
+        raise ValueError(f"{name} must be {layouts}, got shape {tuple(activations.shape)}")
+    if activations.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {activations.dtype}")
+    if any(s < 1 for s in activations.shape[1:]):
+        raise ValueError(f"{name} must have C and every spatial size >= 1, got shape {tuple(activations.shape)}")
+
+
+def check_real(name: str, value: object, *, low: float, low_inclusive: bool, high: float = math.inf) -> float:
+    """A finite real hyperparameter within [low or (low, high]; a clear TypeError/ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    above = value >= low if low_inclusive else value > low
+    if not (math.isfinite(value) and above and value <= high):
+        bound = f"{'>=' if low_inclusive else '>'} {low}" + ("" if high == math.inf else f" and <= {high}")
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return value
+
+
+def check_pool(pool: object, temperature: object) -> tuple[str, float]:
+    """A SoftCAM pooling name and a positive finite temperature (checked for every pool)."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
+    return str(pool), float(temperature)
+
+
+def check_head_inputs(features: object, weight: object, bias: object) -> tuple[Tensor, Tensor | None]:
+    """Validate the evidence head's operands; returns the weight as (K, C) (a conv's (K, C, 1, 1) is accepted)."""
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a torch.Tensor (B, C, h, w), got {type(features).__name__}")
+    if features.dim() != 4:
+        raise ValueError(f"features must be 4-D (B, C, h, w), got shape {tuple(features.shape)}")
+    if features.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"features must be float32, float16, bfloat16 or float64, got {features.dtype}")
+    if any(s == 0 for s in features.shape):
+        raise ValueError(f"features must be non-empty, got shape {tuple(features.shape)}")
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be a torch.Tensor (K, C), got {type(weight).__name__}")
+    if weight.dim() == 4 and weight.shape[2:] == (1, 1):
+        weight = weight.reshape(weight.shape[0], weight.shape[1])  # differentiable view of a 1×1 conv weight
+    if weight.dim() != 2 or weight.shape[1] != features.shape[1] or weight.shape[0] == 0:
+        raise ValueError(
+            f"weight must be (K, C) with C = {features.shape[1]} (the features' channels), got {tuple(weight.shape)}"
+        )
+    if weight.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"weight must be float32, float16, bfloat16 or float64, got {weight.dtype}")
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a torch.Tensor (K,) or None, got {type(bias).__name__}")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"bias must be float32, float16, bfloat16 or float64, got {bias.dtype}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.device != features.device:
+            raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
+    return weight, bias  # type: ignore[return-value]
+
+
+def check_class_targets(targets: object, batch: int, num_classes: int, device: torch.device, *, check_range: bool) -> None:
+    """(B,) integer class indices on `device`; their range costs one host sync and is checked only on request."""
+    if not isinstance(targets, Tensor) or targets.dim() != 1 or targets.shape[0] != batch:
+        raise ValueError(f"targets must be a 1-D tensor of B = {batch} class indices")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
+    if targets.device != device:
+        raise ValueError(f"targets are on {targets.device} but the evidence is on {device}")
+    if check_range:
+        low, high = torch.stack([targets.min(), targets.max()]).tolist()
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"targets must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")

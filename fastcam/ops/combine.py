@@ -1,0 +1,56 @@
+r"""The shared combine: weighted channel sum + ReLU, then upsampling and per-image max-normalisation.
+
+$$ L_b = \mathrm{ReLU}\Big(\sum_c w_{bc} A_{bc}\Big), \qquad
+   M_b = \frac{U(L_b)}{\max(\max U(L_b),\ \text{tiny})} $$
+
+with $U$ PyTorch's bilinear (2-D maps) or trilinear (3-D volumes) upsampling, ``align_corners=False``.
+These are the torch references of `fastcam.kernels.cam_combine` and `fastcam.kernels.upsample_normalize`,
+and the product backend on CPU and in exported graphs.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fastcam.ops._checks import check_activations, check_size
+
+_MODES = {2: "bilinear", 3: "trilinear"}
+
+
+def accumulation(x: Tensor) -> Tensor:
+    """`x` in its accumulation dtype: at least float32 (half inputs are promoted), float64 kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def weighted_sum_relu(activations: Tensor, weights: Tensor) -> Tensor:
+    r"""$L_b = \mathrm{ReLU}(\sum_c w_{bc} A_{bc})$, accumulated in at least float32.
+
+    activations: (B, C, *spatial) any float dtype; weights: (B, C) -> (B, *spatial) float32.
+    """
+    dtype = torch.promote_types(accumulation(weights).dtype, accumulation(activations).dtype)
+    summed = torch.einsum("bc,bcp->bp", weights.to(dtype), activations.to(dtype).flatten(2))
+    return torch.relu(summed).view(activations.shape[0], *activations.shape[2:]).float()
+
+
+def upsample_normalize(lowres: Tensor, size: Sequence[int]) -> Tensor:
+    """Upsampling (bilinear for (B, h, w), trilinear for (B, d, h, w); align_corners=False) of non-negative
+    maps to `size`, divided by each map's max. An all-zero map stays zero: the max is clamped to the
+    smallest normal float, so no division by zero and no NaN.
+    """
+    size = check_size(size)
+    if lowres.dim() - 1 != len(size):
+        raise ValueError(f"lowres {tuple(lowres.shape)} and size {tuple(size)} disagree on the number of spatial dims")
+    maps = F.interpolate(lowres.float().unsqueeze(1), size=size, mode=_MODES[len(size)], align_corners=False)
+    maps = maps.squeeze(1)
+    peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps / peak.view(-1, *([1] * len(size)))
+
+
+def combine(activations: Tensor, weights: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Weighted sum + ReLU + upsample + normalise -> (lowres (B, *spatial), maps (B, *size)), both float32."""
+    check_activations(activations)
+    lowres = weighted_sum_relu(activations, weights)
+    return lowres, upsample_normalize(lowres, size)
