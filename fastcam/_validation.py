@@ -7,8 +7,7 @@ flags, which costs nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Callable, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -147,31 +146,6 @@ def check_model_input(model: nn.Module, images: Tensor, *, allow_train_mode: boo
             f"images are {images.dtype} but the model is {reference.dtype}: convert the images with "
             f".to({reference.dtype}), or run inside torch.autocast for mixed precision"
         )
-
-
-def model_logits(output: object, batch_size: int, output_fn: Callable[[Any], Tensor] | None = None) -> Tensor:
-    """The (B, K) class scores in a model's output.
-
-    A tensor is taken as it is; a tuple/list gives its first element; a mapping (a Hugging Face
-    `ModelOutput` too) its "logits"; `output_fn(output)` overrides all of these.
-    """
-    if output_fn is not None:
-        logits = output_fn(output)
-    elif isinstance(output, Tensor):
-        logits = output
-    elif isinstance(output, Mapping) or hasattr(output, "logits"):
-        logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits")
-        if logits is None:
-            keys = list(output.keys()) if isinstance(output, Mapping) else []
-            raise TypeError(f"the model returned a mapping without 'logits' (keys {keys}); pass output_fn= to pick the scores")
-    elif isinstance(output, (tuple, list)) and output:
-        logits = output[0]
-    else:
-        raise TypeError(
-            f"the model must return a (B, K) tensor of class scores, got {type(output).__name__}; "
-            "pass output_fn= to pick the scores from it"
-        )
-    return check_logits(logits, batch_size)
 
 
 def check_logits(output: object, batch_size: int) -> Tensor:

@@ -12,10 +12,12 @@ class Explanation:
 
     Attributes:
         maps: (B, H, W) float32 in [0, 1]: ReLU, bilinear upsampling to the input size, divided by the
-            per-image max (an all-zero map stays zero).
-        lowres: (B, h, w) float32 at the target layer's resolution, after ReLU, not normalised.
-        logits: (B, K) the model's class scores for the batch (detached).
-        targets: (B,) int64 class explained for each image.
+            per-image max (an all-zero map stays zero); (B, D, H, W) with trilinear upsampling for volumes.
+        lowres: (B, h, w) float32 at the target layer's resolution, after ReLU, not normalised ((B, d, h, w)
+            for volumes; for several target layers, their fusion at the finest layer's resolution).
+        logits: (B, K) the model's class scores for the batch (detached); for a target on another kind of
+            output (segmentation, embeddings; see `fastcam.targets`), the (B, 1) target scores.
+        targets: (B,) int64 class explained for each image; -1 where the target is not one class.
     """
 
     maps: Tensor

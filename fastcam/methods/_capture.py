@@ -38,7 +38,11 @@ class Capture:
         self.thread = threading.get_ident()
         self.first_conv_seen = False
 
-    def on_layer(self, index: int, output: Any) -> Tensor | None:
+    def on_layer(self, index: int, output: Any) -> Any:
+        if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+            # blocks that return (hidden_states, extras...) (Hugging Face layers): the first is the output
+            replaced = self.on_layer(index, output[0])
+            return None if replaced is None else type(output)((replaced, *output[1:]))
         name = self.names[index]
         if not isinstance(output, Tensor):
             raise ValueError(

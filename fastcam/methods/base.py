@@ -33,13 +33,12 @@ from fastcam._validation import (
     TargetsLike,
     check_image_batch,
     check_model_input,
-    model_logits,
     resolve_layers,
-    resolve_targets,
 )
 from fastcam.explanation import Explanation
 from fastcam.methods._capture import capture
 from fastcam.ops import accumulation, check_real, upsample_normalize
+from fastcam.targets import Target, check_scores, resolve_target
 
 ReshapeTransform = Callable[[Tensor], Tensor]
 OutputFn = Callable[[Any], Tensor]
@@ -52,8 +51,10 @@ class CallContext:
     Attributes:
         model: the model explained.
         images: (B, C, H, W) or (B, C, D, H, W) input batch.
-        logits: (B, K) class scores (in the graph for gradient methods).
-        targets: (B,) int64 class explained per image.
+        output: the model's output as targets see it (after the explainer's `output_fn`).
+        logits: (B, K) class scores when the output has them, else None.
+        target: what is explained (`fastcam.targets`): `target.score(output)` per image.
+        targets: (B,) int64 class explained per image (-1 where the target is not one class).
         activations: (B, C, *spatial) the target layer's output after `reshape_transform`, detached.
         gradients: (B, C, *spatial) d score / d activations (gradient methods; None otherwise), after the
             explainer's gradient transform (`GradientCAM.gradient_noise`).
@@ -64,7 +65,9 @@ class CallContext:
 
     model: nn.Module
     images: Tensor
-    logits: Tensor
+    output: Any
+    logits: Tensor | None
+    target: Target
     targets: Tensor
     activations: Tensor
     gradients: Tensor | None
@@ -76,6 +79,10 @@ class CallContext:
     @property
     def device_type(self) -> str:
         return self.images.device.type
+
+    def view(self, output: Any) -> Any:
+        """A model output as the target sees it (the explainer's `output_fn` applied): for extra forwards."""
+        return self.extras["output_fn"](output) if self.extras.get("output_fn") is not None else output
 
     def model_autocast(self) -> ContextManager[Any]:
         """The caller's autocast setting, for extra model forwards made while computing weights."""
@@ -234,14 +241,13 @@ class BaseCAM(Explainer):
             )
         return raw
 
-    def _gradients(self, logits: Tensor, raws: list[Tensor], targets: Tensor) -> list[Tensor]:
-        """d y / d A for every target layer, y = sum_b logits[b, t_b]: one backward for the whole batch
-        (images are independent) and all layers."""
-        if not logits.requires_grad:
+    def _gradients(self, scores: Tensor, raws: list[Tensor]) -> list[Tensor]:
+        """d y / d A for every target layer, y = sum_b score_b: one backward for the whole batch (images
+        are independent) and all layers."""
+        if not scores.requires_grad:
             raise ValueError(f"the model's output does not depend on target layer {self.layers[0][0]!r}")
         with torch.enable_grad():  # the caller may be inside no_grad: the score must join the recorded graph
-            score = accumulation(logits).gather(1, targets.unsqueeze(1)).sum()
-            grads = torch.autograd.grad(score, raws, allow_unused=True)
+            grads = torch.autograd.grad(accumulation(scores).sum(), raws, allow_unused=True)
         for (name, _), grad in zip(self.layers, grads):
             if grad is None:
                 raise ValueError(f"the model's output does not depend on target layer {name!r}")
@@ -259,12 +265,20 @@ class BaseCAM(Explainer):
         output, raws = self._forward(images)
         for (name, _), raw in zip(self.layers, raws):  # reported in the order the values arise
             finite.add(f"the activations of layer {name!r}", raw)
-        logits = model_logits(output, images.shape[0], self.output_fn)
-        finite.add("the model's logits", logits)
-        target_idx = resolve_targets(targets, logits)
+        batch = images.shape[0]
+        view = self.output_fn(output) if self.output_fn is not None else output
+        with torch.enable_grad() if self.uses_gradients else nullcontext():  # the score joins the graph
+            target, logits = resolve_target(targets, view, batch)
+            scores = check_scores(target.score(view), batch)
+        if logits is not None:
+            finite.add("the model's logits", logits)
+        else:
+            finite.add("the target scores", scores)
+        classes = target.classes if target.classes is not None else torch.full((batch,), -1, dtype=torch.long)
+        classes = classes.to(images.device)
         device_type = images.device.type
         amp = _caller_amp(device_type)
-        raw_grads = self._gradients(logits, raws, target_idx) if self.uses_gradients else [None] * len(raws)
+        raw_grads = self._gradients(scores, raws) if self.uses_gradients else [None] * len(raws)
         contexts = []
         for (name, _), raw, raw_grad in zip(self.layers, raws, raw_grads):
             activations = self._layout(raw.detach(), name)
@@ -279,9 +293,9 @@ class BaseCAM(Explainer):
                     f"{images.dim() - 2}-D images {tuple(images.shape)}"
                 )
             contexts.append(CallContext(
-                model=self.model, images=images, logits=logits, targets=target_idx, activations=activations,
-                gradients=gradients, backend=resolve_backend(self.backend, activations), caller_amp=amp,
-                layer_name=name,
+                model=self.model, images=images, output=view, logits=logits, target=target, targets=classes,
+                activations=activations, gradients=gradients, backend=resolve_backend(self.backend, activations),
+                caller_amp=amp, layer_name=name, extras={"output_fn": self.output_fn},
             ))
         finite.raise_if_any()  # the call's one host sync: nothing non-finite reaches the weights or the maps
         size = tuple(images.shape[2:])
@@ -293,7 +307,8 @@ class BaseCAM(Explainer):
                 weights = self._get_weights(ctx)
                 results.append(op("combine", ctx.backend)(ctx.activations, weights, size))
             lowres, maps = results[0] if len(results) == 1 else self._fuse(results, size)
-        return Explanation(maps=maps, lowres=lowres, logits=logits.detach().float(), targets=target_idx)
+        scores_out = logits if logits is not None else scores.unsqueeze(1)
+        return Explanation(maps=maps, lowres=lowres, logits=scores_out.detach().float(), targets=classes)
 
     @staticmethod
     def _fuse(results: list[tuple[Tensor, Tensor]], size: tuple[int, ...]) -> tuple[Tensor, Tensor]:

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastcam._validation import model_logits
 from fastcam.methods.base import BaseCAM, CallContext
 from fastcam.ops import accumulation
+from fastcam.targets import Target, repeat_output
 
 SCORES = ("probability", "logit")
 _MODES = {4: "bilinear", 5: "trilinear"}
@@ -36,8 +36,9 @@ class ScoreCAM(BaseCAM):
             batch are packed together into chunks of this size (B·C forwards' worth in ceil(B·C/batch_size)
             calls), not looped per image. Constant channels (all-zero masks) share one forward of the
             zero image, which is exact and skips dead channels.
-        score: "probability" (the target's softmax probability, Score-CAM's definition, default) or
-            "logit" (the raw target logit, torchcam's choice). The baseline $f^t(x)$ is a per-image
+        score: "probability" (the target's probability, Score-CAM's definition, default: softmax for
+            class scores, sigmoid for a single-logit model, see `fastcam.targets`) or "logit" (the raw
+            target score, torchcam's choice). The baseline $f^t(x)$ is a per-image
             constant, which the softmax over channels cancels; it is kept for fidelity of the definition.
         Other arguments as for every `BaseCAM` method.
     """
@@ -54,15 +55,14 @@ class ScoreCAM(BaseCAM):
         self.batch_size = batch_size
         self.score = score
 
-    def _target_score(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = accumulation(logits)
-        if self.score == "probability":
-            logits = torch.softmax(logits, dim=1)
-        return logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    def _target_score(self, target: Target, output: Any) -> Tensor:
+        """The target's probability (its score where none is defined), or its raw score ("logit")."""
+        scores = target.probability(output) if self.score == "probability" else target.score(output)
+        return accumulation(scores)
 
     @torch.no_grad()
     def _get_weights(self, ctx: CallContext) -> Tensor:
-        images, activations, targets = ctx.images, ctx.activations, ctx.targets
+        images, activations, target = ctx.images, ctx.activations, ctx.target
         batch, channels = activations.shape[:2]
         masks = normalize_channels(activations).flatten(0, 1).unsqueeze(1)  # (B*C, 1, *spatial)
         owner = torch.arange(batch, device=images.device).repeat_interleave(channels)  # image of each mask
@@ -75,8 +75,8 @@ class ScoreCAM(BaseCAM):
             zero_image = torch.zeros_like(images[:1])
             with ctx.model_autocast():
                 zero_output = ctx.model(zero_image)
-            zero_logits = model_logits(zero_output, 1, self.output_fn).expand(batch, -1)
-            scores = self._target_score(zero_logits, targets).index_select(0, owner)
+            zero_scores = self._target_score(target, repeat_output(ctx.view(zero_output), batch))
+            scores = zero_scores.index_select(0, owner)
         else:
             scores = torch.empty(batch * channels, dtype=masks.dtype, device=images.device)
         size = tuple(images.shape[2:])
@@ -87,8 +87,7 @@ class ScoreCAM(BaseCAM):
             masked = images.index_select(0, idx) * up.to(images.dtype)
             with ctx.model_autocast():  # masked forwards keep the caller's AMP
                 out = ctx.model(masked)
-            logits = model_logits(out, chunk.shape[0], self.output_fn)
-            scores[chunk] = self._target_score(logits, targets.index_select(0, idx)).to(scores.dtype)
-        baseline = self._target_score(ctx.logits, targets)
+            scores[chunk] = self._target_score(target.select(idx), ctx.view(out)).to(scores.dtype)
+        baseline = self._target_score(target, ctx.output)
         return torch.softmax(scores.view(batch, channels) - baseline.unsqueeze(1), dim=1)
 

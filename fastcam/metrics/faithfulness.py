@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from fastcam._validation import TargetsLike, check_images, check_logits, resolve_targets
 from fastcam.metrics._checks import check_maps, resize_maps
+from fastcam.targets import ClassTarget
 
 BaselineLike = Union[str, float, Tensor]
 BASELINES = ("zeros", "blur", "mean")
@@ -29,7 +30,7 @@ class CurveResult:
 
     Attributes:
         auc: (B,) area under each curve, trapezoid rule over the fraction of pixels in [0, 1].
-        curve: (B, steps + 1) softmax probability of the target class after step k (k / steps of the
+        curve: (B, steps + 1) probability of the target class (softmax; sigmoid for a single logit) after step k (k / steps of the
             pixels removed, for deletion, or inserted, for insertion); column 0 is the unperturbed
             start (the clean image for deletion, the baseline for insertion).
         fractions: (steps + 1,) the fraction of pixels changed at each step, k / steps.
@@ -49,8 +50,8 @@ class DropIncrease:
     Attributes:
         drop: (B,) 100 * max(0, Y - O) / Y, in percent.
         increase: (B,) 1.0 where O > Y, else 0.0 (times 100 and averaged: Increase in Confidence, %).
-        clean: (B,) Y, the target's softmax probability on the image.
-        explained: (B,) O, the target's softmax probability on the image multiplied by its map.
+        clean: (B,) Y, the target's probability on the image (softmax; sigmoid for a single logit).
+        explained: (B,) O, the same probability on the image multiplied by its map.
         targets: (B,) the class explained.
     """
 
@@ -104,7 +105,8 @@ def make_baseline(images: Tensor, baseline: BaselineLike) -> Tensor:
 def _target_probability(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     with torch.inference_mode():
         logits = check_logits(model(inputs), inputs.shape[0])
-    return torch.softmax(logits.float(), dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    # the targets' own probability: softmax over classes, sigmoid for a single-logit model (never a flat 1)
+    return ClassTarget(targets).probability(logits)
 
 
 def _resolve(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLike) -> tuple[Tensor, Tensor, Tensor]:
