@@ -83,9 +83,33 @@ def _add_explain_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from fastcam.pipeline import explain_folder_cli
+    from pathlib import Path
 
-    return explain_folder_cli(args)
+    from fastcam.pipeline import explain_folder
+    from fastcam.pipeline.distributed import torchrun_ranks
+
+    if args.size is not None and len(args.size) not in (1, 2):
+        raise ValueError(f"--size takes 1 or 2 values, got {len(args.size)}")
+    targets = args.targets
+    if targets not in (None, "predicted"):
+        if str(targets).lstrip("-").isdigit():
+            targets = int(targets)
+        elif Path(targets).is_file():
+            targets = Path(targets)
+        else:
+            raise ValueError(f"--targets must be 'predicted', a class index or an existing file, got {targets!r}")
+    run = explain_folder(
+        args.model, args.data, args.out, weights=args.weights, num_classes=args.num_classes,
+        in_channels=args.in_channels, layer=args.layer, method=args.method, method_kwargs=dict(args.method_arg),
+        targets=targets, size=args.size[0] if args.size and len(args.size) == 1 else args.size, mean=args.mean,
+        std=args.std, workers=args.workers, batch_size=args.batch_size, device=args.device, amp=args.amp,
+        dtype=args.dtype, resume=not args.no_resume, overlays=args.overlays, colormap=args.colormap,
+        alpha=args.alpha, report=args.report, progress=not args.quiet)
+    if torchrun_ranks().is_main:
+        rate = run.meta.get("timings", {}).get("images_per_s")
+        print(f"fastcam explain: {len(run)} images explained, {len(run.skipped)} skipped"
+              f"{f', {rate} images/s' if rate else ''} -> {args.out}")
+    return 0
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:

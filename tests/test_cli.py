@@ -111,7 +111,7 @@ def test_module_factory_spec_state_dict_and_targets_file(tmp_path: Path, folder:
     run = open_run(out)
     assert run.targets.tolist() == [2, 1, 0, 2, 1]
     assert run.meta["settings"]["method_kwargs"] == {"batch_size": 64}
-    assert run.maps.shape[0] == 5 and run.upsampled(1).shape == (24, 20)
+    assert run.lowres.shape[0] == 5 and run.upsampled(1).shape == (24, 20)
 
 
 @pytest.mark.parametrize("argv, message", [

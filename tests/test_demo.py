@@ -73,7 +73,7 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys) -> None:
         run = open_run(out / "runs" / method)
         assert run.ids == names and run.method == method and len(run.skipped) == 0
         assert run.logits.shape == (config.n_test, 2)
-        assert run.maps.shape == (config.n_test, 4, 4) and bool(torch.isfinite(run.maps).all())
+        assert run.lowres.shape == (config.n_test, 4, 4) and bool(torch.isfinite(run.lowres).all())
         assert all((out / "runs" / method / "overlays" / n).is_file() for n in names)
     assert open_run(out / "runs" / "softcam").meta["settings"]["target_layer"] is None
     info = json.loads((out / "model" / "training.json").read_text())

@@ -303,7 +303,7 @@ def test_fastcam_eval_on_a_tiny_run(tmp_path) -> None:
     summary = result["summary"]
     assert summary["deletion"]["n"] == summary["robustness"]["n"] == 3 and summary["pointing_game"]["n"] == 1
     # the same numbers by hand, from the stored maps and the metrics API
-    maps = fastcam.methods._combine.upsample_normalize(run.maps.float(), (64, 64))
+    maps = fastcam.methods._combine.upsample_normalize(run.lowres.float(), (64, 64))
     from fastcam.io.images import ImageFolder
 
     images = torch.stack([ImageFolder(data, Preprocess(channels=3))[i]["image"] for i in range(3)])

@@ -24,7 +24,8 @@ import fastcam.cli
 from fastcam.io.images import Preprocess, read_image
 from fastcam.io.store import open_run
 from fastcam.models import tiny_resnet
-from fastcam.pipeline import _explain_splitting_on_oom, explain_dataset
+from fastcam.pipeline import explain_dataset
+from fastcam.pipeline.explain import explain_splitting_on_oom
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def _commits(progress: dict) -> list[tuple[int, int]]:
 
 def _assert_same_run(a: fastcam.io.Run, b: fastcam.io.Run) -> None:
     assert a.ids == b.ids
-    assert torch.equal(a.maps, b.maps)
+    assert torch.equal(a.lowres, b.lowres)
     assert torch.equal(a.logits, b.logits)
     assert torch.equal(a.targets, b.targets)
 
@@ -148,7 +149,7 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path) -> None:
     images = torch.stack([read_image(data / name) for name in good])
     with fastcam.GradCAM(model, "layer4") as cam:
         exp = cam.explain(images)
-    torch.testing.assert_close(run.maps, exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(run.logits, exp.logits, rtol=1e-5, atol=1e-6)
     assert torch.equal(run.targets, exp.targets) and torch.equal(run.predicted, exp.logits.argmax(1))
     torch.testing.assert_close(run.upsampled(2), exp.maps[2], rtol=1e-5, atol=1e-6)
@@ -167,7 +168,7 @@ def test_float16_store_keeps_relative_precision(tmp_path: Path) -> None:
                           progress=False)
     exp = fastcam.GradCAMPlusPlus(model, "layer4").explain(torch.stack([read_image(data / n) for n in names]))
     peak = exp.lowres.amax(dim=(1, 2), keepdim=True)
-    assert ((run.maps - exp.lowres).abs() <= 2 ** -11 * peak + 1e-12).all()  # half an fp16 ulp of [0, 1]
+    assert ((run.lowres - exp.lowres).abs() <= 2 ** -11 * peak + 1e-12).all()  # half an fp16 ulp of [0, 1]
 
 
 # ------------------------------------------------------------------------------------------ refusal
@@ -260,13 +261,13 @@ def test_oom_splits_the_batch_and_gives_the_same_result(resnet: torch.nn.Module)
             return cam.explain(x, targets)
 
     state: dict[str, int] = {}
-    maps, lowres, logits, targets = _explain_splitting_on_oom(Tight(), images, None, None, state)
+    maps, lowres, logits, targets = explain_splitting_on_oom(Tight(), images, None, None, state)
     exp = cam.explain(images)
     torch.testing.assert_close(lowres, exp.lowres, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logits, exp.logits, rtol=1e-5, atol=1e-6)
     assert torch.equal(targets, exp.targets) and state["micro"] == 1
     calls.clear()
-    _explain_splitting_on_oom(Tight(), images[:2], None, None, state)  # later batches start at the size that worked
+    explain_splitting_on_oom(Tight(), images[:2], None, None, state)  # later batches start at the size that worked
     assert calls == [1, 1]
 
 
@@ -280,11 +281,11 @@ def test_amp_workers_and_grayscale_folder(tmp_path: Path) -> None:
     assert run.meta["settings"]["amp"] == "bf16" and run.meta["settings"]["data"]["preprocess"]["channels"] == 1
     full = explain_dataset(gray_model, data, method="gradcam", target_layer="layer4", out=tmp_path / "fp32",
                            batch_size=4, progress=False)
-    assert run.ids == full.ids and bool(torch.isfinite(run.maps).all())
+    assert run.ids == full.ids and bool(torch.isfinite(run.lowres).all())
     # bf16 forwards: same predictions here, maps within bf16's precision of the float32 run
     assert torch.equal(run.targets, full.targets)
-    peak = full.maps.amax(dim=(1, 2), keepdim=True)
-    assert ((run.maps - full.maps).abs() <= 0.1 * peak + 1e-6).all()
+    peak = full.lowres.amax(dim=(1, 2), keepdim=True)
+    assert ((run.lowres - full.lowres).abs() <= 0.1 * peak + 1e-6).all()
     with pytest.raises(ValueError, match="amp"):
         explain_dataset(gray_model, data, method="gradcam", target_layer="layer4", out=tmp_path / "x", amp="fp8")
 
@@ -338,7 +339,7 @@ def test_torchrun_two_ranks_equal_single_process_and_resume(tmp_path: Path) -> N
     assert (tmp_path / "multi" / "shard-00000-of-00002").is_dir() and (tmp_path / "multi" / "shard-00001-of-00002").is_dir()
     assert multi.meta["world_size"] == 2 and multi.meta["complete"]
     assert multi.ids == single.ids
-    torch.testing.assert_close(multi.maps, single.maps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(multi.lowres, single.lowres, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(multi.logits, single.logits, rtol=1e-5, atol=1e-6)
     assert torch.equal(multi.targets, single.targets)
     # rank 1 "crashed" after its first batch: roll its commit record back, relaunch, only it resumes
@@ -350,7 +351,7 @@ def test_torchrun_two_ranks_equal_single_process_and_resume(tmp_path: Path) -> N
     launch()
     assert _progress(tmp_path / "multi", 0, 2)["commits"] == before0
     assert _commits(_progress(tmp_path / "multi", 1, 2)) == [(0, session), (1, session + 1), (2, session + 1)]
-    torch.testing.assert_close(open_run(tmp_path / "multi").maps, single.maps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(open_run(tmp_path / "multi").lowres, single.lowres, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ reading

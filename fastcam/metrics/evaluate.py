@@ -101,7 +101,8 @@ def _weights_candidates(run_dir: Path, weights: str) -> list[Path]:
 
 def load_run_model(run: Any, spec: str | None = None, weights: str | None = None) -> nn.Module:
     """Rebuild the model a run explained, checking its weights hash to the run's `state_sha256`."""
-    from fastcam.pipeline import _state_hash, load_model
+    from fastcam.pipeline import load_model
+    from fastcam.pipeline.settings import state_hash
 
     info = run.meta.get("settings", {}).get("model", {})
     spec = spec or info.get("spec")
@@ -130,7 +131,7 @@ def load_run_model(run: Any, spec: str | None = None, weights: str | None = None
         kwargs.pop("in_channels", None)
     model, _ = load_model(spec, weights, kwargs.get("num_classes"), kwargs.get("in_channels"), softcam=softcam)
     expected = info.get("state_sha256")
-    if expected and _state_hash(model) != expected:
+    if expected and state_hash(model) != expected:
         raise ModelMismatch(f"the model built from {spec!r} (weights {weights!r}) is not the one run "
                          f"{str(run.path)!r} explained (state hash differs): pass the right --model/--weights")
     return model
@@ -274,7 +275,7 @@ def evaluate_run(run: Any, metrics: Sequence[str], *, masks: str | Path | None =
     indices = run.indices.tolist()
     try:
         for rows in tqdm(list(_batches(len(run), batch_size)), desc=f"eval {res.name}", disable=not progress):
-            lowres = run.maps[rows.start:rows.stop].float()
+            lowres = run.lowres[rows.start:rows.stop].float()
             targets = run.targets[rows.start:rows.stop]
             if not size:
                 raise ValueError(f"run {str(run.path)!r} does not record its input size")
