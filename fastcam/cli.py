@@ -233,9 +233,16 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from fastcam.metrics.evaluate import eval_cli
+    from fastcam.evaluate import evaluate, markdown_table, parse_metrics
+    from fastcam.metrics.robustness import DEFAULT_SIGMAS
 
-    return eval_cli(args)
+    sigmas = tuple(float(s) for s in args.sigmas.split(",")) if args.sigmas else DEFAULT_SIGMAS
+    results, out = evaluate(args.runs, args.metrics, masks=args.masks, out=args.out, spec=args.model,
+                            weights=args.weights, device=args.device, batch_size=args.batch_size, steps=args.steps,
+                            sigmas=sigmas, labels=args.labels, progress=not args.quiet, seed=args.seed)
+    print(markdown_table(results, parse_metrics(args.metrics)))
+    print(f"fastcam eval: {len(results)} run(s) -> {out}")
+    return 0
 
 
 #: every subcommand, registered in one place: add yours here (issue 6: eval, bench)
