@@ -199,9 +199,23 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from fastcam.benchmark import bench_cli
+    import torch
 
-    return bench_cli(args)
+    from fastcam.benchmark import CONTENDER_KEYS, BenchConfig, run_benchmark, write_results
+
+    contenders = (tuple(c.strip() for c in args.contenders.split(",") if c.strip()) if args.contenders
+                  else CONTENDER_KEYS)
+    config = BenchConfig(model=args.model, size=args.size, batch=args.batch,
+                         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), amp=args.amp,
+                         layer=args.layer, num_classes=args.num_classes, warmup=args.warmup, repeats=args.repeats,
+                         scorecam_batch_size=args.scorecam_batch_size,
+                         peer_scorecam_batch_size=args.peer_scorecam_batch_size, contenders=contenders, seed=args.seed,
+                         interleave=not args.sequential, max_time=args.max_time)
+    report = run_benchmark(config, progress=not args.quiet)
+    print(report.markdown())
+    path = write_results(report, args.out, args.markdown)
+    print(f"fastcam bench: results -> {path}")
+    return 0
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
