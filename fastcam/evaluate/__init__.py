@@ -9,29 +9,30 @@ pure (tensors in, tensors out) and this package brings runs, models, images and 
 - `scoring`: `evaluate_run`, one run's metrics (`RunMetrics`);
 - `outputs`: Markdown tables, plots, the "Evaluation" section of HTML reports;
 - `app`: `evaluate`, runs in, every output written.
-"""
-from fastcam.evaluate.app import evaluate
-from fastcam.evaluate.catalog import GROUPS, METRICS, MetricInfo, parse_metrics
-from fastcam.evaluate.inputs import LogitsOnly, ModelMismatch, find_runs, load_mask, load_run_model, read_labels, run_images
-from fastcam.evaluate.outputs import link_into_report, markdown_table, plot
-from fastcam.evaluate.scoring import RunMetrics, evaluate_run
 
-__all__ = [
-    "GROUPS",
-    "METRICS",
-    "LogitsOnly",
-    "MetricInfo",
-    "ModelMismatch",
-    "RunMetrics",
-    "evaluate",
-    "evaluate_run",
-    "find_runs",
-    "link_into_report",
-    "load_mask",
-    "load_run_model",
-    "markdown_table",
-    "parse_metrics",
-    "plot",
-    "read_labels",
-    "run_images",
-]
+The names below load on first access, so `fastcam eval --help` reads the catalog without torch.
+"""
+from fastcam._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "evaluate": "fastcam.evaluate.app",
+    "GROUPS": "fastcam.evaluate.catalog",
+    "METRICS": "fastcam.evaluate.catalog",
+    "MetricInfo": "fastcam.evaluate.catalog",
+    "parse_metrics": "fastcam.evaluate.catalog",
+    "LogitsOnly": "fastcam.evaluate.inputs",
+    "ModelMismatch": "fastcam.evaluate.inputs",
+    "find_runs": "fastcam.evaluate.inputs",
+    "load_mask": "fastcam.evaluate.inputs",
+    "load_run_model": "fastcam.evaluate.inputs",
+    "read_labels": "fastcam.evaluate.inputs",
+    "run_images": "fastcam.evaluate.inputs",
+    "link_into_report": "fastcam.evaluate.outputs",
+    "markdown_table": "fastcam.evaluate.outputs",
+    "plot": "fastcam.evaluate.outputs",
+    "RunMetrics": "fastcam.evaluate.scoring",
+    "evaluate_run": "fastcam.evaluate.scoring",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

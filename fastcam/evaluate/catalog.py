@@ -1,4 +1,7 @@
-"""The metrics `fastcam eval` computes, their groups, and how a `--metrics` list is read."""
+"""The metrics `fastcam eval` computes, their groups, and how a `--metrics` list is read.
+
+Torch-free: `fastcam eval --help` lists the metrics from here.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
