@@ -137,10 +137,10 @@ def markdown_tables(report: BenchReport) -> str:
             lines.append(f"| {results[k].name} | " + " | ".join(_fmt(row.get(p)) for p in peers) + " |")
     if report.targets:
         lines += ["", "| target | measured | met |", "|---|---:|---|"]
-        for t in report.targets:
-            met = "n/a" if t["met"] is None else ("yes" if t["met"] else "no")
-            suffix = "" if t["setting_matches"] else " (other setting than the target's)"
-            lines.append(f"| {t['target']} | {_fmt(t['ratio'])}× | {met}{suffix} |")
+        for target in report.targets:
+            met = "n/a" if target["met"] is None else ("yes" if target["met"] else "no")
+            suffix = "" if target["setting_matches"] else " (other setting than the target's)"
+            lines.append(f"| {target['target']} | {_fmt(target['ratio'])}× | {met}{suffix} |")
     return "\n".join(lines) + "\n"
 
 

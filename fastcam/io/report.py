@@ -43,7 +43,7 @@ def _img(path: Path, start: Path, alt: str) -> str:
     return f'<img src="{html.escape(_rel(path, start))}" alt="{html.escape(alt)}" loading="lazy">'
 
 
-def write_report(runs: Sequence[Run | str | os.PathLike], out: str | Path, title: str = "fastcam report",
+def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, title: str = "fastcam report",
                  masks_dir: str | Path | None = None, labels: Mapping[Any, int] | None = None,
                  class_names: Sequence[str] | None = None, max_images: int = 200) -> Path:
     """Write the HTML report of `runs` (which must explain the same sample ids) to `out`.

@@ -433,7 +433,7 @@ class Run:
         return upsample_normalize(self.lowres[row : row + 1], tuple(int(s) for s in size))[0]
 
 
-def open_run(path: str | Path, allow_partial: bool = False) -> Run:
+def open_run(path: str | os.PathLike[str], allow_partial: bool = False) -> Run:
     """Read a run directory written by `fastcam.explain_dataset` / `fastcam explain`.
 
     Shards are merged back into dataset order: dataset index i lives in shard i % W at row i // W.

@@ -117,7 +117,7 @@ def targets_resolver(targets: Any, ids: Sequence[Any]) -> tuple[TargetsResolver,
     return (lambda idx, labels: per_index[idx]), {"per_sample_sha256": digest}
 
 
-def read_targets_file(path: str | Path) -> dict[str, int]:
+def read_targets_file(path: str | os.PathLike[str]) -> dict[str, int]:
     """CSV (`relative/path,class` per line, optional header) or JSON ({path: class}) -> mapping."""
     path = Path(path)
     if path.suffix.lower() == ".json":
