@@ -126,10 +126,11 @@ def explain_finite(explainer: Any, images: Tensor, targets: Any, amp: torch.dtyp
         if bool(finite.all()):
             return keep, explained, dropped
         dropped.update({int(row): "the explanation (maps or logits)" for row in keep[~finite]})
+        if not bool(finite.any()):
+            return keep[finite], None, dropped
         # explanations are per image, so the finite rows stand as they are
-        keep = keep[finite]
-        return keep, tuple(t[finite.to(t.device)] for t in explained), dropped  # type: ignore[return-value]
-    return keep, None, dropped
+        return keep[finite], tuple(t[finite.to(t.device)] for t in explained), dropped  # type: ignore[return-value]
+    return keep, None, dropped  # every image was named by a NonFiniteError
 
 
 def _select_targets(targets: Any, rows: Tensor) -> Any:

@@ -184,6 +184,9 @@ def test_images_with_non_finite_explanations_are_skipped_with_the_reason(tmp_pat
         exp = cam.explain(images[[0, 2, 3, 5]])
     torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
     assert run.meta["n_skipped"] == 2 and run.meta["n_explained"] == 4
+    with fastcam.GradCAM(_NaNForBrightImages(inner), "model.layer4") as cam:  # a batch with no finite image
+        kept, explained, dropped = explain_finite(cam, images[[1, 4]], None, None, {})
+    assert kept.tolist() == [] and explained is None and sorted(dropped) == [0, 1]
 
 
 def test_non_finite_error_leaves_out_exactly_the_named_images(resnet: torch.nn.Module) -> None:
