@@ -34,30 +34,32 @@ class NonFiniteError(ValueError):
 
 
 class FiniteCheck:
-    """Per-image NaN/Inf flags gathered along one call, read back to the host once (`raise_if_any`).
+    """Per-image NaN/Inf checks gathered along one call, read back to the host once (`raise_if_any`).
 
-    Each `add` queues a (B,) "non-finite" mask on the device without syncing; the first reason with a
-    flagged image, in the order added, names the error.
+    Each `add` queues, without syncing, one fused read of the tensor: its per-image min and max, which
+    are NaN if any value is NaN and ±Inf if any is infinite (and cannot overflow, unlike a sum). The first
+    reason with a flagged image, in the order added, names the error.
     """
 
     def __init__(self) -> None:
         self._reasons: list[str] = []
-        self._flags: list[Tensor] = []
+        self._extremes: list[Tensor] = []
 
     def add(self, reason: str, tensor: Tensor) -> None:
         """Queue the check of a (B, ...) tensor: image b is flagged if any of tensor[b] is NaN or Inf."""
-        if tensor.is_floating_point() or tensor.is_complex():
+        if tensor.is_floating_point() and tensor.numel():
+            low, high = torch.aminmax(tensor.detach().reshape(tensor.shape[0], -1), dim=1)
             self._reasons.append(reason)
-            self._flags.append(~torch.isfinite(tensor.detach()).flatten(1).all(dim=1))
+            self._extremes.append(torch.stack([low.float(), high.float()]))
 
     def raise_if_any(self) -> None:
         """One host sync: raise `NonFiniteError` for the first reason with flagged images."""
-        if not self._flags:
+        if not self._extremes:
             return
-        flags = torch.stack([f.to(self._flags[0].device) for f in self._flags])  # (checks, B)
-        if not bool(flags.any()):
+        bad = ~torch.isfinite(torch.stack([e.to(self._extremes[0].device) for e in self._extremes]))  # (checks, 2, B)
+        if not bool(bad.any()):
             return
-        for reason, row in zip(self._reasons, flags.cpu()):
+        for reason, row in zip(self._reasons, bad.any(dim=1).cpu()):
             if bool(row.any()):
                 raise NonFiniteError(reason, torch.nonzero(row).flatten().tolist())
 
