@@ -323,7 +323,8 @@ class BaseCAM(Explainer):
             finite.add("the model's logits", logits)
         else:
             finite.add("the target scores", per_image(scores, batch))
-        classes = target.classes[:batch] if target.classes is not None else torch.full((batch,), -1, dtype=torch.long)
+        classes = target.classes if target.classes is not None else torch.full((batch,), -1, dtype=torch.long)
+        classes = classes if classes.shape[0] == batch else classes[:batch]
         classes = classes.to(images.device)
         device_type = images.device.type
         amp = _caller_amp(device_type)
@@ -337,8 +338,9 @@ class BaseCAM(Explainer):
         row_logits = logits if logits is None or explained == batch else primary_tensor(view_all)
         contexts = []
         for (name, _), raw, raw_grad in zip(self.layers, raws, raw_grads):
-            activations = self._layout(raw.detach()[:explained], name)
-            gradients, extras = None, {"output_fn": self.output_fn, "layer_output": raw.detach()[:explained]}
+            raw_rows = raw.detach() if explained == raw.shape[0] else raw.detach()[:explained]
+            activations = self._layout(raw_rows, name)
+            gradients, extras = None, {"output_fn": self.output_fn, "layer_output": raw_rows}
             if raw_grad is not None:
                 gradients = self._layout(raw_grad, name)
                 finite.add(f"the gradients at layer {name!r}", per_image(gradients, batch))
@@ -352,7 +354,8 @@ class BaseCAM(Explainer):
                 )
             contexts.append(CallContext(
                 model=self.model, images=rows, output=view_all, logits=row_logits, target=target,
-                targets=classes.repeat(explained // batch), activations=activations, gradients=gradients,
+                targets=classes if explained == batch else classes.repeat(explained // batch),
+                activations=activations, gradients=gradients,
                 backend=resolve_backend(self.backend, activations), caller_amp=amp, layer_name=name, extras=extras,
             ))
         finite.raise_if_any()  # the call's one host sync: nothing non-finite reaches the weights or the maps
