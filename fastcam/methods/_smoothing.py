@@ -79,10 +79,11 @@ def augment(images: Tensor) -> Tensor:
 
 
 def deaugment(maps: Tensor, batch: int) -> Tensor:
-    r"""(6·B, *spatial) per-copy maps -> (B, *spatial): flipped back, averaged, max-normalised:
-    $M = \mathrm{norm}\big(\frac16 \sum_k T_k^{-1}(M_k)\big)$ (bilinear upsampling commutes with the flip, so
-    this holds at the layer's resolution as at the input's)."""
-    copies = maps.unflatten(0, (len(AUGMENTATIONS), batch))
+    r"""(6·B, *spatial) per-copy maps -> (B, *spatial): each max-normalised (as pytorch-grad-cam's per-call
+    maps are scaled), flipped back, averaged, max-normalised again:
+    $M = \mathrm{norm}\big(\frac16 \sum_k T_k^{-1}(\mathrm{norm}(M_k))\big)$ (bilinear upsampling commutes
+    with the flip, so this holds at the layer's resolution as at the input's)."""
+    copies = max_normalize(maps).unflatten(0, (len(AUGMENTATIONS), batch))
     back = [m.flip(-1) if flip else m for m, (flip, _) in zip(copies.unbind(0), AUGMENTATIONS)]
     return max_normalize(torch.stack(back).mean(dim=0))
 
