@@ -238,7 +238,7 @@ class AblationCAM(BaseCAM):
         for start in range(0, pairs, self.batch_size):
             pair = torch.arange(start, min(start + self.batch_size, pairs), device=raw.device)
             index, channel = pair // channels, pair % channels
-            layer_rows = raw.index_select(0, index).flatten(1).clone()
+            layer_rows = raw.index_select(0, index).flatten(1)  # a fresh copy: ablated in place
             layer_rows.scatter_(1, positions.index_select(0, channel), self.ablation_value)
             with ctx.model_autocast():
                 out = run(layer_rows.view(-1, *raw.shape[1:]), index)
