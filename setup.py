@@ -36,7 +36,9 @@ setup(
         "test": [
             "pytest>=7", "pytest-benchmark>=4", "pytest-timeout>=2", "hypothesis>=6",
             "captum>=0.7", "torchcam>=0.4", "scikit-image>=0.21",  # oracles: peers and SSIM
+            "mkdocs>=1.6", "mkdocstrings[python]>=0.26",  # the docs build (--strict) is a test
         ],
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },
