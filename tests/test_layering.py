@@ -54,6 +54,7 @@ def test_ops_import_nothing_above_them() -> None:
 @pytest.mark.parametrize("floor,forbidden", [
     ("methods", APPLICATIONS + ("fastcam.kernels",)),
     ("softcam", APPLICATIONS + ("fastcam.methods", "fastcam.kernels")),
+    ("deploy", APPLICATIONS + ("fastcam.kernels",)),
     ("cluster", APPLICATIONS + ("fastcam.methods", "fastcam.softcam", "fastcam.kernels")),
     ("metrics", APPLICATIONS + ("fastcam.methods", "fastcam.softcam", "fastcam.kernels")),
 ])

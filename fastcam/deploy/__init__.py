@@ -1,0 +1,18 @@
+"""Deploy explanations: SoftCAM and pooled-head Grad-CAM as one forward-only graph (ONNX, torch.export).
+
+>>> info = fastcam.deploy.export(fastcam.SoftCAM(net), "softcam.onnx", images)   # checked, then written
+>>> import onnxruntime
+>>> logits, maps, lowres, evidence = onnxruntime.InferenceSession("softcam.onnx").run(None, {"images": x})
+
+- `export` (`fastcam.deploy.export`): the explainer, checked against its autograd self, into a file.
+- `graphs`: the forward-only `nn.Module`s that are traced (`SoftCAMGraph`, `PooledCAMGraph`).
+- `heads`: the pooled-linear verification that makes Grad-CAM forward-only.
+"""
+from fastcam.deploy.export import DTYPES, FORMATS, OPSET, TARGETS, ExportInfo, export
+from fastcam.deploy.graphs import PooledCAMGraph, SoftCAMGraph
+from fastcam.deploy.heads import NotPooledLinearError, PooledLinearHead, pooled_linear_head
+
+__all__ = [
+    "DTYPES", "FORMATS", "OPSET", "TARGETS", "ExportInfo", "NotPooledLinearError", "PooledCAMGraph",
+    "PooledLinearHead", "SoftCAMGraph", "export", "pooled_linear_head",
+]
