@@ -4,11 +4,11 @@
 >>> import onnxruntime
 >>> logits, maps, lowres, evidence = onnxruntime.InferenceSession("softcam.onnx").run(None, {"images": x})
 
-- `export` (`fastcam.deploy.export`): the explainer, checked against its autograd self, into a file.
+- `export` (in `exporter`): the explainer, checked against its autograd self, into a file.
 - `graphs`: the forward-only `nn.Module`s that are traced (`SoftCAMGraph`, `PooledCAMGraph`).
 - `heads`: the pooled-linear verification that makes Grad-CAM forward-only.
 """
-from fastcam.deploy.export import DTYPES, FORMATS, OPSET, TARGETS, ExportInfo, export
+from fastcam.deploy.exporter import DTYPES, FORMATS, OPSET, TARGETS, ExportInfo, export
 from fastcam.deploy.graphs import PooledCAMGraph, SoftCAMGraph
 from fastcam.deploy.heads import NotPooledLinearError, PooledLinearHead, pooled_linear_head
 
