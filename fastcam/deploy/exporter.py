@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -247,8 +248,12 @@ def _onnx_program(graph: nn.Module, args: tuple[Tensor, ...], inputs: Sequence[s
     shapes: dict[str, Any] = {"images": {0: "batch", 2: "height", 3: "width"}}
     if len(args) == 2:
         shapes["target"] = {0: "batch"}
-    return torch.onnx.export(graph, args, None, dynamo=True, opset_version=opset, input_names=list(inputs),
-                             output_names=list(outputs), dynamic_shapes=shapes, verbose=False)
+    with warnings.catch_warnings():
+        # `target` shares the images' batch axis: the exporter says it keeps one name for both, as wanted
+        warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used")
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # torch's own
+        return torch.onnx.export(graph, args, None, dynamo=True, opset_version=opset, input_names=list(inputs),
+                                 output_names=list(outputs), dynamic_shapes=shapes, verbose=False)
 
 
 def _onnxruntime_runner(model_bytes: bytes) -> Callable[..., tuple[Tensor, ...]] | None:
