@@ -53,28 +53,19 @@ from torch import Tensor, nn
 from fastcam._validation import check_image_batch, first_training_module
 from fastcam.deploy.graphs import PooledCAMGraph, SoftCAMGraph
 from fastcam.deploy.heads import pooled_linear_head
+from fastcam.deploy.options import DTYPE_NAMES, FORMATS, NOT_EXPORTABLE, OPSET, TARGETS
 from fastcam.methods.base import Explainer
 from fastcam.methods.gradcam import GradCAM
 from fastcam.methods.registry import display_name
 from fastcam.methods.softcam import SoftCAM
 
-__all__ = ["DTYPES", "FORMATS", "HALF_TOLERANCE", "OPSET", "TARGETS", "TOLERANCE", "ExportInfo", "export"]
+__all__ = ["DTYPES", "HALF_TOLERANCE", "TOLERANCE", "ExportInfo", "export"]
 
-FORMATS = ("onnx", "torch.export")
-TARGETS = ("predicted", "given")
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-#: the ONNX opset written (ONNX Runtime >= 1.16 runs it)
-OPSET = 20
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 #: float32 check against the autograd explainer: |exported - explainer| <= TOLERANCE * (1 + |explainer|)
 TOLERANCE = 1e-5
 #: half variants against the float32 graph, relative to each output's scale (a sanity check, not parity)
 HALF_TOLERANCE: dict[str, float] = {"float16": 2e-2, "bfloat16": 1e-1}
-
-_WHY_NOT: dict[str, str] = {
-    "gradcampp": "its weights need the gradients at the target layer (a backward pass)",
-    "scorecam": "it runs one forward per channel mask",
-    "cfcam": "it needs the gradients and clusters each image's channels with DBSCAN",
-}
 
 
 @dataclass(frozen=True)
@@ -153,7 +144,7 @@ def _graph(explainer: Explainer, given_targets: bool) -> tuple[nn.Module, str, t
         head = pooled_linear_head(model, name, model.get_submodule(name))
         return PooledCAMGraph(head, given_targets=given_targets), "gradcam", head.steps
     name = getattr(explainer, "name", "")
-    why = _WHY_NOT.get(name, "it is not a forward-only explanation")
+    why = NOT_EXPORTABLE.get(name, "it is not a forward-only explanation")
     raise ValueError(
         f"{display_name(name) if name else type(explainer).__name__} cannot be exported: {why}. Exportable: "
         "fastcam.SoftCAM(net), and fastcam.GradCAM(model, layer) on a [ReLU] → global average pool → Linear head")
