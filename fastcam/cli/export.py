@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from fastcam.cli.explain import _size  # --size N or --size H W, parsed as `fastcam explain` does
+from fastcam.cli.common import WEIGHTS_HELP, add_model_group, parse_size
 from fastcam.deploy.options import DTYPE_NAMES, EXPORTABLE, FORMATS, TARGETS
 from fastcam.methods.registry import display_name
 
@@ -22,16 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "torch.fx). Nothing is written unless the graph and the exported file match the PyTorch explainer on "
         "seeded random example images (1e-5 in float32).",
     )
-    model = p.add_argument_group("model")
-    model.add_argument("--model", required=True, metavar="SPEC",
-                       help="a fastcam.models builder (resnet18, tiny_resnet, ...), a torchvision model name "
-                       "(when torchvision is importable), or module:factory for your own code")
-    model.add_argument("--weights", metavar="FILE", help="safetensors file, or a state dict loaded with "
-                       "torch.load(weights_only=True); for softcam, the SoftCAM network's weights")
-    model.add_argument("--num-classes", type=int, metavar="K", help="classes of the model (builders and torchvision)")
-    model.add_argument("--in-channels", type=int, metavar="C", help="input channels (fastcam.models builders)")
-    model.add_argument("--layer", metavar="NAME",
-                       help="Grad-CAM's target layer: the last feature map (layer4 of a ResNet, features of a DenseNet)")
+    add_model_group(p, weights_help=WEIGHTS_HELP + "; for softcam, the SoftCAM network's weights",
+                    layer_help="Grad-CAM's target layer: the last feature map (layer4 of a ResNet, features of a DenseNet)")
     graph = p.add_argument_group("graph")
     graph.add_argument("--method", choices=EXPORTABLE, required=True,
                        help=", ".join(f"{m} ({display_name(m)})" for m in EXPORTABLE))
@@ -54,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from fastcam.deploy import export_spec
 
     info = export_spec(args.model, args.out, method=args.method, weights=args.weights, layer=args.layer,
-                       num_classes=args.num_classes, in_channels=args.in_channels, size=_size(args.size),
+                       num_classes=args.num_classes, in_channels=args.in_channels, size=parse_size(args.size),
                        batch=args.batch, format=args.format, targets=args.targets, dtype=args.dtype, seed=args.seed)
     opset = f", opset {info.opset}" if info.opset else ""
     print(f"fastcam export: {display_name(info.method)} -> {info.path} ({info.format}{opset}, {info.dtype}); "
