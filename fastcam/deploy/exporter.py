@@ -255,7 +255,11 @@ def _onnxruntime_runner(model_bytes: bytes) -> Callable[..., tuple[Tensor, ...]]
         import onnxruntime
     except ImportError:
         return None
-    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    # one check run: no idle worker threads left spinning on the caller's cores afterwards
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
     def run(*args: Tensor) -> tuple[Tensor, ...]:
