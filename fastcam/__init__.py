@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "ISCAM": "fastcam.methods:ISCAM",
     "SoftCAM": "fastcam.methods:SoftCAM",
     "softcam": "fastcam.softcam",
+    "deploy": "fastcam.deploy",
     "explain_dataset": "fastcam.pipeline:explain_dataset",
     "open_run": "fastcam.pipeline:open_run",
 }

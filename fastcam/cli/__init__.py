@@ -1,6 +1,6 @@
 """The `fastcam` command line (also `python -m fastcam`, and `torchrun ... -m fastcam`).
 
-One module per sub-command (`explain`, `demo`, `report`, `bench`, `eval`), each with `add_parser(sub)`,
+One module per sub-command (`explain`, `demo`, `report`, `bench`, `eval`, `export`), each with `add_parser(sub)`,
 which declares its flags, and `run(args)`, which turns them into keyword arguments of a library
 function: argparse ends here. `SUBCOMMANDS` registers them in one place. Heavy imports (torch, zarr,
 matplotlib) happen inside the `run` functions, so `fastcam --help` and `fastcam SUB --help` import no
@@ -10,6 +10,7 @@ torch (method names come from the torch-free registry).
         --data images/ --out runs/gradcam --overlays --report
     fastcam demo --out runs/demo
     fastcam report runs/demo/gradcam runs/demo/cfcam --out report.html
+    fastcam export --method softcam --model tiny_resnet --weights softcam.safetensors --out softcam.onnx
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from fastcam.cli import bench, demo, explain, report
+from fastcam.cli import bench, demo, explain, export, report
 from fastcam.cli import eval as evaluate
 
 #: every sub-command, registered in one place: add yours here
-SUBCOMMANDS: tuple[ModuleType, ...] = (explain, demo, report, bench, evaluate)
+SUBCOMMANDS: tuple[ModuleType, ...] = (explain, demo, report, bench, evaluate, export)
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
