@@ -36,7 +36,14 @@ setup(
         "test": [
             "pytest>=7", "pytest-benchmark>=4", "pytest-timeout>=2", "hypothesis>=6",
             "captum>=0.7", "torchcam>=0.4", "scikit-image>=0.21",  # oracles: peers and SSIM
+            # models users bring (random init from small configs, nothing downloaded) and 3-D datasets
+            "transformers>=4.40", "nibabel>=5.0",
         ],
+        # Hugging Face models (`hf:PATH` model specs, local folders only), timm models (`timm:NAME`)
+        "hf": ["transformers>=4.40"],
+        "timm": ["timm>=0.9"],
+        # NIfTI volumes for explain_dataset (DICOM series use pydicom, a core dependency)
+        "nifti": ["nibabel>=5.0"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },

@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "CFCAM": "fastcam.methods:CFCAM",
     "SoftCAM": "fastcam.methods:SoftCAM",
     "softcam": "fastcam.softcam",
+    "reshape": "fastcam.reshape",
+    "targets": "fastcam.targets",
+    "models": "fastcam.models",
+    "metrics": "fastcam.metrics",
     "explain_dataset": "fastcam.pipeline:explain_dataset",
     "open_run": "fastcam.pipeline:open_run",
 }

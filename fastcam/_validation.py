@@ -48,18 +48,27 @@ class FiniteCheck:
         """Queue the check of a (B, ...) tensor: image b is flagged if any of tensor[b] is NaN or Inf."""
         if tensor.is_floating_point() or tensor.is_complex():
             self._reasons.append(reason)
-            self._flags.append(~torch.isfinite(tensor.detach()).flatten(1).all(dim=1))
+            # (B,) target scores as well as (B, ...) tensors: one flag per image
+            self._flags.append(~torch.isfinite(tensor.detach()).reshape(tensor.shape[0], -1).all(dim=1))
 
-    def raise_if_any(self) -> None:
-        """One host sync: raise `NonFiniteError` for the first reason with flagged images."""
+    def raise_if_any(self, also: Tensor | None = None) -> list[bool]:
+        """One host sync: raise `NonFiniteError` for the first reason with flagged images.
+
+        `also`: further boolean flags (any shape) the caller needs on the host; they travel in the same
+        transfer and are returned as a flat list (empty when None), so a call still syncs once.
+        """
+        extra = also.detach().flatten().bool() if also is not None else None
         if not self._flags:
-            return
+            return extra.cpu().tolist() if extra is not None else []
         flags = torch.stack([f.to(self._flags[0].device) for f in self._flags])  # (checks, B)
-        if not bool(flags.any()):
-            return
-        for reason, row in zip(self._reasons, flags.cpu()):
-            if bool(row.any()):
-                raise NonFiniteError(reason, torch.nonzero(row).flatten().tolist())
+        packed = flags.flatten() if extra is None else torch.cat([flags.flatten(), extra.to(flags.device)])
+        host = packed.cpu()
+        flags_host = host[: flags.numel()].view_as(flags)
+        if bool(flags_host.any()):
+            for reason, row in zip(self._reasons, flags_host):
+                if bool(row.any()):
+                    raise NonFiniteError(reason, torch.nonzero(row).flatten().tolist())
+        return host[flags.numel():].tolist()
 
 
 def check_image_batch(images: object) -> Tensor:
@@ -208,9 +217,15 @@ def resolve_targets(targets: TargetsLike, logits: Tensor) -> Tensor:
 
 
 def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str, nn.Module]:
-    """Find the target layer by module or dotted name ("layer4", "features.29", "layer4.1.conv2")."""
+    """Find the target layer by module or dotted name ("layer4", "features.29", "layer4.1.conv2").
+
+    A name may index a container from its end ("blocks.-1.norm1", "vit.layers.-1.layernorm_before"): it is
+    returned under the model's own name ("blocks.11.norm1").
+    """
     if isinstance(target_layer, str):
         modules = dict(model.named_modules())
+        if target_layer not in modules and "-" in target_layer:
+            target_layer = _from_end(model, target_layer)
         if target_layer not in modules:
             candidates = [n for n in modules if n and "." not in n]
             raise ValueError(
@@ -223,6 +238,22 @@ def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str,
                 return name, module
         raise ValueError(f"target layer {type(target_layer).__name__} is not a submodule of the model")
     raise TypeError(f"target_layer must be an nn.Module or a dotted module name, got {type(target_layer).__name__}")
+
+
+def _from_end(model: nn.Module, name: str) -> str:
+    """`name` with negative container indices ("blocks.-1") replaced by the children's own names; the name
+    unchanged when a part does not resolve (the caller reports it)."""
+    module, parts = model, []
+    for part in name.split("."):
+        children = list(module._modules)
+        if part.startswith("-") and part[1:].isdigit() and 0 < int(part[1:]) <= len(children):
+            part = children[int(part)]
+        child = module._modules.get(part)
+        if child is None:
+            return name
+        module = child
+        parts.append(part)
+    return ".".join(parts)
 
 
 def resolve_layers(model: nn.Module, target_layer: object) -> tuple[tuple[str, nn.Module], ...]:
