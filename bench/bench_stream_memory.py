@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 import fastcam
+from fastcam.methods.registry import method_names
 from fastcam.models import tiny_resnet
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--method", default="gradcam")
+    parser.add_argument("--method", default="gradcam", choices=method_names(post_hoc=True))
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--out", default="/tmp/fastcam_stream_memory_run")
     parser.add_argument("--json", default=None)

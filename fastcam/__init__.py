@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "CFCAM": "fastcam.methods:CFCAM",
     "SoftCAM": "fastcam.methods:SoftCAM",
     "softcam": "fastcam.softcam",
+    "deploy": "fastcam.deploy",
     "reshape": "fastcam.reshape",
     "targets": "fastcam.targets",
     "models": "fastcam.models",

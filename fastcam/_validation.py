@@ -34,41 +34,48 @@ class NonFiniteError(ValueError):
 
 
 class FiniteCheck:
-    """Per-image NaN/Inf flags gathered along one call, read back to the host once (`raise_if_any`).
+    """Per-image NaN/Inf checks gathered along one call, read back to the host once (`raise_if_any`).
 
-    Each `add` queues a (B,) "non-finite" mask on the device without syncing; the first reason with a
-    flagged image, in the order added, names the error.
+    Each `add` queues, without syncing, one fused read of the tensor: its per-image min and max, which
+    are NaN if any value is NaN and ±Inf if any is infinite (and cannot overflow, unlike a sum). The first
+    reason with a flagged image, in the order added, names the error.
     """
 
     def __init__(self) -> None:
         self._reasons: list[str] = []
-        self._flags: list[Tensor] = []
+        self._extremes: list[Tensor] = []
 
     def add(self, reason: str, tensor: Tensor) -> None:
         """Queue the check of a (B, ...) tensor: image b is flagged if any of tensor[b] is NaN or Inf."""
-        if tensor.is_floating_point() or tensor.is_complex():
+        if tensor.is_floating_point() and tensor.numel():
+            low, high = torch.aminmax(tensor.detach().reshape(tensor.shape[0], -1), dim=1)
             self._reasons.append(reason)
-            # (B,) target scores as well as (B, ...) tensors: one flag per image
-            self._flags.append(~torch.isfinite(tensor.detach()).reshape(tensor.shape[0], -1).all(dim=1))
+            self._extremes.append(torch.stack([low.float(), high.float()]))
 
     def raise_if_any(self, also: Tensor | None = None) -> list[bool]:
-        """One host sync: raise `NonFiniteError` for the first reason with flagged images.
+        """One host read: raise `NonFiniteError` for the first reason with flagged images.
 
-        `also`: further boolean flags (any shape) the caller needs on the host; they travel in the same
-        transfer and are returned as a flat list (empty when None), so a call still syncs once.
+        `also`: a 1-D bool tensor of further flags the caller needs on the host; they travel in the same
+        transfer and are returned as a list (empty when None), so a call still syncs once.
         """
-        extra = also.detach().flatten().bool() if also is not None else None
-        if not self._flags:
-            return extra.cpu().tolist() if extra is not None else []
-        flags = torch.stack([f.to(self._flags[0].device) for f in self._flags])  # (checks, B)
-        packed = flags.flatten() if extra is None else torch.cat([flags.flatten(), extra.to(flags.device)])
-        host = packed.cpu()
-        flags_host = host[: flags.numel()].view_as(flags)
-        if bool(flags_host.any()):
-            for reason, row in zip(self._reasons, flags_host):
-                if bool(row.any()):
-                    raise NonFiniteError(reason, torch.nonzero(row).flatten().tolist())
-        return host[flags.numel():].tolist()
+        if not self._extremes:
+            return also.tolist() if also is not None else []
+        bad = ~torch.isfinite(torch.stack([e.to(self._extremes[0].device) for e in self._extremes]))  # (checks, 2, B)
+        if also is None:
+            if not bool(bad.any()):
+                return []
+            rows = bad.any(dim=1).cpu().tolist()
+            flags: list[bool] = []
+        else:
+            per_image = bad.any(dim=1)  # (checks, B)
+            values = torch.cat([per_image.flatten(), also.to(per_image.device)]).tolist()  # the one host read
+            batch = per_image.shape[1]
+            rows = [values[i * batch : (i + 1) * batch] for i in range(per_image.shape[0])]
+            flags = values[per_image.numel():]
+        for reason, row in zip(self._reasons, rows):
+            if any(row):
+                raise NonFiniteError(reason, [i for i, flagged in enumerate(row) if flagged])
+        return flags
 
 
 def check_image_batch(images: object) -> Tensor:

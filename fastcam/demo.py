@@ -47,11 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastcam.methods.registry import get_method, method_names
 from fastcam.models import BasicBlock, ResNet
 
 CLASS_NAMES = ("healthy", "lesion")
-METHODS = ("gradcam", "gradcampp", "scorecam", "cfcam", "softcam")
 _SPLITS = {"train": 1, "test": 2}
+#: the demo's constructor arguments per method: Score-CAM's masked forwards in large batches on the CPU
+_METHOD_KWARGS: dict[str, dict[str, Any]] = {"scorecam": {"batch_size": 256}}
 
 
 @dataclass(frozen=True)
@@ -248,20 +250,23 @@ def _load_or_train(out: Path, config: DemoConfig, progress: bool, log: Any) -> t
 
 
 # ---------------------------------------------------------------------------------------------- job
-def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None, methods: tuple[str, ...] = METHODS,
+def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None, methods: tuple[str, ...] | None = None,
              device: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Generate, train, explain the test split with every method, write overlays and OUT/report.html.
+    """Generate, train, explain the test split with `methods` (default: every registered method), write
+    overlays and OUT/report.html.
 
-    Returns a summary: paths, test accuracies, per-method timings.
+    The post-hoc methods explain the CNN at layer4; a self-explaining method (SoftCAM) its converted
+    network. Returns a summary: paths, test accuracies, per-method timings.
     """
     from fastcam.io.images import Preprocess
     from fastcam.io.report import write_report
     from fastcam.pipeline import explain_dataset
 
     config = config or DemoConfig()
-    unknown = [m for m in methods if m not in METHODS]
+    methods = method_names() if methods is None else tuple(methods)
+    unknown = [m for m in methods if m not in method_names()]
     if unknown or not methods:
-        raise ValueError(f"unknown demo methods {unknown}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown demo methods {unknown}; choose from {', '.join(method_names())}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -275,14 +280,14 @@ def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None, me
     preprocess = Preprocess(channels=1)
     runs, timings = [], {}
     for method in methods:
-        model = net if method == "softcam" else cnn
-        weights = "softcam.safetensors" if method == "softcam" else "cnn.safetensors"
-        log(f"explaining {config.n_test} test images with {method}")
+        post_hoc = get_method(method).post_hoc
+        log(f"explaining {config.n_test} test images with {get_method(method).display_name}")
         run = explain_dataset(
-            model, data_dir, method=method, target_layer=None if method == "softcam" else "layer4",
+            cnn if post_hoc else net, data_dir, method=method, target_layer="layer4" if post_hoc else None,
             out=out / "runs" / method, batch_size=min(config.batch_size, 16), device=device, preprocess=preprocess,
-            method_kwargs={"batch_size": 256} if method == "scorecam" else None, overlays=True, progress=progress,
-            model_info={"spec": "fastcam.demo:demo_cnn", "weights": weights},
+            method_kwargs=_METHOD_KWARGS.get(method), overlays=True, progress=progress,
+            model_info={"spec": "fastcam.demo:demo_cnn",
+                        "weights": "cnn.safetensors" if post_hoc else "softcam.safetensors"},
         )
         runs.append(run)
         timings[method] = run.meta.get("timings", {})
@@ -292,16 +297,3 @@ def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None, me
     return {"out": str(out), "report": str(report), "runs": {r.method: str(r.path) for r in runs},
             "masks": str(masks_dir), "data": str(data_dir), "test_accuracy": info["test_accuracy"],
             "timings": timings}
-
-
-def demo_cli(args: Any) -> int:
-    """`fastcam demo [--out DIR] [--quick] ...`."""
-    base = DemoConfig.quick() if args.quick else DemoConfig()
-    overrides = {k: v for k, v in {"n_train": args.n_train, "n_test": args.n_test, "image_size": args.image_size,
-                                   "epochs": args.epochs, "seed": args.seed}.items() if v is not None}
-    config = DemoConfig(**{**asdict(base), **overrides})
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    summary = run_demo(args.out, config, methods, device=args.device, progress=not args.quiet)
-    print(f"fastcam demo: done. Open {summary['report']} in a browser; runs: "
-          + ", ".join(f"{m}={p}" for m, p in summary["runs"].items()))
-    return 0

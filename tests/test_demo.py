@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
-from html.parser import HTMLParser
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -13,20 +13,9 @@ from PIL import Image
 from fastcam.cli import main
 from fastcam.demo import DemoConfig, demo_cnn, make_sample, make_split
 from fastcam.io.store import open_run
+from fastcam.methods.registry import method_names
 
-METHODS = ("gradcam", "gradcampp", "scorecam", "cfcam", "softcam")
-
-
-class _Report(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.srcs: list[str] = []
-        self.tables = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "img":
-            self.srcs.append(dict(attrs)["src"] or "")
-        self.tables += tag == "table"
+METHODS = method_names()  # the demo explains with every registered method
 
 
 def test_dataset_is_deterministic_with_masks_only_on_lesions() -> None:
@@ -52,7 +41,7 @@ def test_demo_cnn_has_torchvision_layout_and_fine_maps() -> None:
     assert feats["x"].shape[-2:] == (4, 4)
 
 
-def test_demo_end_to_end_tiny(tmp_path: Path, capsys) -> None:
+def test_demo_end_to_end_tiny(tmp_path: Path, capsys, parse_html: Callable) -> None:  # noqa: ANN001
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick", "--quiet"]) == 0
     assert "report.html" in capsys.readouterr().out
@@ -73,14 +62,13 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys) -> None:
         run = open_run(out / "runs" / method)
         assert run.ids == names and run.method == method and len(run.skipped) == 0
         assert run.logits.shape == (config.n_test, 2)
-        assert run.maps.shape == (config.n_test, 4, 4) and bool(torch.isfinite(run.maps).all())
+        assert run.lowres.shape == (config.n_test, 4, 4) and bool(torch.isfinite(run.lowres).all())
         assert all((out / "runs" / method / "overlays" / n).is_file() for n in names)
     assert open_run(out / "runs" / "softcam").meta["settings"]["target_layer"] is None
     info = json.loads((out / "model" / "training.json").read_text())
     assert set(info["test_accuracy"]) == {"cnn", "softcam"}
     # the report parses; every image it references exists; one grid row per image, 2 + 5 images per row
-    report = _Report()
-    report.feed((out / "report.html").read_text(encoding="utf-8"))
+    report = parse_html(out / "report.html")
     assert report.tables >= 3
     assert len(report.srcs) == config.n_test * (2 + len(METHODS))
     assert all((out / src).is_file() for src in report.srcs)

@@ -19,6 +19,7 @@ import torch
 
 from fastcam.io.overlay import output_name
 from fastcam.io.store import Run, open_run
+from fastcam.methods.registry import display_name
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -42,20 +43,25 @@ def _img(path: Path, start: Path, alt: str) -> str:
     return f'<img src="{html.escape(_rel(path, start))}" alt="{html.escape(alt)}" loading="lazy">'
 
 
-def write_report(runs: Sequence[Run], out: str | Path, title: str = "fastcam report",
+def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, title: str = "fastcam report",
                  masks_dir: str | Path | None = None, labels: Mapping[Any, int] | None = None,
                  class_names: Sequence[str] | None = None, max_images: int = 200) -> Path:
-    """Write the HTML report of `runs` (which must explain the same sample ids) to `out`."""
+    """Write the HTML report of `runs` (which must explain the same sample ids) to `out`.
+
+    Runs are `Run`s or run directories (opened with `open_run`). Methods are shown by their display
+    names ("Grad-CAM++").
+    """
     if not runs:
         raise ValueError("write_report needs at least one run")
+    opened = [run if isinstance(run, Run) else open_run(run) for run in runs]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.parent
-    ids = runs[0].ids
-    for run in runs[1:]:
+    ids = opened[0].ids
+    for run in opened[1:]:
         if set(run.ids) != set(ids):
-            raise ValueError(f"runs {str(runs[0].path)!r} and {str(run.path)!r} explain different samples")
-    rows = {run.path: {sid: i for i, sid in enumerate(run.ids)} for run in runs}
+            raise ValueError(f"runs {str(opened[0].path)!r} and {str(run.path)!r} explain different samples")
+    rows = {run.path: {sid: i for i, sid in enumerate(run.ids)} for run in opened}
 
     def name(c: int) -> str:
         return class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
@@ -66,7 +72,7 @@ def write_report(runs: Sequence[Run], out: str | Path, title: str = "fastcam rep
     parts.append("<h2>Runs</h2><table><tr><th>method</th><th>model</th><th>layer</th><th>explained</th>"
                  "<th>skipped</th><th>seconds</th><th>images/s</th><th>device</th>"
                  + ("<th>accuracy</th>" if labels else "") + "</tr>")
-    for run in runs:
+    for run in opened:
         meta, settings = run.meta, run.meta.get("settings", {})
         timings = meta.get("timings", {})
         model = settings.get("model", {})
@@ -75,22 +81,24 @@ def write_report(runs: Sequence[Run], out: str | Path, title: str = "fastcam rep
             known = [(p, labels[s]) for p, s in zip(run.predicted.tolist(), run.ids) if s in labels]
             acc = f"<td>{sum(p == y for p, y in known) / max(len(known), 1):.3f}</td>"
         parts.append(
-            f"<tr><td>{html.escape(run.method)}</td><td>{html.escape(str(model.get('spec') or model.get('class')))}</td>"
+            f"<tr><td>{html.escape(display_name(run.method))}</td>"
+            f"<td>{html.escape(str(model.get('spec') or model.get('class')))}</td>"
             f"<td>{html.escape(str(settings.get('target_layer') or 'evidence maps (SoftCAM head)'))}</td><td>{len(run)}</td><td>{len(run.skipped)}</td>"
             f"<td>{timings.get('seconds', '')}</td><td>{timings.get('images_per_s', '')}</td>"
             f"<td>{html.escape(', '.join(meta.get('device', [])))}</td>{acc}</tr>")
     parts.append("</table>")
     # --- predicted-class distribution
-    classes = sorted({c for run in runs for c in run.predicted.tolist()})
+    classes = sorted({c for run in opened for c in run.predicted.tolist()})
     parts.append("<h2>Predicted classes</h2><table><tr><th>method</th>"
                  + "".join(f"<th>{html.escape(name(c))}</th>" for c in classes) + "<th>mean score</th></tr>")
-    for run in runs:
+    for run in opened:
         counts = Counter(run.predicted.tolist())
         mean_score = float(run.scores.mean()) if len(run) else float("nan")
-        parts.append(f"<tr><td>{html.escape(run.method)}</td>" + "".join(f"<td>{counts.get(c, 0)}</td>" for c in classes)
+        parts.append(f"<tr><td>{html.escape(display_name(run.method))}</td>"
+                     + "".join(f"<td>{counts.get(c, 0)}</td>" for c in classes)
                      + f"<td>{mean_score:.3f}</td></tr>")
     parts.append("</table>")
-    skipped = {s["id"]: s["error"] for run in runs for s in run.skipped}
+    skipped = {s["id"]: s["error"] for run in opened for s in run.skipped}
     if skipped:
         parts.append("<h2>Skipped files</h2><table><tr><th>file</th><th>error</th></tr>"
                      + "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(v)}</td></tr>"
@@ -100,28 +108,21 @@ def write_report(runs: Sequence[Run], out: str | Path, title: str = "fastcam rep
     shown = ids[:max_images]
     parts.append(f"<h2>Images ({len(shown)} of {len(ids)})</h2><table class='grid'><tr><th>image</th>"
                  + ("<th>mask</th>" if masks_dir else "")
-                 + "".join(f"<th>{html.escape(run.method)}</th>" for run in runs) + "</tr>")
+                 + "".join(f"<th>{html.escape(display_name(run.method))}</th>" for run in opened) + "</tr>")
     for sid in shown:
         label = labels.get(sid) if labels else None
         cap = html.escape(str(sid)) + (f"<br>label {html.escape(name(label))}" if label is not None else "")
-        cells = [f"<td>{_img(runs[0].path / 'inputs' / output_name(sid), base, str(sid))}<div class='cap'>{cap}</div></td>"]
+        cells = [f"<td>{_img(opened[0].directory.inputs / output_name(sid), base, str(sid))}"
+                 f"<div class='cap'>{cap}</div></td>"]
         if masks_dir:
             cells.append(f"<td>{_img(Path(masks_dir) / output_name(sid), base, 'mask')}</td>")
-        for run in runs:
+        for run in opened:
             i = rows[run.path][sid]
             pred, score = int(run.predicted[i]), float(torch.softmax(run.logits[i], 0).max())
             wrong = " wrong" if label is not None and pred != label else ""
-            cells.append(f"<td>{_img(run.path / 'overlays' / output_name(sid), base, run.method)}"
+            cells.append(f"<td>{_img(run.directory.overlays / output_name(sid), base, display_name(run.method))}"
                          f"<div class='cap{wrong}'>pred {html.escape(name(pred))} ({score:.2f})</div></td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table></body></html>")
     out.write_text("\n".join(parts), encoding="utf-8")
     return out
-
-
-def report_cli(args: Any) -> int:
-    """`fastcam report RUN... --out HTML`."""
-    runs = [open_run(p) for p in args.runs]
-    path = write_report(runs, args.out, title=args.title, masks_dir=args.masks, max_images=args.max_images)
-    print(f"fastcam report: {path}")
-    return 0

@@ -23,6 +23,10 @@ Layout of a run directory::
         ok       (n,)   bool       False for a file that could not be read (skipped)
     shard-00000-of-00001.progress.json   the commit record of that shard (see below)
     overlays/, inputs/, report.html      optional outputs
+    eval/                                `fastcam eval`'s tables and plots
+
+`RunDirectory` is the one place that names these files and folders: the pipeline writes through it,
+`open_run`, the report and `fastcam eval` read through it.
 
 Commit protocol. Batch b of a shard covers rows [b*B, (b+1)*B) and is exactly one chunk of every array,
 so a batch is written without reading anything back. A batch counts only once the shard's progress
@@ -38,10 +42,14 @@ not a power cut of the whole machine.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
+import platform
 import shutil
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -75,13 +83,141 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def shard_name(rank: int, world: int) -> str:
-    return f"shard-{rank:05d}-of-{world:05d}"
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+#: a shard's commit record before its first commit
+_EMPTY_PROGRESS: dict[str, Any] = {"committed_batches": 0, "commits": [], "skipped": [], "seconds": 0.0,
+                                   "images": 0, "sessions": 0, "devices": []}
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """The layout of a run directory: every file and folder name of a run, in one place.
+
+    The pipeline creates, writes and finalises runs through it; `open_run`, the HTML report and
+    `fastcam eval` find their files through it.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def run_json(self) -> Path:
+        """Settings, versions, device; timings, skipped files and `complete` once finished."""
+        return self.root / RUN_JSON
+
+    @property
+    def ids_json(self) -> Path:
+        """Sample ids of the whole dataset, in dataset order."""
+        return self.root / IDS_JSON
+
+    @property
+    def inputs(self) -> Path:
+        """PNGs of the model inputs (written with the overlays)."""
+        return self.root / "inputs"
+
+    @property
+    def overlays(self) -> Path:
+        """PNG overlays, map on image."""
+        return self.root / "overlays"
+
+    @property
+    def report(self) -> Path:
+        """The run's own HTML report."""
+        return self.root / "report.html"
+
+    @property
+    def eval(self) -> Path:
+        """`fastcam eval`'s per-run tables and plots."""
+        return self.root / "eval"
+
+    def shard(self, rank: int, world: int) -> Path:
+        """The Zarr group of rank `rank` of `world`."""
+        return self.root / f"shard-{rank:05d}-of-{world:05d}"
+
+    def progress(self, rank: int, world: int) -> Path:
+        """The commit record of that shard."""
+        return self.root / f"{self.shard(rank, world).name}.progress.json"
+
+    def is_run(self) -> bool:
+        """Whether the directory holds a run (run.json is written last when a run is set up)."""
+        return self.run_json.is_file()
+
+    def read_meta(self) -> dict[str, Any]:
+        return read_json(self.run_json)
+
+    def read_ids(self) -> list[Any]:
+        return read_json(self.ids_json)
+
+    def read_progress(self, rank: int, world: int) -> dict[str, Any]:
+        """The shard's commit record (an empty one before its first commit)."""
+        path = self.progress(rank, world)
+        return read_json(path) if path.exists() else copy.deepcopy(_EMPTY_PROGRESS)
+
+    def create(self, ids: list[Any], settings: dict[str, Any], *, input_size: Sequence[int] | None,
+               versions: dict[str, Any]) -> None:
+        """Set up a new run: ids.json, then run.json (last: its presence means the directory is set up).
+
+        `settings` must hold "method", "batch_size" and "world_size". An existing directory with other
+        content than a run is refused.
+        """
+        if self.root.exists() and any(p for p in self.root.iterdir() if not p.name.startswith(".")):
+            raise ValueError(f"{str(self.root)!r} exists and is not a fastcam run directory; "
+                             "choose an empty or new --out")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.ids_json, ids)
+        meta = {
+            "fastcam_run": STORE_FORMAT, "method": settings["method"], "settings": settings,
+            "batch_size": settings["batch_size"], "world_size": settings["world_size"], "n_samples": len(ids),
+            "input_size": list(input_size) if input_size is not None else None,
+            "versions": {**versions, "zarr": _zarr_version(), "numpy": np.__version__,
+                         "python": platform.python_version()},
+            "created": _utc_now(), "complete": False,
+        }
+        write_json_atomic(self.run_json, meta)
+
+    def finalize(self, device: str) -> None:
+        """Merge the shards' commit records into run.json: complete flag, skipped files, timings."""
+        meta = self.read_meta()
+        world = int(meta["world_size"])
+        shards, skipped = [], []
+        for rank in range(world):
+            p = self.read_progress(rank, world)
+            skipped.extend(p["skipped"])
+            shards.append({"rank": rank, "images": p["images"], "seconds": round(p["seconds"], 4),
+                           "images_per_s": round(p["images"] / p["seconds"], 2) if p["seconds"] else None,
+                           "sessions": p.get("sessions", 1), "devices": p["devices"]})
+        seconds = max((s["seconds"] for s in shards), default=0.0)
+        images = sum(s["images"] for s in shards)
+        meta.update({
+            "complete": True, "finished": _utc_now(),
+            "n_explained": images, "n_skipped": len(skipped), "skipped": sorted(skipped, key=lambda s: s["index"]),
+            "device": sorted({d for s in shards for d in s["devices"]}) or [device],
+            "timings": {"seconds": round(seconds, 4), "images_per_s": round(images / seconds, 2) if seconds else None,
+                        "shards": shards},
+        })
+        write_json_atomic(self.run_json, meta)
+
+
+def _zarr_version() -> str:
+    import zarr
+
+    return str(zarr.__version__)
+
+
+def shard_indices(n_items: int, rank: int, world: int) -> range:
+    """The dataset indices shard `rank` of `world` holds, in row order: rank, rank + world, ... below n_items
+    (strided: no padding duplicates, and the shards interleave back into dataset order)."""
+    return range(rank, n_items, world)
 
 
 def shard_rows(n_items: int, rank: int, world: int) -> int:
     """Rows of shard `rank`: the dataset indices rank, rank + world, ... below n_items."""
-    return len(range(rank, n_items, world))
+    return len(shard_indices(n_items, rank, world))
 
 
 class ShardWriter:
@@ -94,16 +230,12 @@ class ShardWriter:
         self.rows = shard_rows(n_items, rank, world)
         self.batch_size = batch_size
         self.dtype = np.dtype(dtype)
-        self.path = self.run_dir / shard_name(rank, world)
-        self.progress_path = self.run_dir / f"{shard_name(rank, world)}.progress.json"
+        self.path = RunDirectory(self.run_dir).shard(rank, world)
+        self.progress_path = RunDirectory(self.run_dir).progress(rank, world)
         self.num_batches = -(-self.rows // batch_size)
         self._arrays: dict[str, Any] | None = None
         self._clean_leftovers()
-        if self.progress_path.exists():
-            self.progress = read_json(self.progress_path)
-        else:
-            self.progress = {"committed_batches": 0, "commits": [], "skipped": [], "seconds": 0.0,
-                             "images": 0, "sessions": 0, "devices": []}
+        self.progress = RunDirectory(self.run_dir).read_progress(rank, world)
         self.progress["sessions"] += 1
         self.session = self.progress["sessions"]
         if self.path.exists():
@@ -227,7 +359,7 @@ class ShardWriter:
 class Run:
     """A finished (or, with `allow_partial`, an unfinished) run directory, read back.
 
-    Samples a run skipped (unreadable files) are left out of `ids`/`maps`/...; they are in `skipped`.
+    Samples a run skipped (unreadable files) are left out of `ids`/`lowres`/...; they are in `skipped`.
     All tensors are on the CPU, in dataset order.
 
     Attributes:
@@ -235,7 +367,8 @@ class Run:
         meta: the content of run.json (method, settings, model, versions, device, timings, skipped).
         ids: sample ids (relative file paths, or dataset indices) of the explained samples.
         indices: their positions in the dataset (int64).
-        maps: (N, h, w) float32 low-resolution maps after ReLU (not normalised), as `Explanation.lowres`.
+        lowres: (N, h, w) float32 low-resolution maps after ReLU (not normalised), as `Explanation.lowres`
+            (`upsampled(i)` gives the normalised input-size map, as `Explanation.maps`).
         logits: (N, K) float32; targets: (N,) int64 explained class; predicted: (N,) argmax class.
         skipped: [{"index", "id", "error"}] of the files that could not be read.
     """
@@ -244,7 +377,7 @@ class Run:
     meta: dict[str, Any]
     ids: list[Any]
     indices: Tensor
-    maps: Tensor
+    lowres: Tensor
     logits: Tensor
     targets: Tensor
     predicted: Tensor
@@ -261,6 +394,18 @@ class Run:
     @property
     def method(self) -> str:
         return str(self.meta.get("method", "?"))
+
+    @property
+    def directory(self) -> RunDirectory:
+        """Where the run's files are (overlays, inputs, report, eval outputs)."""
+        return RunDirectory(self.path)
+
+    @property
+    def maps(self) -> Tensor:
+        """Deprecated name of `lowres` (the low-resolution maps; `Explanation.maps` is the upsampled one)."""
+        warnings.warn("Run.maps is deprecated: it is the low-resolution map, now named Run.lowres "
+                      "(Run.upsampled(i) gives the input-size map)", DeprecationWarning, stacklevel=2)
+        return self.lowres
 
     def position(self, key: int | str) -> int:
         """Row of sample `key`: a row number (int) or a sample id (str)."""
@@ -285,10 +430,10 @@ class Run:
         if len(size) != 2 or min(size) <= 0:
             raise ValueError(f"size must be (H, W) with positive sides, got {tuple(size)}")
         row = self.position(i)
-        return upsample_normalize(self.maps[row : row + 1], tuple(int(s) for s in size))[0]
+        return upsample_normalize(self.lowres[row : row + 1], tuple(int(s) for s in size))[0]
 
 
-def open_run(path: str | Path, allow_partial: bool = False) -> Run:
+def open_run(path: str | os.PathLike[str], allow_partial: bool = False) -> Run:
     """Read a run directory written by `fastcam.explain_dataset` / `fastcam explain`.
 
     Shards are merged back into dataset order: dataset index i lives in shard i % W at row i // W.
@@ -298,10 +443,11 @@ def open_run(path: str | Path, allow_partial: bool = False) -> Run:
     import zarr
 
     path = Path(path)
-    if not (path / RUN_JSON).is_file():
+    directory = RunDirectory(path)
+    if not directory.is_run():
         raise FileNotFoundError(f"{str(path)!r} is not a fastcam run directory (no {RUN_JSON})")
-    meta = read_json(path / RUN_JSON)
-    ids: list[Any] = read_json(path / IDS_JSON)
+    meta = directory.read_meta()
+    ids = directory.read_ids()
     n, world, batch = len(ids), int(meta["world_size"]), int(meta["batch_size"])
     committed = np.zeros(n, dtype=bool)
     ok = np.zeros(n, dtype=bool)
@@ -310,13 +456,11 @@ def open_run(path: str | Path, allow_partial: bool = False) -> Run:
                                                      "predicted": []}
     for rank in range(world):
         rows = shard_rows(n, rank, world)
-        progress_file = path / f"{shard_name(rank, world)}.progress.json"
-        done = read_json(progress_file)["committed_batches"] if progress_file.exists() else 0
-        if progress_file.exists():
-            skipped.extend(read_json(progress_file)["skipped"])
-        n_done = min(rows, done * batch)
+        progress = directory.read_progress(rank, world)
+        skipped.extend(progress["skipped"])
+        n_done = min(rows, progress["committed_batches"] * batch)
         committed[rank::world][:n_done] = True
-        shard_dir = path / shard_name(rank, world)
+        shard_dir = directory.shard(rank, world)
         if n_done == 0 or not shard_dir.exists():
             continue
         group = zarr.open_group(str(shard_dir), mode="r")
@@ -342,10 +486,10 @@ def open_run(path: str | Path, allow_partial: bool = False) -> Run:
         for rank, values in chunks:
             full[name][rank::world][: values.shape[0]] = values
     keep = np.flatnonzero(ok)
-    maps = torch.from_numpy(full["lowres"][keep] * full["scale"][keep, None, None])
+    lowres = torch.from_numpy(full["lowres"][keep] * full["scale"][keep, None, None])
     return Run(
         path=path, meta=meta, ids=[ids[i] for i in keep], indices=torch.from_numpy(keep.astype(np.int64)),
-        maps=maps, logits=torch.from_numpy(full["logits"][keep]), targets=torch.from_numpy(full["targets"][keep]),
+        lowres=lowres, logits=torch.from_numpy(full["logits"][keep]), targets=torch.from_numpy(full["targets"][keep]),
         predicted=torch.from_numpy(full["predicted"][keep]),
         skipped=sorted(skipped, key=lambda s: s["index"]),
     )

@@ -349,14 +349,14 @@ class BaseCAM(Explainer):
         amp = _caller_amp(device_type)
         raw_grads = self._gradients(scores, raws) if self.uses_gradients else [None] * len(raws)
         contexts = []
-        dead: list[Tensor] = []  # per layer: the target's gradient there is exactly zero for every image
+        alive: list[Tensor] = []  # per layer: the target's gradient there is not exactly zero for the whole batch
         for (name, _), raw, raw_grad in zip(self.layers, raws, raw_grads):
             activations = self._layout(raw.detach(), name, size)
             gradients = None
             if raw_grad is not None:
                 gradients = self._layout(raw_grad, name, size)
                 finite.add(f"the gradients at layer {name!r}", gradients)
-                dead.append((gradients == 0).all())
+                alive.append(gradients.any())
                 gradients = self._transform_gradients(gradients, images)
             if activations.dim() != images.dim():
                 raise ValueError(
@@ -369,9 +369,9 @@ class BaseCAM(Explainer):
                 caller_amp=amp, layer_name=name, extras={"output_fn": self.output_fn},
             ))
         # the call's one host sync: nothing non-finite reaches the weights or the maps
-        dead_layers = finite.raise_if_any(torch.stack(dead) if dead else None)
-        for (name, _), is_dead in zip(self.layers, dead_layers):
-            if is_dead:
+        alive_layers = finite.raise_if_any(torch.stack(alive) if alive else None)
+        for (name, _), is_alive in zip(self.layers, alive_layers):
+            if not is_alive:
                 raise ValueError(_dead_gradient_message(name))
         # Weights and the combine are computed in float32 even inside a caller's autocast region; model
         # forwards inside `_get_weights` get the caller's autocast back through `ctx.model_autocast()`.

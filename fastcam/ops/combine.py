@@ -22,7 +22,7 @@ _MODES = {2: "bilinear", 3: "trilinear"}
 
 def accumulation(x: Tensor) -> Tensor:
     """`x` in its accumulation dtype: at least float32 (half inputs are promoted), float64 kept."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+    return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
 
 
 def weighted_sum_relu(activations: Tensor, weights: Tensor) -> Tensor:
@@ -30,8 +30,10 @@ def weighted_sum_relu(activations: Tensor, weights: Tensor) -> Tensor:
 
     activations: (B, C, *spatial) any float dtype; weights: (B, C) -> (B, *spatial) float32.
     """
-    dtype = torch.promote_types(accumulation(weights).dtype, accumulation(activations).dtype)
-    summed = torch.einsum("bc,bcp->bp", weights.to(dtype), activations.to(dtype).flatten(2))
+    acts, w = accumulation(activations), accumulation(weights)
+    if acts.dtype != w.dtype:  # float64 on either side: the sum in float64
+        acts, w = acts.double(), w.double()
+    summed = torch.bmm(w.unsqueeze(1), acts.flatten(2)).squeeze(1)  # (B, 1, C) @ (B, C, P)
     return torch.relu(summed).view(activations.shape[0], *activations.shape[2:]).float()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import io
 import threading
-import time
 
 import pytest
 import torch
@@ -25,24 +24,15 @@ def _hook_count(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------- hooks
-def test_unclosed_explainers_leave_no_hooks_and_no_slowdown(resnet: nn.Module, images: torch.Tensor) -> None:
+def test_unclosed_explainers_leave_no_hooks(resnet: nn.Module, images: torch.Tensor) -> None:
+    """The first landing left one hook per unclosed explainer (1,050 after 1,000 CF-CAMs: plain forwards
+    ran 32% slower). Speed is measured in bench/, not asserted here; the hook count is the cause."""
     x = images[:1]
-    with torch.no_grad():
-        start = time.perf_counter()
-        for _ in range(50):
-            resnet(x)
-        before = time.perf_counter() - start
     for _ in range(1000):
         fastcam.CFCAM(resnet, "layer4")  # created and dropped, never closed
     for _ in range(20):
         fastcam.GradCAM(resnet, "layer4")(x)  # used once, never closed
     assert _hook_count(resnet) == 0
-    with torch.no_grad():
-        start = time.perf_counter()
-        for _ in range(50):
-            resnet(x)
-        after = time.perf_counter() - start
-    assert after < 1.3 * before + 0.05  # the first landing: 1,050 hooks made plain forwards 32% slower
 
 
 def test_copies_and_conversions_carry_no_hooks(resnet: nn.Module, images: torch.Tensor) -> None:

@@ -1,0 +1,65 @@
+"""`fastcam bench`: time every explainer (fastcam's and the peer libraries') on one model, batch and device."""
+from __future__ import annotations
+
+import argparse
+
+from fastcam.benchmark.contenders import CONTENDER_KEYS
+
+NAME = "bench"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Declare `fastcam bench` and its flags."""
+    p = sub.add_parser(
+        NAME,
+        help="time every explainer (fastcam's and the peer libraries') on one model, batch and device",
+        description="Time plain inference, fastcam's methods, torchcam, captum, pytorch-grad-cam (when importable) "
+        "and the CF-CAM released code's per-image loop on the same model, inputs and device; print Markdown "
+        "tables (images/s, ratios) and write JSON with the environment.",
+    )
+    p.add_argument("--model", default="resnet18", metavar="SPEC",
+                   help="resnet18, resnet50 or any fastcam.models builder (random weights), or module:factory")
+    p.add_argument("--layer", default=None, help="target layer (default layer4)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes of the built model (default: the builder's)")
+    p.add_argument("--size", type=int, default=224, help="square input side")
+    p.add_argument("--batch", type=int, default=64, help="images per batch")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast every contender's call")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per contender")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per contender")
+    p.add_argument("--scorecam-batch-size", type=int, default=64, help="fastcam ScoreCAM masked inputs per forward")
+    p.add_argument("--peer-scorecam-batch-size", type=int, default=None,
+                   help="torchcam / pytorch-grad-cam ScoreCAM batch size (default: their own, 32 / 16)")
+    p.add_argument("--contenders", default=None, metavar="LIST",
+                   help=f"comma-separated subset of: {', '.join(CONTENDER_KEYS)} (default: all)")
+    p.add_argument("--out", default="bench/results", metavar="DIR|FILE.json", help="where the JSON goes")
+    p.add_argument("--markdown", default=None, metavar="FILE.md", help="also write the Markdown tables here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-time", type=float, default=None, metavar="S",
+                   help="stop timing a contender after S seconds of timed calls (at least one call; for slow "
+                   "CPU runs, e.g. Score-CAM)")
+    p.add_argument("--sequential", action="store_true",
+                   help="time each contender's calls in a row instead of interleaving rounds")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Configure the benchmark from the flags, run it, print the tables, write the JSON (and Markdown)."""
+    import torch
+
+    from fastcam.benchmark import BenchConfig, run_benchmark, write_results
+
+    contenders = (tuple(c.strip() for c in args.contenders.split(",") if c.strip()) if args.contenders
+                  else CONTENDER_KEYS)
+    config = BenchConfig(model=args.model, size=args.size, batch=args.batch,
+                         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), amp=args.amp,
+                         layer=args.layer, num_classes=args.num_classes, warmup=args.warmup, repeats=args.repeats,
+                         scorecam_batch_size=args.scorecam_batch_size,
+                         peer_scorecam_batch_size=args.peer_scorecam_batch_size, contenders=contenders,
+                         seed=args.seed, interleave=not args.sequential, max_time=args.max_time)
+    report = run_benchmark(config, progress=not args.quiet)
+    print(report.markdown())
+    path = write_results(report, args.out, args.markdown)
+    print(f"fastcam bench: results -> {path}")
+    return 0

@@ -1,0 +1,83 @@
+"""`evaluate`: score run directories and write their tables, plots and report sections.
+
+Outputs, per run: RUN/eval/metrics.json and metrics.md (and its plots); for all runs together (`out`,
+default `<the runs' common parent>/eval`): metrics.json, metrics.md, curves.png (mean deletion /
+insertion curves), metrics.png (bars per metric and method), robustness.png (SSIM / MSE vs sigma); and
+an "Evaluation" section (links and plots) in each existing report.html of the runs or of their parents.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from fastcam.evaluate.catalog import parse_metrics
+from fastcam.evaluate.inputs import find_runs, read_labels
+from fastcam.evaluate.outputs import link_into_report, markdown_table, plot
+from fastcam.evaluate.scoring import RunMetrics, evaluate_run
+from fastcam.io.store import RunDirectory, open_run
+from fastcam.metrics.robustness import DEFAULT_SIGMAS
+
+
+def evaluate(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str] = "all", *,
+             masks: str | Path | None = None, out: str | Path | None = None, spec: str | None = None,
+             weights: str | None = None, device: str | None = None, batch_size: int = 16, steps: int = 100,
+             sigmas: Sequence[float] = DEFAULT_SIGMAS, labels: str | Path | None = None, progress: bool = True,
+             seed: int = 0) -> tuple[list[RunMetrics], Path]:
+    """Evaluate runs, write per-run and combined tables and plots, link them into existing reports.
+
+    Args:
+        paths: run directories, or folders holding runs (`fastcam.evaluate.find_runs`).
+        metrics: names or groups (`fastcam.evaluate.parse_metrics`), a comma-separated string or a sequence.
+        masks: folder of ground-truth masks with the images' relative names (nonzero = region).
+        out: the combined outputs' folder (default: `<the runs' common parent>/eval`).
+        spec, weights: the model, when not the one the run recorded (its weights must hash to the run's).
+        labels: CSV of true labels for accuracy (default: the run's DATA/labels.csv when it exists).
+        The others are `evaluate_run`'s.
+
+    Returns (per-run results, the combined output folder).
+    """
+    names = parse_metrics(metrics)
+    run_dirs = find_runs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = []
+    for run_dir in run_dirs:
+        run = open_run(run_dir)
+        label_map = None
+        label_file = Path(labels) if labels else Path(run.meta.get("settings", {}).get("data", {}).get("root", "")) / "labels.csv"
+        if label_file.is_file():
+            label_map = read_labels(label_file)
+        result = evaluate_run(run, names, masks=masks, spec=spec, weights=weights, device=device,
+                              batch_size=batch_size, steps=steps, sigmas=sigmas, labels=label_map,
+                              progress=progress, seed=seed)
+        results.append(result)
+        _write_outputs([result], names, run.directory.eval, reports=[run.directory.report])
+    common = Path(os.path.commonpath([str(p.resolve()) for p in run_dirs]))
+    if len(run_dirs) == 1:
+        common = common.parent
+    combined = Path(out) if out else common / "eval"
+    settings = {"metrics": list(names), "steps": steps, "sigmas": list(sigmas), "masks": str(masks) if masks else None,
+                "device": str(device), "deletion_baseline": "zeros", "insertion_baseline": "blur (11x11, sigma 5)"}
+    _write_outputs(results, names, combined, reports=[RunDirectory(common).report, RunDirectory(common.parent).report],
+                   settings=settings)
+    return results, combined
+
+
+def _write_outputs(results: Sequence[RunMetrics], names: Sequence[str], out: Path, reports: Sequence[Path],
+                   settings: dict[str, Any] | None = None) -> None:
+    """metrics.md, metrics.json and the plots under `out`; an Evaluation section in each existing report.
+
+    A single run's metrics.json is its record; a combined one holds the settings and every run's record.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(results, names)
+    (out / "metrics.md").write_text(table, encoding="utf-8")
+    record = results[0].to_json() if settings is None else {"settings": settings, "runs": [r.to_json() for r in results]}
+    (out / "metrics.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    images = plot(results, names, out)
+    for report in dict.fromkeys(reports):  # the same file once, in order
+        if report.is_file():
+            link_into_report(report, out, table, images)

@@ -1,0 +1,131 @@
+"""What an evaluation reads besides the stored maps: the runs themselves, the model and images a run
+explained (rebuilt from its record), ground-truth masks and true labels."""
+from __future__ import annotations
+
+import csv
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+
+from fastcam.io.images import ImageFolder, Preprocess, read_image
+from fastcam.io.overlay import output_name
+from fastcam.io.store import Run, RunDirectory
+from fastcam.methods.registry import METHODS
+from fastcam.pipeline import load_model
+from fastcam.pipeline.settings import state_hash
+
+
+class ModelMismatch(ValueError):
+    """The model given or recorded for a run is not the one the run explained (its weights differ)."""
+
+
+class LogitsOnly(nn.Module):
+    """A SoftCAM network returns (logits, evidence); the metrics need the logits only."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> Tensor:
+        out = self.net(images)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories among `paths`; a folder that is not a run contributes its run subfolders
+    (and theirs: a demo's OUT holds its runs under OUT/runs/)."""
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if RunDirectory(p).is_run():
+            runs.append(p)
+        elif p.is_dir():
+            subs = sorted(d for d in p.iterdir() if RunDirectory(d).is_run())
+            subs += sorted(d for sub in p.iterdir() if sub.is_dir() and not RunDirectory(sub).is_run()
+                           for d in sub.iterdir() if RunDirectory(d).is_run())
+            if not subs:
+                raise FileNotFoundError(f"{str(p)!r} is not a fastcam run directory and holds none")
+            runs += subs
+        else:
+            raise FileNotFoundError(f"{str(p)!r} does not exist")
+    return runs
+
+
+def _weights_candidates(run_dir: Path, weights: str) -> list[Path]:
+    p = Path(weights)
+    if p.is_absolute():
+        return [p]
+    # relative names: to the working directory, the run, or a demo's OUT/model/ (run = OUT/runs/<method>)
+    return [p, run_dir / p, run_dir.parent.parent / "model" / p, run_dir.parent / "model" / p]
+
+
+def load_run_model(run: Run, spec: str | None = None, weights: str | None = None) -> nn.Module:
+    """Rebuild the model a run explained, checking its weights hash to the run's `state_sha256`."""
+    info = run.meta.get("settings", {}).get("model", {})
+    spec = spec or info.get("spec")
+    if not spec:
+        raise ValueError(f"run {str(run.path)!r} does not record its model spec: pass --model (and --weights)")
+    if weights is None and info.get("weights"):
+        found = [p for p in _weights_candidates(Path(run.path), str(info["weights"])) if p.is_file()]
+        if not found:
+            raise ValueError(f"the run's weights {info['weights']!r} were not found: pass --weights")
+        weights = str(found[0])
+    method = METHODS.get(run.method)
+    # a method that is not post-hoc (SoftCAM) explained the converted network: rebuild that one
+    converted = method is not None and not method.post_hoc
+    num_classes = int(run.logits.shape[1])
+    channels = (run.meta.get("settings", {}).get("data", {}).get("preprocess") or {}).get("channels")
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": channels}
+    if ":" in spec:  # a user's factory gets only the keyword arguments it declares
+        module, _, attr = spec.partition(":")
+        factory = getattr(importlib.import_module(module), attr, None)
+        try:
+            params = inspect.signature(factory).parameters if callable(factory) else {}
+        except (TypeError, ValueError):
+            params = {}
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    if kwargs.get("in_channels") is None:
+        kwargs.pop("in_channels", None)
+    model, _ = load_model(spec, weights, kwargs.get("num_classes"), kwargs.get("in_channels"), softcam=converted)
+    expected = info.get("state_sha256")
+    if expected and state_hash(model) != expected:
+        raise ModelMismatch(f"the model built from {spec!r} (weights {weights!r}) is not the one run "
+                            f"{str(run.path)!r} explained (state hash differs): pass the right --model/--weights")
+    return model
+
+
+def run_images(run: Run) -> ImageFolder:
+    """The run's image folder with its preprocessing."""
+    data = run.meta.get("settings", {}).get("data", {})
+    if data.get("kind") != "folder":
+        raise ValueError(f"run {str(run.path)!r} explained a {data.get('kind')!r} dataset, not a folder: its images "
+                         "cannot be reloaded, so only the localisation metrics are available")
+    pre = data.get("preprocess") or {}
+    preprocess = Preprocess(channels=int(pre.get("channels", 3)), size=tuple(pre["size"]) if pre.get("size") else None,
+                            mean=tuple(pre["mean"]) if pre.get("mean") else None,
+                            std=tuple(pre["std"]) if pre.get("std") else None)
+    root = Path(data["root"])
+    if not root.is_dir():
+        raise ValueError(f"the run's image folder {str(root)!r} does not exist any more")
+    return ImageFolder(root, preprocess)
+
+
+def load_mask(masks_dir: Path, sample_id: Any) -> Tensor | None:
+    """(H, W) bool mask of a sample: MASKS/<id>, else MASKS/<id>.png or <stem>.png; None when absent."""
+    name = str(sample_id)
+    for candidate in (masks_dir / name, masks_dir / output_name(sample_id), (masks_dir / name).with_suffix(".png")):
+        if candidate.is_file():
+            return read_image(candidate).amax(dim=0) > 0
+    return None
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    """CSV of `relative/path,label` (a header line is allowed)."""
+    labels: dict[str, int] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
+                labels[row[0].strip()] = int(row[1])
+    return labels

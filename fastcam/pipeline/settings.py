@@ -1,0 +1,51 @@
+"""A run's settings: the record of everything that changes its results, and the resume check against it.
+
+A run directory resumes only under the settings it was written with; `check_settings` refuses any
+other call, naming each difference.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastcam.io.store import RunDirectory
+
+
+def state_hash(model: nn.Module) -> str:
+    """sha256 over the model's state dict (names, dtypes, shapes, values): changed weights = other run."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists, unknown objects their repr)."""
+    return json.loads(json.dumps(value, default=repr, sort_keys=True))
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as compared for a resume: the weights file's *path* is only a record (moving the file is
+    fine); its content is compared through the model's state_sha256."""
+    model = {k: v for k, v in settings.get("model", {}).items() if k != "weights"}
+    return {**settings, "model": model}
+
+
+def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse a run directory written with other settings, naming every difference."""
+    old = RunDirectory(run_dir).read_meta().get("settings", {})
+    a, b = _comparable(old), _comparable(settings)
+    if a == b:
+        return
+    keys = sorted(set(old) | set(settings))
+    diffs = [f"  {k}: run has {json.dumps(a.get(k))[:200]}, this call has {json.dumps(b.get(k))[:200]}"
+             for k in keys if a.get(k) != b.get(k)]
+    raise ValueError(f"run directory {str(run_dir)!r} was written with other settings; refusing to mix results. "
+                     "Use another --out, or delete the directory to start over. Differences:\n" + "\n".join(diffs))

@@ -1,0 +1,21 @@
+"""`fastcam report`: one page over two runs of the same images, methods shown by their display names."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from fastcam.cli import main
+
+
+def test_report_over_two_runs(tmp_path: Path, folder: Path, weights: Path, parse_html: Callable) -> None:
+    common = ["--model", "tiny_resnet", "--num-classes", "3", "--weights", str(weights), "--layer", "layer4",
+              "--data", str(folder), "--size", "16", "--quiet", "--overlays"]
+    assert main(["explain", "--method", "gradcam", "--out", str(tmp_path / "g"), *common]) == 0
+    assert main(["explain", "--method", "gradcampp", "--out", str(tmp_path / "p"), *common]) == 0
+    html = tmp_path / "reports" / "both.html"
+    assert main(["report", str(tmp_path / "g"), str(tmp_path / "p"), "--out", str(html)]) == 0
+    report = parse_html(html)
+    assert len(report.srcs) == 3 * 5  # input + two overlays per image
+    assert all((html.parent / src).is_file() for src in report.srcs)
+    text = html.read_text(encoding="utf-8")
+    assert "<th>Grad-CAM</th>" in text and "<th>Grad-CAM++</th>" in text and "<td>gradcampp</td>" not in text

@@ -1,0 +1,94 @@
+"""`fastcam eval` on a tiny stored run: its numbers equal the metrics API on the stored maps, outputs and
+report section are written, the wrong weights are refused; tables and plots name methods by display name."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import fastcam
+import fastcam.ops
+from fastcam import metrics
+from fastcam.cli import main
+from fastcam.evaluate import RunMetrics, evaluate, evaluate_run, markdown_table
+from fastcam.io.images import ImageFolder, Preprocess
+from fastcam.io.store import RunDirectory, ShardWriter, open_run
+from fastcam.models import tiny_resnet
+
+
+def test_fastcam_eval_on_a_tiny_run(tmp_path: Path) -> None:
+    data, masks = tmp_path / "data", tmp_path / "masks"
+    data.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(data / f"im{i}.png")
+    m = np.zeros((64, 64), np.uint8)
+    m[0:32, 0:32] = 255                                     # top-left quadrant, for im0 only
+    Image.fromarray(m).save(masks / "im0.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(masks / "im1.png")   # empty: left out
+    torch.manual_seed(0)
+    model = tiny_resnet(num_classes=3).eval()
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    run_dir = tmp_path / "runs" / "gradcam"
+    run = fastcam.explain_dataset(model, str(data), method="gradcam", target_layer="layer4", out=run_dir,
+                                  batch_size=2, device="cpu", preprocess=Preprocess(channels=3), progress=False,
+                                  model_info={"spec": "tiny_resnet", "weights": str(tmp_path / "w.safetensors")})
+    (run_dir / "report.html").write_text("<html><body><p>report</p></body></html>")
+    rc = main(["eval", str(run_dir), "--masks", str(masks), "--steps", "4", "--sigmas", "0.1,5", "--quiet",
+               "--out", str(tmp_path / "combined")])
+    assert rc == 0
+    result = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    summary = result["summary"]
+    assert summary["deletion"]["n"] == summary["robustness"]["n"] == 3 and summary["pointing_game"]["n"] == 1
+    # the same numbers by hand, from the stored maps and the metrics API
+    maps = fastcam.ops.upsample_normalize(run.lowres.float(), (64, 64))
+    images = torch.stack([ImageFolder(data, Preprocess(channels=3))[i]["image"] for i in range(3)])
+    auc = metrics.deletion(model, images, maps, run.targets, steps=4).auc
+    assert summary["deletion"]["mean"] == pytest.approx(auc.mean().item(), abs=1e-5)
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, :32, :32] = True
+    assert summary["precision"]["mean"] == pytest.approx(metrics.activation_precision(maps[:1], mask).item(), abs=1e-5)
+    assert result["robustness"]["sigmas"] == [0.1, 5.0] and len(result["curves"]["insertion"]) == 5
+    assert {p.name for p in (tmp_path / "combined").iterdir()} >= {"metrics.json", "metrics.md", "curves.png",
+                                                                   "metrics.png", "robustness.png"}
+    report = (run_dir / "report.html").read_text()
+    assert report.count("<!-- fastcam-eval -->") == 1 and "eval/curves.png" in report
+    # the wrong weights are refused, not silently scored
+    save_file(tiny_resnet(num_classes=3).state_dict(), str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="state hash differs"):
+        evaluate(run_dir, "deletion", weights=str(tmp_path / "other.safetensors"), progress=False,
+                 out=tmp_path / "c2")
+    assert main(["eval", str(run_dir), "--metrics", "nonsense", "--quiet"]) == 2
+    # tables name the method as people write it; the JSON keeps its id
+    assert "| gradcam | Grad-CAM | 3 |" in (run_dir / "eval" / "metrics.md").read_text()
+    assert result["method"] == "gradcam"
+
+
+def test_tables_and_plot_labels_use_display_names() -> None:
+    runs = [RunMetrics(name="gradcampp", path="a", method="gradcampp", n=2, values={"deletion": [0.25, 0.75]}),
+            RunMetrics(name="cfcam-eps2", path="b", method="cfcam", n=1, values={"deletion": [0.5]}),
+            RunMetrics(name="old", path="c", method="no-longer-registered", n=1, values={"deletion": [0.5]})]
+    assert [r.label for r in runs] == ["Grad-CAM++", "cfcam-eps2 (CF-CAM)", "old (no-longer-registered)"]
+    table = markdown_table(runs, ["deletion"])
+    assert "| gradcampp | Grad-CAM++ | 2 | 0.500 (n=2) |" in table
+    assert "| cfcam-eps2 | CF-CAM | 1 |" in table and "| old | no-longer-registered | 1 |" in table
+    assert runs[0].to_json()["method"] == "gradcampp"
+
+
+def test_robustness_is_left_out_for_methods_without_gradients(tmp_path: Path) -> None:
+    """The registry says which methods use gradients; the note names the method as people write it."""
+    directory = RunDirectory(tmp_path / "run")
+    directory.create([0], {"method": "scorecam", "batch_size": 1, "world_size": 1}, input_size=(4, 4), versions={})
+    writer = ShardWriter(directory.root, 0, 1, n_items=1, batch_size=1, dtype="float32")
+    writer.write_batch(0, torch.tensor([True]), torch.ones(1, 2, 2), torch.zeros(1, 3), torch.tensor([0]))
+    writer.commit(0, [], 0.1, 1, "cpu")
+    directory.finalize("cpu")
+    result = evaluate_run(open_run(directory.root), ["robustness"], progress=False)
+    assert result.values == {} and result.notes == [
+        "robustness: Score-CAM uses no gradients, so gradient-noise robustness is undefined"]

@@ -1,0 +1,62 @@
+"""Image reading: PNG 8/16-bit, JPEG, TIFF, DICOM (photometric, windowing, rescale), and preprocessing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastcam.io.images import Preprocess, read_image
+
+
+def test_read_image_formats(tmp_path: Path) -> None:
+    gray16 = (np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 500)
+    Image.fromarray(gray16).save(tmp_path / "g16.png")
+    rgb = (np.random.default_rng(0).random((8, 6, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.tif")
+    Image.fromarray(rgb).save(tmp_path / "c.jpg", quality=95)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g8.png")
+    torch.testing.assert_close(read_image(tmp_path / "g16.png")[0], torch.from_numpy(gray16 / 65535.0).float())
+    torch.testing.assert_close(read_image(tmp_path / "c.tif"), torch.from_numpy(rgb / 255.0).permute(2, 0, 1).float())
+    assert read_image(tmp_path / "c.jpg").shape == (3, 8, 6)
+    assert read_image(tmp_path / "g8.png").shape == (1, 8, 6)
+    # channels adapted to the model, resized, normalised
+    pre = Preprocess(channels=3, size=(4, 5), mean=(0.5,), std=(0.25,))
+    x = pre.normalize(pre.display(read_image(tmp_path / "g8.png")))
+    assert x.shape == (3, 4, 5) and torch.equal(x[0], x[1])
+
+
+def _dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **extra) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def test_read_dicom(tmp_path: Path) -> None:
+    pixels = np.array([[0, 1000], [2000, 4095]])
+    _dicom(tmp_path / "a.dcm", pixels)
+    torch.testing.assert_close(read_image(tmp_path / "a.dcm")[0], torch.from_numpy(pixels / 4095.0).float())
+    _dicom(tmp_path / "inv.dcm", pixels, "MONOCHROME1")
+    torch.testing.assert_close(read_image(tmp_path / "inv.dcm")[0], 1 - torch.from_numpy(pixels / 4095.0).float())
+    # window centre 1000, width 2000: DICOM's linear function ((x - (c - 0.5)) / (w - 1) + 0.5), clipped
+    _dicom(tmp_path / "win.dcm", pixels, WindowCenter=1000, WindowWidth=2000)
+    expected = np.clip((pixels - 999.5) / 1999 + 0.5, 0, 1)
+    torch.testing.assert_close(read_image(tmp_path / "win.dcm")[0], torch.from_numpy(expected).float())
+    # rescale slope/intercept (CT-like): the stored 12-bit range through the modality LUT maps to [0, 1]
+    _dicom(tmp_path / "ct.dcm", pixels, RescaleSlope=2, RescaleIntercept=-1024)
+    torch.testing.assert_close(read_image(tmp_path / "ct.dcm")[0], torch.from_numpy(pixels / 4095.0).float())
