@@ -21,7 +21,7 @@ from typing import Callable
 
 from torch import Tensor
 
-__all__ = ["channels_first", "nhwc", "swin", "vit"]
+__all__ = ["Layout", "channels_first", "from_spec", "nhwc", "swin", "vit"]
 
 
 def _grid(length: int, grid: tuple[int, ...] | None, what: str) -> tuple[int, ...]:
@@ -57,7 +57,27 @@ def nhwc(output: Tensor) -> Tensor:
     return channels_first(output)
 
 
-def vit(prefix_tokens: int = 1, grid: tuple[int, ...] | None = None) -> Callable[[Tensor], Tensor]:
+class Layout:
+    """A reshape transform with a stable, readable repr (run settings record it): `vit(...)`, `swin(...)`."""
+
+    def __init__(self, name: str, fn: Callable[[Tensor], Tensor], **params: object) -> None:
+        self.name, self.fn, self.params = name, fn, params
+
+    def __call__(self, output: Tensor) -> Tensor:
+        return self.fn(output)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"fastcam.reshape.{self.name}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and (self.name, self.params) == (other.name, other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.params.items())))
+
+
+def vit(prefix_tokens: int = 1, grid: tuple[int, ...] | None = None) -> Layout:
     """A transform for (B, N, C) token sequences: the first `prefix_tokens` tokens (CLS, distillation,
     registers) are dropped, the remaining N - prefix_tokens patch tokens laid out on `grid` (inferred when
     square; (h, w) for other images, (d, h, w) for volumes).
@@ -76,11 +96,10 @@ def vit(prefix_tokens: int = 1, grid: tuple[int, ...] | None = None) -> Callable
             raise ValueError(f"{output.shape[1]} tokens cannot hold {prefix_tokens} prefix tokens and a patch grid")
         return _tokens_to_maps(output[:, prefix_tokens:], grid, "patch tokens")
 
-    transform.__qualname__ = f"vit(prefix_tokens={prefix_tokens}, grid={grid})"
-    return transform
+    return Layout("vit", transform, prefix_tokens=prefix_tokens, grid=tuple(grid) if grid is not None else None)
 
 
-def swin(grid: tuple[int, ...] | None = None) -> Callable[[Tensor], Tensor]:
+def swin(grid: tuple[int, ...] | None = None) -> Layout:
     """A transform for Swin stages: (B, L, C) token sequences (no prefix tokens) on `grid` (inferred when
     square), or channels-last (B, h, w, C) maps (timm)."""
 
@@ -90,8 +109,33 @@ def swin(grid: tuple[int, ...] | None = None) -> Callable[[Tensor], Tensor]:
         if isinstance(output, Tensor) and output.dim() in (4, 5):
             return nhwc(output)
         if not isinstance(output, Tensor) or output.dim() != 3:
-            raise ValueError(f"swin() expects (B, L, C) or channels-last (B, h, w, C), got {getattr(output, 'shape', type(output).__name__)}")
+            raise ValueError(f"swin() expects (B, L, C) or channels-last (B, h, w, C), got "
+                             f"{getattr(output, 'shape', type(output).__name__)}")
         return _tokens_to_maps(output, grid, "tokens")
 
-    transform.__qualname__ = f"swin(grid={grid})"
-    return transform
+    return Layout("swin", transform, grid=tuple(grid) if grid is not None else None)
+
+
+def from_spec(spec: str, *, prefix_tokens: int | None = None) -> Callable[[Tensor], Tensor]:
+    """A transform from a short text (the CLI's `--reshape`): "nhwc"; "swin" or "swin:HxW"; "vit",
+    "vit:N" (N prefix tokens) or "vit:N:HxW". A bare "vit" drops `prefix_tokens` tokens when the model
+    says how many (timm's `num_prefix_tokens`), else 1 (the CLS token)."""
+    parts = spec.strip().lower().split(":")
+
+    def grid_of(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in text.split("x"))
+        except ValueError:
+            raise ValueError(f"reshape {spec!r}: the grid must read HxW (or DxHxW), got {text!r}") from None
+
+    if parts == ["nhwc"]:
+        return nhwc
+    if parts[0] == "swin" and len(parts) <= 2:
+        return swin(grid_of(parts[1]) if len(parts) == 2 else None)
+    if parts[0] == "vit" and len(parts) <= 3:
+        try:
+            count = int(parts[1]) if len(parts) >= 2 else (1 if prefix_tokens is None else prefix_tokens)
+        except ValueError:
+            raise ValueError(f"reshape {spec!r}: the prefix token count must be an int") from None
+        return vit(count, grid_of(parts[2]) if len(parts) == 3 else None)
+    raise ValueError(f"unknown reshape {spec!r}: use nhwc, swin[:HxW] or vit[:PREFIX[:HxW]]")

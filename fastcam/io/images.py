@@ -129,7 +129,9 @@ def read_image(path: str | Path) -> Tensor:
 class Preprocess:
     """The model's input preprocessing: channels, resize (bilinear, antialiased) and normalisation.
 
-    `x = (resize(adapt_channels(img)) - mean) / std` with img in [0, 1]. Grayscale images given to an
+    `x = (resize(adapt_channels(img)) - mean) / std` with img in [0, 1] (with `resize`: the shorter side
+    resized to it, then a centre crop to `size`, as torchvision's and timm's evaluation transforms; both
+    bilinear with antialiasing here, where timm's recipes often say bicubic). Grayscale images given to an
     RGB model are repeated over 3 channels; RGB images given to a 1-channel model are converted with
     ITU-R 601-2 luma weights (as Pillow's "L").
     """
@@ -138,6 +140,9 @@ class Preprocess:
     size: tuple[int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: resize the shorter side to this first, then centre-crop to `size` (torchvision's and timm's
+    #: evaluation transforms); None resizes straight to `size`
+    resize: int | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -150,6 +155,8 @@ class Preprocess:
                 raise ValueError(f"{name} needs 1 or {self.channels} values, got {len(value)}")
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
+        if self.resize is not None and (self.size is None or self.resize < min(self.size)):
+            raise ValueError(f"resize {self.resize} needs a crop size no larger than it, got size {self.size}")
 
     def display(self, image: Tensor) -> Tensor:
         """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
@@ -159,7 +166,16 @@ class Preprocess:
             else:
                 luma = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
                 image = (image * luma).sum(0, keepdim=True)
-        if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
+        if self.resize is not None and self.size is not None:
+            height, width = image.shape[-2:]
+            scale = self.resize / min(height, width)
+            shape = (max(self.size[0], round(height * scale)), max(self.size[1], round(width * scale)))
+            if shape != (height, width):
+                image = F.interpolate(image[None], size=shape, mode="bilinear", align_corners=False,
+                                      antialias=True)[0].clamp(0, 1)
+            top, left = (int(round((shape[i] - self.size[i]) / 2.0)) for i in (0, 1))  # torchvision's centre
+            image = image[..., top : top + self.size[0], left : left + self.size[1]]
+        elif self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
             image = F.interpolate(image[None], size=self.size, mode="bilinear", align_corners=False,
                                   antialias=True)[0].clamp(0, 1)
         return image.contiguous()
@@ -180,8 +196,11 @@ class Preprocess:
         return images.clamp(0, 1)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"channels": self.channels, "size": list(self.size) if self.size else None,
-                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+        out = {"channels": self.channels, "size": list(self.size) if self.size else None,
+               "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+        if self.resize is not None:  # only when set: runs recorded before it existed keep their settings
+            out["resize"] = self.resize
+        return out
 
 
 @dataclass
