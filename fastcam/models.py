@@ -209,25 +209,18 @@ def tiny_densenet(num_classes: int = 5, in_channels: int = 3) -> DenseNet:
     return DenseNet(growth=4, blocks=(2, 2), init_features=8, bn_size=2, num_classes=num_classes, in_channels=in_channels)
 
 
-class BasicBlock3d(nn.Module):
-    """`BasicBlock` with 3x3x3 convolutions (the 3-D ResNets of medical imaging, e.g. MedicalNet, MONAI)."""
-
-    expansion = 1
+class BasicBlock3d(BasicBlock):
+    """`BasicBlock` with 3x3x3 convolutions (the 3-D ResNets of medical imaging, e.g. MedicalNet, MONAI);
+    the same forward."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.conv1 = nn.Conv3d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv3d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm3d(planes)
         self.downsample = downsample
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
 
 
 class ResNet3d(nn.Module):

@@ -203,8 +203,60 @@ class Preprocess:
         return out
 
 
+class FolderItems:
+    """What the file-folder datasets share (`ImageFolder`, `fastcam.io.volumes.VolumeFolder`): sorted
+    relative paths as ids, the first readable file's size as the dataset's when there is no resize, and
+    items that report a file that cannot be read (`ok=False`, a zero tensor of the expected shape, the
+    error) instead of raising. Subclasses give `root`, `files`, `size` and `_load` / `_blank`."""
+
+    root: Path
+    files: list[str]
+    size: tuple[int, ...]
+    #: what one file holds, for messages ("image", "volume"), and the flag that resizes it
+    what: str = "image"
+    resize_flag: str = "--size H W"
+
+    def _load(self, path: Path) -> Tensor:
+        """The file as the model takes it (preprocessed); its spatial size is compared with `size`."""
+        raise NotImplementedError
+
+    def _read_size(self, path: Path) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _blank(self) -> Tensor:
+        raise NotImplementedError
+
+    def _first_size(self) -> tuple[int, ...]:
+        """Without a resize every file must share the first readable file's size."""
+        for name in self.files:
+            try:
+                return self._read_size(self.root / name)
+            except Exception:  # noqa: BLE001 - unreadable: try the next one
+                continue
+        raise ValueError(f"none of the {len(self.files)} {self.what}s under {str(self.root)!r} can be read")
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.files[index]
+        try:
+            item = self._load(self.root / name)
+            spatial = tuple(item.shape[-len(self.size):])
+            if spatial != tuple(self.size):
+                raise ValueError(f"{self.what} size {spatial} differs from the dataset's {tuple(self.size)}; "
+                                 f"pass a resize ({self.resize_flag})")
+            return {"image": item, "ok": True, "error": ""}
+        except Exception as exc:  # reported and skipped by the pipeline, never fatal
+            return {"image": self._blank(), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
 @dataclass
-class ImageFolder(Dataset):
+class ImageFolder(FolderItems, Dataset):
     """Every image under `root` (recursive, sorted relative paths), preprocessed for the model.
 
     Items are dicts: `image` (C, H, W) float32 normalised, `ok` (bool), `error` (str, empty when ok).
@@ -223,30 +275,14 @@ class ImageFolder(Dataset):
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(self.root)!r}")
         self.size = self.preprocess.size or self._first_size()
 
-    def _first_size(self) -> tuple[int, int]:
-        """Without a resize every image must share the first readable image's size."""
-        for name in self.files:
-            try:
-                return tuple(read_image(self.root / name).shape[-2:])  # type: ignore[return-value]
-            except Exception:
-                continue
-        raise ValueError(f"none of the {len(self.files)} images under {str(self.root)!r} can be read")
+    def _read_size(self, path: Path) -> tuple[int, ...]:
+        return tuple(read_image(path).shape[-2:])
 
-    @property
-    def ids(self) -> list[str]:
-        return list(self.files)  # type: ignore[arg-type]
+    def _load(self, path: Path) -> Tensor:
+        image = self.preprocess.display(read_image(path))
+        if tuple(image.shape[-2:]) != tuple(self.size):
+            return image  # refused by the caller, with the sizes
+        return self.preprocess.normalize(image)
 
-    def __len__(self) -> int:
-        return len(self.files)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name = self.files[index]  # type: ignore[index]
-        try:
-            image = self.preprocess.display(read_image(self.root / name))
-            if tuple(image.shape[-2:]) != tuple(self.size):
-                raise ValueError(f"image size {tuple(image.shape[-2:])} differs from the dataset's "
-                                 f"{tuple(self.size)}; pass a resize (--size H W)")
-            return {"image": self.preprocess.normalize(image), "ok": True, "error": ""}
-        except Exception as exc:  # reported and skipped by the pipeline, never fatal
-            blank = torch.zeros(self.preprocess.channels, *self.size)
-            return {"image": blank, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    def _blank(self) -> Tensor:
+        return torch.zeros(self.preprocess.channels, *self.size)

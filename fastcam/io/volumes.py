@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fastcam.io.images import FolderItems
+
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -152,13 +154,15 @@ class VolumePreprocess:
 
 
 @dataclass
-class VolumeFolder(Dataset):
+class VolumeFolder(FolderItems, Dataset):
     """Every volume under `root` (`list_volumes`), preprocessed for the model. Items are dicts: `image`
     (C, D, H, W) float32, `ok`, `error`; without a resize every volume must share the first one's size."""
 
     root: str | Path
     preprocess: VolumePreprocess = field(default_factory=VolumePreprocess)
     files: Sequence[str] | None = None
+    what = "volume"
+    resize_flag = "--size D H W"
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -167,32 +171,14 @@ class VolumeFolder(Dataset):
             raise ValueError(f"no volumes ({', '.join(VOLUME_SUFFIXES)}, DICOM series folders) under {str(self.root)!r}")
         self.size = tuple(self.preprocess.size) if self.preprocess.size else self._first_size()
 
-    def _first_size(self) -> tuple[int, ...]:
-        for name in self.files:
-            try:
-                return tuple(read_volume(self.root / name).shape[1:])
-            except Exception:  # noqa: BLE001 - unreadable: try the next one
-                continue
-        raise ValueError(f"none of the {len(self.files)} volumes under {str(self.root)!r} can be read")
+    def _read_size(self, path: Path) -> tuple[int, ...]:
+        return tuple(read_volume(path).shape[1:])
 
-    @property
-    def ids(self) -> list[str]:
-        return list(self.files)  # type: ignore[arg-type]
+    def _load(self, path: Path) -> Tensor:
+        return self.preprocess(read_volume(path))
 
-    def __len__(self) -> int:
-        return len(self.files)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name = self.files[index]  # type: ignore[index]
-        try:
-            volume = self.preprocess(read_volume(self.root / name))
-            if tuple(volume.shape[1:]) != tuple(self.size):
-                raise ValueError(f"volume size {tuple(volume.shape[1:])} differs from the dataset's {tuple(self.size)}; "
-                                 "pass a resize (--size D H W)")
-            return {"image": volume, "ok": True, "error": ""}
-        except Exception as exc:  # reported and skipped by the pipeline, never fatal
-            return {"image": torch.zeros(self.preprocess.channels, *self.size), "ok": False,
-                    "error": f"{type(exc).__name__}: {exc}"}
+    def _blank(self) -> Tensor:
+        return torch.zeros(self.preprocess.channels, *self.size)
 
 
 def central_slices(volumes: Tensor, gap: int = 2) -> Tensor:
