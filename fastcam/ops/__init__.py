@@ -14,6 +14,7 @@ from fastcam.ops.cfcam import (
     VARIANTS,
     cluster_filter_weights,
     gaussian_coverage,
+    gaussian_coverage_nd,
     masked_softmax,
     reference_filtered_mean,
 )
@@ -23,6 +24,6 @@ from fastcam.ops.softcam import DEFAULT_TEMPERATURE, evidence_head, pool_evidenc
 __all__ = [
     "DEFAULT_SIGMA", "DEFAULT_TEMPERATURE", "FLOAT_DTYPES", "IMPORTANT", "NOISE", "POOLS", "REFERENCE_NORM_EPS",
     "REFERENCE_RANGE_SIGMA", "VARIANTS", "accumulation", "check_activations", "check_real", "check_size",
-    "cluster_filter_weights", "combine", "evidence_head", "gaussian_coverage", "masked_softmax", "pool_evidence",
+    "cluster_filter_weights", "combine", "evidence_head", "gaussian_coverage", "gaussian_coverage_nd", "masked_softmax", "pool_evidence",
     "reference_filtered_mean", "softcam_maps", "upsample_normalize", "weighted_sum_relu",
 ]
