@@ -38,11 +38,18 @@ setup(
             "captum>=0.7", "torchcam>=0.4", "scikit-image>=0.21",  # oracles: peers and SSIM
             "mkdocs>=1.6", "mkdocstrings[python]>=0.26",  # the docs build (--strict) is a test
             "onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.17",  # fastcam.deploy: export and parity
+            # models users bring (random init from small configs, nothing downloaded) and 3-D datasets
+            "transformers>=4.40", "nibabel>=5.0",
         ],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         # fastcam.deploy.export: torch's ONNX exporter (dynamo=True) needs onnx + onnxscript; onnxruntime runs
         # and checks the file (optional: without it the check runs the exported program instead)
         "deploy": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.17"],
+        # Hugging Face models (`hf:PATH` model specs, local folders only), timm models (`timm:NAME`)
+        "hf": ["transformers>=4.40"],
+        "timm": ["timm>=0.9"],
+        # NIfTI volumes for explain_dataset (DICOM series use pydicom, a core dependency)
+        "nifti": ["nibabel>=5.0"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },

@@ -33,6 +33,10 @@ _EXPORTS: dict[str, str] = {
     "SoftCAM": "fastcam.methods:SoftCAM",
     "softcam": "fastcam.softcam",
     "deploy": "fastcam.deploy",
+    "reshape": "fastcam.reshape",
+    "targets": "fastcam.targets",
+    "models": "fastcam.models",
+    "metrics": "fastcam.metrics",
     "explain_dataset": "fastcam.pipeline:explain_dataset",
     "open_run": "fastcam.pipeline:open_run",
 }

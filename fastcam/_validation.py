@@ -52,16 +52,30 @@ class FiniteCheck:
             self._reasons.append(reason)
             self._extremes.append(torch.stack([low.float(), high.float()]))
 
-    def raise_if_any(self) -> None:
-        """One host sync: raise `NonFiniteError` for the first reason with flagged images."""
+    def raise_if_any(self, also: Tensor | None = None) -> list[bool]:
+        """One host read: raise `NonFiniteError` for the first reason with flagged images.
+
+        `also`: a 1-D bool tensor of further flags the caller needs on the host; they travel in the same
+        transfer and are returned as a list (empty when None), so a call still syncs once.
+        """
         if not self._extremes:
-            return
+            return also.tolist() if also is not None else []
         bad = ~torch.isfinite(torch.stack([e.to(self._extremes[0].device) for e in self._extremes]))  # (checks, 2, B)
-        if not bool(bad.any()):
-            return
-        for reason, row in zip(self._reasons, bad.any(dim=1).cpu()):
-            if bool(row.any()):
-                raise NonFiniteError(reason, torch.nonzero(row).flatten().tolist())
+        if also is None:
+            if not bool(bad.any()):
+                return []
+            rows = bad.any(dim=1).cpu().tolist()
+            flags: list[bool] = []
+        else:
+            per_image = bad.any(dim=1)  # (checks, B)
+            values = torch.cat([per_image.flatten(), also.to(per_image.device)]).tolist()  # the one host read
+            batch = per_image.shape[1]
+            rows = [values[i * batch : (i + 1) * batch] for i in range(per_image.shape[0])]
+            flags = values[per_image.numel():]
+        for reason, row in zip(self._reasons, rows):
+            if any(row):
+                raise NonFiniteError(reason, [i for i, flagged in enumerate(row) if flagged])
+        return flags
 
 
 def check_image_batch(images: object) -> Tensor:
@@ -210,9 +224,15 @@ def resolve_targets(targets: TargetsLike, logits: Tensor) -> Tensor:
 
 
 def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str, nn.Module]:
-    """Find the target layer by module or dotted name ("layer4", "features.29", "layer4.1.conv2")."""
+    """Find the target layer by module or dotted name ("layer4", "features.29", "layer4.1.conv2").
+
+    A name may index a container from its end ("blocks.-1.norm1", "vit.layers.-1.layernorm_before"): it is
+    returned under the model's own name ("blocks.11.norm1").
+    """
     if isinstance(target_layer, str):
         modules = dict(model.named_modules())
+        if target_layer not in modules and "-" in target_layer:
+            target_layer = _from_end(model, target_layer)
         if target_layer not in modules:
             candidates = [n for n in modules if n and "." not in n]
             raise ValueError(
@@ -225,6 +245,22 @@ def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str,
                 return name, module
         raise ValueError(f"target layer {type(target_layer).__name__} is not a submodule of the model")
     raise TypeError(f"target_layer must be an nn.Module or a dotted module name, got {type(target_layer).__name__}")
+
+
+def _from_end(model: nn.Module, name: str) -> str:
+    """`name` with negative container indices ("blocks.-1") replaced by the children's own names; the name
+    unchanged when a part does not resolve (the caller reports it)."""
+    module, parts = model, []
+    for part in name.split("."):
+        children = list(module._modules)
+        if part.startswith("-") and part[1:].isdigit() and 0 < int(part[1:]) <= len(children):
+            part = children[int(part)]
+        child = module._modules.get(part)
+        if child is None:
+            return name
+        module = child
+        parts.append(part)
+    return ".".join(parts)
 
 
 def resolve_layers(model: nn.Module, target_layer: object) -> tuple[tuple[str, nn.Module], ...]:

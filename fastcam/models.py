@@ -209,7 +209,68 @@ def tiny_densenet(num_classes: int = 5, in_channels: int = 3) -> DenseNet:
     return DenseNet(growth=4, blocks=(2, 2), init_features=8, bn_size=2, num_classes=num_classes, in_channels=in_channels)
 
 
+class BasicBlock3d(BasicBlock):
+    """`BasicBlock` with 3x3x3 convolutions (the 3-D ResNets of medical imaging, e.g. MedicalNet, MONAI);
+    the same forward."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        nn.Module.__init__(self)
+        self.conv1 = nn.Conv3d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv3d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.downsample = downsample
+
+
+class ResNet3d(nn.Module):
+    """A 3-D ResNet for volumes (B, C, D, H, W) with torchvision's ResNet attribute layout: conv1, bn1,
+    relu, maxpool, layer1..layer4 (5-D activations (B, C, d, h, w)), avgpool, fc."""
+
+    def __init__(self, layers: list[int], num_classes: int = 2, in_channels: int = 1, width: int = 64) -> None:
+        super().__init__()
+        self.inplanes = width
+        self.conv1 = nn.Conv3d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(3, 2, 1)
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], 2)
+        self.layer3 = self._make_layer(width * 4, layers[2], 2)
+        self.layer4 = self._make_layer(width * 8, layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(width * 8, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(nn.Conv3d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm3d(planes))
+        layers = [BasicBlock3d(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock3d(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18_3d(num_classes: int = 2, in_channels: int = 1, width: int = 64) -> ResNet3d:
+    """A 3-D ResNet-18 (BasicBlock3d, [2, 2, 2, 2]) for (B, in_channels, D, H, W) volumes."""
+    return ResNet3d([2, 2, 2, 2], num_classes, in_channels=in_channels, width=width)
+
+
+def tiny_resnet3d(num_classes: int = 2, in_channels: int = 1, width: int = 4) -> ResNet3d:
+    """A ResNet-10-like 3-D network, small enough for CPU tests: layer4 gives (B, 8·width, D/32, H/32, W/32)."""
+    return ResNet3d([1, 1, 1, 1], num_classes, in_channels=in_channels, width=width)
+
+
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18, "resnet50": resnet50, "vgg16": vgg16, "densenet121": densenet121,
     "tiny_resnet": tiny_resnet, "tiny_vgg": tiny_vgg, "tiny_densenet": tiny_densenet,
+    "resnet18_3d": resnet18_3d, "tiny_resnet3d": tiny_resnet3d,
 }

@@ -33,18 +33,30 @@ __all__ = [
 ]
 
 
+#: the keys of a mapping output that hold its main tensor, in order: Hugging Face `ModelOutput.logits`,
+#: torchvision segmentation models' "out"
+PRIMARY_KEYS = ("logits", "out")
+
+
 def primary_tensor(output: Any) -> Tensor:
     """The main tensor of a model output: a tensor, the first element of a tuple/list, or a mapping's
-    (e.g. a Hugging Face `ModelOutput`'s) "logits"."""
+    (e.g. a Hugging Face `ModelOutput`'s) "logits" (torchvision segmentation models: "out")."""
     if isinstance(output, Tensor):
         return output
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), Tensor):
-        return output["logits"]
-    if not isinstance(output, (Mapping, str, bytes)) and isinstance(getattr(output, "logits", None), Tensor):
+    if isinstance(output, Mapping):
+        for key in PRIMARY_KEYS:
+            if isinstance(output.get(key), Tensor):
+                return output[key]
+    elif not isinstance(output, (str, bytes)) and isinstance(getattr(output, "logits", None), Tensor):
         return output.logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
-    raise TypeError(f"cannot find the output tensor in a {type(output).__name__}; give the target a function of it")
+    keys = f" with keys {list(output)[:8]}" if isinstance(output, Mapping) else ""
+    raise TypeError(
+        f"cannot find the output tensor in a {type(output).__name__}{keys}: pass output_fn= to the explainer "
+        "(a function from the model's output to the scores, e.g. lambda out: out['scores']), or give a target "
+        "that is a function of the whole output"
+    )
 
 
 class Target:
@@ -238,6 +250,12 @@ def resolve_target(targets: Any, output: Any, batch: int) -> tuple[Target, Tenso
             logits = check_logits(primary_tensor(output), batch)
         except TypeError as exc:
             raise TypeError(f"{exc}; for other outputs give a target (fastcam.targets) instead of class indices") from None
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}. Class indices need (B, K) class scores; for other outputs give a target from "
+                "fastcam.targets: SegmentationTarget for (B, K, H, W) segmentation maps, BinaryTarget for a (B,) "
+                "single logit, SimilarityTarget for embeddings, or any function of the output"
+            ) from None
         return ClassTarget(resolve_targets(targets, logits)), logits
     try:
         candidate = primary_tensor(output)

@@ -94,7 +94,10 @@ def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available here")
     if model is None:
-        model, _ = load_model(config.model, num_classes=config.num_classes)
+        # the benchmark times fastcam's builders by their bare names (resnet18, resnet50: random weights, the
+        # same on every machine); any other spec is taken as given
+        spec = config.model if ":" in config.model else f"fastcam:{config.model}"
+        model, _ = load_model(spec, num_classes=config.num_classes)
     model = model.to(device).eval()
     layer_name, layer = resolve_layer(model, resolve_layer_name(model, config.layer))
     generator = torch.Generator().manual_seed(config.seed)

@@ -6,11 +6,11 @@ function: argparse ends here. `SUBCOMMANDS` registers them in one place. Heavy i
 matplotlib) happen inside the `run` functions, so `fastcam --help` and `fastcam SUB --help` import no
 torch (method names come from the torch-free registry).
 
-    fastcam explain --model tiny_resnet --weights w.safetensors --layer layer4 --method gradcam \\
+    fastcam explain --model fastcam:tiny_resnet --weights w.safetensors --layer layer4 --method gradcam \\
         --data images/ --out runs/gradcam --overlays --report
     fastcam demo --out runs/demo
     fastcam report runs/demo/gradcam runs/demo/cfcam --out report.html
-    fastcam export --method softcam --model tiny_resnet --weights softcam.safetensors --out softcam.onnx
+    fastcam export --method softcam --model fastcam:tiny_resnet --weights softcam.safetensors --out softcam.onnx
 """
 from __future__ import annotations
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-SPEC_HELP = ("a fastcam.models builder (resnet18, tiny_resnet, ...), a torchvision model name (when torchvision is "
-             "importable), or module:factory for your own code")
+SPEC_HELP = ("torchvision:NAME, timm:NAME, hf:PATH (a local Hugging Face folder; nothing is downloaded), "
+             "fastcam:NAME (fastcam.models builders: resnet18, tiny_resnet, tiny_resnet3d, ...) or module:factory for "
+             "your own code; a bare NAME is torchvision's. Preprocessing follows the model's own recipe unless "
+             "--size/--mean/--std say otherwise")
 WEIGHTS_HELP = "safetensors file, or a state dict loaded with torch.load(weights_only=True)"
 
 
@@ -20,10 +22,12 @@ def add_model_group(p: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_H
     return model
 
 
-def parse_size(values: list[int] | None) -> int | tuple[int, int] | None:
-    """--size N or --size H W."""
+def parse_size(values: list[int] | None, *, volumes: bool = False) -> int | tuple[int, ...] | None:
+    """--size N or --size H W (--size D H W for volumes)."""
     if values is None:
         return None
-    if len(values) not in (1, 2):
-        raise ValueError(f"--size takes 1 or 2 values, got {len(values)}")
-    return values[0] if len(values) == 1 else (values[0], values[1])
+    allowed = (1, 3) if volumes else (1, 2)
+    if len(values) not in allowed:
+        raise ValueError(f"--size takes {' or '.join(map(str, allowed))} values{' for volumes' if volumes else ''}, "
+                         f"got {len(values)}")
+    return values[0] if len(values) == 1 else tuple(values)

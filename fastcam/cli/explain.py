@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 from pathlib import Path
 
 from fastcam.cli.common import add_model_group, parse_size
@@ -40,13 +42,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     method.add_argument("--method-arg", action="append", type=_method_arg, default=[], metavar="KEY=VALUE",
                         help="extra keyword argument of the method's constructor (repeatable), e.g. "
                         "--method-arg batch_size=64")
+    method.add_argument("--reshape", metavar="LAYOUT", default=None,
+                        help="layout of the target layer's output when it is not (B, C, h, w): vit[:PREFIX[:HxW]] "
+                        "(ViT tokens; PREFIX = CLS/distillation/register tokens, default the model's own or 1), "
+                        "swin[:HxW] (Swin tokens or channels-last stages), nhwc (channels-last maps)")
     method.add_argument("--targets", default="predicted", metavar="predicted|INT|FILE",
                         help="class to explain: the predicted class (default), one class index for all, or a "
                         "CSV/JSON file mapping relative image paths to class indices")
     data = p.add_argument_group("data and preprocessing")
     data.add_argument("--data", required=True, metavar="DIR", help="folder of images (searched recursively)")
-    data.add_argument("--size", type=int, nargs="+", metavar="N", help="resize to H W (or N N); default: the "
-                      "model spec's size (224 for torchvision models), else the images' own size")
+    data.add_argument("--volumes", action="store_true",
+                      help="the folder holds 3-D volumes: NIfTI (.nii, .nii.gz), NumPy .npy, or DICOM series (one "
+                      "folder of slices each); maps are 3-D and the report shows their central slices")
+    data.add_argument("--size", type=int, nargs="+", metavar="N", help="resize to H W (or N N; D H W for volumes); "
+                      "default: the model's own preprocessing (torchvision's weights' transforms, timm's data "
+                      "config, the Hugging Face processor config), else the images' own size")
     data.add_argument("--mean", type=float, nargs="+", help="normalisation mean per channel (after scaling to [0, 1])")
     data.add_argument("--std", type=float, nargs="+", help="normalisation std per channel")
     data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -84,14 +94,23 @@ def run(args: argparse.Namespace) -> int:
     """Build the model and preprocessing from the flags, explain the folder, print a summary."""
     from fastcam.pipeline import explain_folder
     from fastcam.pipeline.distributed import torchrun_ranks
+    from fastcam.pipeline.explain import RandomWeightsWarning
 
-    result = explain_folder(
-        args.model, args.data, args.out, weights=args.weights, num_classes=args.num_classes,
-        in_channels=args.in_channels, layer=args.layer, method=args.method, method_kwargs=dict(args.method_arg),
-        targets=_targets(args.targets), size=parse_size(args.size), mean=args.mean, std=args.std, workers=args.workers,
-        batch_size=args.batch_size, device=args.device, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
-        overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
-        progress=not args.quiet)
+    def show(message: Warning | str, category: type[Warning], *rest: object, **kw: object) -> None:
+        print(f"fastcam explain: warning: {category.__name__}: {message}", file=sys.stderr)
+
+    # the random-weights warning is printed when it arises (before the run), whatever the warning filters
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RandomWeightsWarning)
+        warnings.showwarning = show  # restored when the block ends
+        result = explain_folder(
+            args.model, args.data, args.out, weights=args.weights, num_classes=args.num_classes,
+            in_channels=args.in_channels, layer=args.layer, method=args.method, method_kwargs=dict(args.method_arg),
+            targets=_targets(args.targets), size=parse_size(args.size, volumes=args.volumes), mean=args.mean,
+            std=args.std, workers=args.workers, reshape=args.reshape, volumes=args.volumes,
+            batch_size=args.batch_size, device=args.device, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
+            overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
+            progress=not args.quiet)
     if torchrun_ranks().is_main:
         rate = result.meta.get("timings", {}).get("images_per_s")
         print(f"fastcam explain: {len(result)} images explained, {len(result.skipped)} skipped"

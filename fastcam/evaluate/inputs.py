@@ -15,6 +15,7 @@ from fastcam.io.overlay import output_name
 from fastcam.io.store import Run, RunDirectory
 from fastcam.methods.registry import METHODS
 from fastcam.pipeline import load_model
+from fastcam.pipeline.specs import SCHEMES
 from fastcam.pipeline.settings import state_hash
 
 
@@ -78,7 +79,7 @@ def load_run_model(run: Run, spec: str | None = None, weights: str | None = None
     num_classes = int(run.logits.shape[1])
     channels = (run.meta.get("settings", {}).get("data", {}).get("preprocess") or {}).get("channels")
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": channels}
-    if ":" in spec:  # a user's factory gets only the keyword arguments it declares
+    if ":" in spec and spec.partition(":")[0] not in SCHEMES:  # a user's factory gets only the arguments it declares
         module, _, attr = spec.partition(":")
         factory = getattr(importlib.import_module(module), attr, None)
         try:

@@ -129,7 +129,9 @@ def read_image(path: str | Path) -> Tensor:
 class Preprocess:
     """The model's input preprocessing: channels, resize (bilinear, antialiased) and normalisation.
 
-    `x = (resize(adapt_channels(img)) - mean) / std` with img in [0, 1]. Grayscale images given to an
+    `x = (resize(adapt_channels(img)) - mean) / std` with img in [0, 1] (with `resize`: the shorter side
+    resized to it, then a centre crop to `size`, as torchvision's and timm's evaluation transforms; both
+    bilinear with antialiasing here, where timm's recipes often say bicubic). Grayscale images given to an
     RGB model are repeated over 3 channels; RGB images given to a 1-channel model are converted with
     ITU-R 601-2 luma weights (as Pillow's "L").
     """
@@ -138,6 +140,9 @@ class Preprocess:
     size: tuple[int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: resize the shorter side to this first, then centre-crop to `size` (torchvision's and timm's
+    #: evaluation transforms); None resizes straight to `size`
+    resize: int | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -150,6 +155,8 @@ class Preprocess:
                 raise ValueError(f"{name} needs 1 or {self.channels} values, got {len(value)}")
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
+        if self.resize is not None and (self.size is None or self.resize < min(self.size)):
+            raise ValueError(f"resize {self.resize} needs a crop size no larger than it, got size {self.size}")
 
     def display(self, image: Tensor) -> Tensor:
         """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
@@ -159,7 +166,16 @@ class Preprocess:
             else:
                 luma = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
                 image = (image * luma).sum(0, keepdim=True)
-        if self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
+        if self.resize is not None and self.size is not None:
+            height, width = image.shape[-2:]
+            scale = self.resize / min(height, width)
+            shape = (max(self.size[0], round(height * scale)), max(self.size[1], round(width * scale)))
+            if shape != (height, width):
+                image = F.interpolate(image[None], size=shape, mode="bilinear", align_corners=False,
+                                      antialias=True)[0].clamp(0, 1)
+            top, left = (int(round((shape[i] - self.size[i]) / 2.0)) for i in (0, 1))  # torchvision's centre
+            image = image[..., top : top + self.size[0], left : left + self.size[1]]
+        elif self.size is not None and tuple(image.shape[-2:]) != tuple(self.size):
             image = F.interpolate(image[None], size=self.size, mode="bilinear", align_corners=False,
                                   antialias=True)[0].clamp(0, 1)
         return image.contiguous()
@@ -180,12 +196,67 @@ class Preprocess:
         return images.clamp(0, 1)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"channels": self.channels, "size": list(self.size) if self.size else None,
-                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+        out = {"channels": self.channels, "size": list(self.size) if self.size else None,
+               "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+        if self.resize is not None:  # only when set: runs recorded before it existed keep their settings
+            out["resize"] = self.resize
+        return out
+
+
+class FolderItems:
+    """What the file-folder datasets share (`ImageFolder`, `fastcam.io.volumes.VolumeFolder`): sorted
+    relative paths as ids, the first readable file's size as the dataset's when there is no resize, and
+    items that report a file that cannot be read (`ok=False`, a zero tensor of the expected shape, the
+    error) instead of raising. Subclasses give `root`, `files`, `size` and `_load` / `_blank`."""
+
+    root: Path
+    files: list[str]
+    size: tuple[int, ...]
+    #: what one file holds, for messages ("image", "volume"), and the flag that resizes it
+    what: str = "image"
+    resize_flag: str = "--size H W"
+
+    def _load(self, path: Path) -> Tensor:
+        """The file as the model takes it (preprocessed); its spatial size is compared with `size`."""
+        raise NotImplementedError
+
+    def _read_size(self, path: Path) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _blank(self) -> Tensor:
+        raise NotImplementedError
+
+    def _first_size(self) -> tuple[int, ...]:
+        """Without a resize every file must share the first readable file's size."""
+        for name in self.files:
+            try:
+                return self._read_size(self.root / name)
+            except Exception:  # noqa: BLE001 - unreadable: try the next one
+                continue
+        raise ValueError(f"none of the {len(self.files)} {self.what}s under {str(self.root)!r} can be read")
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.files[index]
+        try:
+            item = self._load(self.root / name)
+            spatial = tuple(item.shape[-len(self.size):])
+            if spatial != tuple(self.size):
+                raise ValueError(f"{self.what} size {spatial} differs from the dataset's {tuple(self.size)}; "
+                                 f"pass a resize ({self.resize_flag})")
+            return {"image": item, "ok": True, "error": ""}
+        except Exception as exc:  # reported and skipped by the pipeline, never fatal
+            return {"image": self._blank(), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
 @dataclass
-class ImageFolder(Dataset):
+class ImageFolder(FolderItems, Dataset):
     """Every image under `root` (recursive, sorted relative paths), preprocessed for the model.
 
     Items are dicts: `image` (C, H, W) float32 normalised, `ok` (bool), `error` (str, empty when ok).
@@ -204,30 +275,14 @@ class ImageFolder(Dataset):
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(self.root)!r}")
         self.size = self.preprocess.size or self._first_size()
 
-    def _first_size(self) -> tuple[int, int]:
-        """Without a resize every image must share the first readable image's size."""
-        for name in self.files:
-            try:
-                return tuple(read_image(self.root / name).shape[-2:])  # type: ignore[return-value]
-            except Exception:
-                continue
-        raise ValueError(f"none of the {len(self.files)} images under {str(self.root)!r} can be read")
+    def _read_size(self, path: Path) -> tuple[int, ...]:
+        return tuple(read_image(path).shape[-2:])
 
-    @property
-    def ids(self) -> list[str]:
-        return list(self.files)  # type: ignore[arg-type]
+    def _load(self, path: Path) -> Tensor:
+        image = self.preprocess.display(read_image(path))
+        if tuple(image.shape[-2:]) != tuple(self.size):
+            return image  # refused by the caller, with the sizes
+        return self.preprocess.normalize(image)
 
-    def __len__(self) -> int:
-        return len(self.files)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name = self.files[index]  # type: ignore[index]
-        try:
-            image = self.preprocess.display(read_image(self.root / name))
-            if tuple(image.shape[-2:]) != tuple(self.size):
-                raise ValueError(f"image size {tuple(image.shape[-2:])} differs from the dataset's "
-                                 f"{tuple(self.size)}; pass a resize (--size H W)")
-            return {"image": self.preprocess.normalize(image), "ok": True, "error": ""}
-        except Exception as exc:  # reported and skipped by the pipeline, never fatal
-            blank = torch.zeros(self.preprocess.channels, *self.size)
-            return {"image": blank, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    def _blank(self) -> Tensor:
+        return torch.zeros(self.preprocess.channels, *self.size)

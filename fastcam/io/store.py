@@ -14,7 +14,7 @@ Layout of a run directory::
     ids.json                       sample ids of the whole dataset in dataset order (relative paths or
                                    dataset indices)
     shard-00000-of-00001/          one Zarr group per rank; rank r holds dataset indices r, r+W, r+2W, ...
-        lowres   (n, h, w)         low-resolution maps (after ReLU), each divided by its own max, so
+        lowres   (n, h, w)         low-resolution maps (after ReLU; (n, d, h, w) for volumes), each divided by its own max, so
                                    float16 storage keeps full relative precision and never overflows
         scale    (n,)   float32    the max each map was divided by: raw map = lowres * scale
         logits   (n, K) float32
@@ -262,14 +262,14 @@ class ShardWriter:
         group = zarr.open_group(str(self.path), mode="r+")
         self._arrays = {name: group[name] for name in ("lowres", "scale", "logits", "targets", "predicted", "ok")}
 
-    def _create(self, h: int, w: int, num_classes: int) -> None:
+    def _create(self, spatial: tuple[int, ...], num_classes: int) -> None:
         """Create the arrays in a temporary folder, then rename it into place (atomic)."""
         import zarr
 
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.creating", dir=self.run_dir))
         group = zarr.open_group(str(tmp), mode="w")
         n, b = max(self.rows, 1), self.batch_size
-        group.create_array("lowres", shape=(n, h, w), chunks=(b, h, w), dtype=self.dtype, fill_value=0,
+        group.create_array("lowres", shape=(n, *spatial), chunks=(b, *spatial), dtype=self.dtype, fill_value=0,
                            compressors=None)
         group.create_array("scale", shape=(n,), chunks=(b,), dtype="float32", fill_value=0, compressors=None)
         group.create_array("logits", shape=(n, num_classes), chunks=(b, num_classes), dtype="float32",
@@ -292,23 +292,24 @@ class ShardWriter:
         if lowres is None or not ok_np.any():
             if self._arrays is None:  # nothing to store yet: the unwritten chunks read as "skipped"
                 return
-            h, w, k = self._arrays["lowres"].shape[1], self._arrays["lowres"].shape[2], self._arrays["logits"].shape[1]
-            lowres = torch.zeros(0, h, w)
+            spatial, k = tuple(self._arrays["lowres"].shape[1:]), self._arrays["logits"].shape[1]
+            lowres = torch.zeros(0, *spatial)
             logits = torch.zeros(0, k)
             targets = torch.zeros(0, dtype=torch.long)
         assert logits is not None and targets is not None
         lowres = lowres.detach().float()
         if self._arrays is None:
-            self._create(lowres.shape[1], lowres.shape[2], logits.shape[1])
+            self._create(tuple(lowres.shape[1:]), logits.shape[1])
         assert self._arrays is not None
         # Per-map scaling: stored map in [0, 1] (full float16 precision), its max kept in float32.
-        scale = lowres.amax(dim=(1, 2))
-        normalised = lowres / scale.clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
-        n, (h, w), k = len(rows), self._arrays["lowres"].shape[1:], self._arrays["logits"].shape[1]
-        if tuple(lowres.shape[1:]) != (h, w) or logits.shape[1] != k:
+        spatial_dims = tuple(range(1, lowres.dim()))
+        scale = lowres.amax(dim=spatial_dims) if lowres.shape[0] else torch.zeros(0)
+        normalised = lowres / scale.clamp_min(torch.finfo(torch.float32).tiny).view(-1, *([1] * len(spatial_dims)))
+        n, spatial, k = len(rows), tuple(self._arrays["lowres"].shape[1:]), self._arrays["logits"].shape[1]
+        if tuple(lowres.shape[1:]) != spatial or logits.shape[1] != k:
             raise ValueError(f"batch {batch} has maps {tuple(lowres.shape[1:])} and {logits.shape[1]} classes; "
-                             f"the store holds {(h, w)} and {k}")
-        full_maps = np.zeros((n, h, w), dtype=self.dtype)
+                             f"the store holds {spatial} and {k}")
+        full_maps = np.zeros((n, *spatial), dtype=self.dtype)
         full_scale = np.zeros((n,), dtype=np.float32)
         full_logits = np.full((n, k), np.nan, dtype=np.float32)
         full_targets = np.full((n,), -1, dtype=np.int64)
@@ -368,6 +369,7 @@ class Run:
         ids: sample ids (relative file paths, or dataset indices) of the explained samples.
         indices: their positions in the dataset (int64).
         lowres: (N, h, w) float32 low-resolution maps after ReLU (not normalised), as `Explanation.lowres`
+            ((N, d, h, w) for volumes)
             (`upsampled(i)` gives the normalised input-size map, as `Explanation.maps`).
         logits: (N, K) float32; targets: (N,) int64 explained class; predicted: (N,) argmax class.
         skipped: [{"index", "id", "error"}] of the files that could not be read.
@@ -427,8 +429,9 @@ class Run:
             size = self.meta.get("input_size")
             if size is None:
                 raise ValueError("this run does not record its input size; pass size=(H, W)")
-        if len(size) != 2 or min(size) <= 0:
-            raise ValueError(f"size must be (H, W) with positive sides, got {tuple(size)}")
+        if len(size) != self.lowres.dim() - 1 or min(size) <= 0:
+            raise ValueError(f"size must be {'(H, W)' if self.lowres.dim() == 3 else '(D, H, W)'} with positive "
+                             f"sides, got {tuple(size)}")
         row = self.position(i)
         return upsample_normalize(self.lowres[row : row + 1], tuple(int(s) for s in size))[0]
 
@@ -477,16 +480,16 @@ def open_run(path: str | os.PathLike[str], allow_partial: bool = False) -> Run:
     shapes = {tuple(a.shape[1:]) for _, a in parts["lowres"]}
     if len(shapes) > 1:
         raise ValueError(f"run {str(path)!r} has shards with different map sizes {sorted(shapes)}")
-    h, w = shapes.pop() if shapes else (0, 0)
+    spatial = shapes.pop() if shapes else (0, 0)
     k = parts["logits"][0][1].shape[1] if parts["logits"] else 0
-    full = {"lowres": np.zeros((n, h, w), np.float32), "scale": np.zeros(n, np.float32),
+    full = {"lowres": np.zeros((n, *spatial), np.float32), "scale": np.zeros(n, np.float32),
             "logits": np.full((n, k), np.nan, np.float32), "targets": np.full(n, -1, np.int64),
             "predicted": np.full(n, -1, np.int64)}
     for name, chunks in parts.items():
         for rank, values in chunks:
             full[name][rank::world][: values.shape[0]] = values
     keep = np.flatnonzero(ok)
-    lowres = torch.from_numpy(full["lowres"][keep] * full["scale"][keep, None, None])
+    lowres = torch.from_numpy(full["lowres"][keep] * full["scale"][keep].reshape(-1, *([1] * len(spatial))))
     return Run(
         path=path, meta=meta, ids=[ids[i] for i in keep], indices=torch.from_numpy(keep.astype(np.int64)),
         lowres=lowres, logits=torch.from_numpy(full["logits"][keep]), targets=torch.from_numpy(full["targets"][keep]),

@@ -214,7 +214,7 @@ class AblationCAM(BaseCAM):
         """(C, P) int64: where, in one image's flattened layer output, each channel of the activations
         lies (through `reshape_transform`, which must only rearrange elements)."""
         index = torch.arange(raw[:1].numel(), dtype=torch.float64, device=raw.device).view_as(raw[:1])
-        laid = self._layout(index, ctx.layer_name)
+        laid = self._layout(index, ctx.layer_name, tuple(ctx.images.shape[2:]))
         positions = laid[0].flatten(1).round().long().clamp(0, index.numel() - 1)
         if positions.shape[0] != ctx.activations.shape[1] or not torch.equal(positions.double(), laid[0].flatten(1)) or not torch.equal(
             raw[:1].flatten()[positions.flatten()], ctx.activations[:1].flatten().to(raw.dtype)

@@ -28,7 +28,7 @@ import copy
 import numbers
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager
+from typing import Any, Callable, ClassVar, ContextManager, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -149,6 +149,35 @@ class Explainer:
                 images = images.clone()
             return self._explain(images, targets)
 
+    def explain_per_class(self, images: Tensor, classes: Sequence[int] | Tensor) -> Explanation:
+        """One map per class (multi-label heads, or several classes side by side), in one batched call.
+
+        classes: K class indices for every image ((K,) or a sequence), or (B, K) per image. The images are
+        repeated K times (each image's copies adjacent) and explained once with one class per copy, so
+        the B·K maps come from one forward and one backward.
+
+        Returns an `Explanation` with a class dim after the batch dim: maps (B, K, H, W), lowres
+        (B, K, h, w), targets (B, K), logits (B, num_classes) of the original images. To explain several
+        classes *together* (one map of their summed scores), pass `fastcam.targets.MultiLabelTarget`.
+        """
+        images = check_image_batch(images)
+        batch = images.shape[0]
+        index = classes if isinstance(classes, Tensor) else torch.as_tensor(list(classes), dtype=torch.long)
+        if index.is_floating_point() or index.dtype == torch.bool or index.dim() not in (1, 2) or index.numel() == 0:
+            raise TypeError(f"classes must be K class indices or (B, K) of them, got {index.dtype} {tuple(index.shape)}")
+        if index.dim() == 1:
+            index = index.unsqueeze(0).expand(batch, -1)
+        if index.shape[0] != batch:
+            raise ValueError(f"classes has {index.shape[0]} rows for a batch of {batch} images")
+        count = index.shape[1]
+        exp = self.explain(images.repeat_interleave(count, dim=0), index.reshape(-1).to(images.device))
+        return Explanation(
+            maps=exp.maps.view(batch, count, *exp.maps.shape[1:]),
+            lowres=exp.lowres.view(batch, count, *exp.lowres.shape[1:]),
+            logits=exp.logits.view(batch, count, *exp.logits.shape[1:])[:, 0],
+            targets=exp.targets.view(batch, count),
+        )
+
     def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
         raise NotImplementedError
 
@@ -165,6 +194,31 @@ class Explainer:
 
 def _caller_amp(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+def _dead_gradient_message(name: str) -> str:
+    return (
+        f"the target's gradient at layer {name!r} is exactly zero for every image of the batch, so a gradient "
+        "method has nothing to weight the channels with (Grad-CAM would give all-zero maps, CF-CAM uniform "
+        "weights). The target does not depend on this layer's positions: in a ViT the last block's patch "
+        "tokens reach the classifier only through the CLS token, so explain the last block's first norm "
+        "(timm 'blocks.-1.norm1', Hugging Face 'vit.layers.-1.layernorm_before', as pytorch-grad-cam does) or "
+        "an earlier block; elsewhere pick a layer the target depends on, or a gradient-free method (Score-CAM). "
+        "A classifier head initialised to zero (torchvision initialises its ViT heads so) gives this too: a "
+        "randomly initialised model of that kind has nothing to explain until it is trained or loaded"
+    )
+
+
+def _fits_image(spatial: tuple[int, ...], image_size: tuple[int, ...]) -> bool:
+    """Whether `spatial` sizes could be a feature map of an image of `image_size`: one stride along every
+    axis. Taking some axis k as the reference, every other axis j must have about the image's proportion,
+    n_j ≈ H_j · n_k / H_k, within a cell (or 15 % on large maps) for the rounding and padding of
+    convolution arithmetic."""
+    for k in range(len(spatial)):
+        scale = spatial[k] / image_size[k]
+        if all(abs(size * scale - cells) <= max(1.0, 0.15 * cells) for size, cells in zip(image_size, spatial)):
+            return True
+    return False
 
 
 class BaseCAM(Explainer):
@@ -248,8 +302,16 @@ class BaseCAM(Explainer):
             raise ValueError(f"target layer {missing[0]!r} was not called during the model's forward")
         return output, list(state.outputs)  # type: ignore[arg-type]
 
-    def _layout(self, raw: Tensor, name: str) -> Tensor:
-        """The layer output as (B, C, *spatial): through `reshape_transform`, or refused if ambiguous."""
+    def _layout(self, raw: Tensor, name: str, image_size: tuple[int, ...]) -> Tensor:
+        """The layer output as (B, C, *spatial): through `reshape_transform`, or refused if ambiguous.
+
+        Without a transform, a 3-D output (tokens) is refused, and so is a 4-D/5-D output that reads as
+        channels-last: its dims 1..-1 are laid out like the image (`_fits_image`) while its dims 2.. are
+        not (Swin/ConvNeXt stages in timm: (B, 7, 7, 768), or (B, 8, 8, 12) with few channels for 32 x 32
+        images), or dims 1 and 2 are equal and dim 3 much larger. An output that fits both readings (C equal
+        to the map's sizes, (B, 8, 8, 8) for 32 x 32 images) cannot be told apart by its shape: it is read
+        channels-first, the convention of every CNN; channels-last layers of that shape need `nhwc`.
+        """
         if self.reshape_transform is not None:
             out = self.reshape_transform(raw)
             if not isinstance(out, Tensor) or out.dim() - 2 not in SPATIAL_RANKS or out.shape[0] != raw.shape[0]:
@@ -266,10 +328,16 @@ class BaseCAM(Explainer):
                 "reshape_transform=fastcam.reshape.vit() (ViT/DeiT, with prefix tokens) or fastcam.reshape.swin() "
                 "((B, L, C) sequences)"
             )
-        if raw.dim() == 4 and raw.shape[1] == raw.shape[2] and raw.shape[3] > 4 * raw.shape[1]:
+        if raw.dim() - 2 in SPATIAL_RANKS and len(image_size) == raw.dim() - 2 and (
+            (raw.dim() == 4 and raw.shape[1] == raw.shape[2] and raw.shape[3] > 4 * raw.shape[1]
+             and not _fits_image(shape[2:], image_size))
+            or (_fits_image(shape[1:-1], image_size) and not _fits_image(shape[2:], image_size))
+        ):
+            layout = "(B, h, w, C)" if raw.dim() == 4 else "(B, d, h, w, C)"
             raise ValueError(
-                f"target layer {name!r} outputs {shape}, which looks channels-last (B, h, w, C): pass "
-                "reshape_transform=fastcam.reshape.nhwc, or a transform to (B, C, h, w) if it is not"
+                f"target layer {name!r} outputs {shape}, which looks channels-last {layout} for images of size "
+                f"{image_size}: pass reshape_transform=fastcam.reshape.nhwc, or a transform to channels-first "
+                "if it is not"
             )
         if raw.dim() - 2 not in SPATIAL_RANKS:
             raise ValueError(
@@ -304,6 +372,7 @@ class BaseCAM(Explainer):
         finite = FiniteCheck()
         finite.add("images (pixels)", images)
         batch = images.shape[0]
+        size = tuple(images.shape[2:])
         # Rows explained: the images, or with aug_smooth their augmented copies (copy 0: the images). The
         # forward runs them and, for SmoothGrad, their noisy copies after them: one forward for all, and the
         # target is resolved on the first `batch` rows (the images as given).
@@ -337,13 +406,15 @@ class BaseCAM(Explainer):
             target = target.select(owner(explained, batch, images.device))
         row_logits = logits if logits is None or explained == batch else primary_tensor(view_all)
         contexts = []
+        alive: list[Tensor] = []  # per layer: the target's gradient there is not exactly zero for the whole batch
         for (name, _), raw, raw_grad in zip(self.layers, raws, raw_grads):
             raw_rows = raw.detach() if explained == raw.shape[0] else raw.detach()[:explained]
-            activations = self._layout(raw_rows, name)
+            activations = self._layout(raw_rows, name, size)
             gradients, extras = None, {"output_fn": self.output_fn, "layer_output": raw_rows}
             if raw_grad is not None:
-                gradients = self._layout(raw_grad, name)
+                gradients = self._layout(raw_grad, name, size)
                 finite.add(f"the gradients at layer {name!r}", per_image(gradients, batch))
+                alive.append(gradients.any())
                 if self.smooth:
                     gradients, extras["gradient_samples"] = mean_over_copies(gradients, explained)
                 gradients = self._transform_gradients(gradients, rows)
@@ -358,8 +429,11 @@ class BaseCAM(Explainer):
                 activations=activations, gradients=gradients,
                 backend=resolve_backend(self.backend, activations), caller_amp=amp, layer_name=name, extras=extras,
             ))
-        finite.raise_if_any()  # the call's one host sync: nothing non-finite reaches the weights or the maps
-        size = tuple(images.shape[2:])
+        # the call's one host sync: nothing non-finite reaches the weights or the maps
+        alive_layers = finite.raise_if_any(torch.stack(alive) if alive else None)
+        for (name, _), is_alive in zip(self.layers, alive_layers):
+            if not is_alive:
+                raise ValueError(_dead_gradient_message(name))
         # Weights and the combine are computed in float32 even inside a caller's autocast region; model
         # forwards inside `_get_weights` get the caller's autocast back through `ctx.model_autocast()`.
         with torch.autocast(device_type=device_type, enabled=False):

@@ -80,7 +80,7 @@ def channel_labels(
     min_samples_floor: int = 2,
     cluster_backend: str = "auto",
 ) -> Tensor:
-    r"""Per-channel CF-CAM labels for a batch: (B, C, h, w) activations -> (B, C) int64.
+    r"""Per-channel CF-CAM labels for a batch: (B, C, h, w) (or (B, C, d, h, w)) activations -> (B, C) int64.
 
     `IMPORTANT` (-2) for channels whose L2 norm is >= the `importance_percentile`-th percentile of the
     image's channel norms; the other m channels are clustered per image by
@@ -95,8 +95,8 @@ def channel_labels(
     (the released code would crash there); its single channel, if any, is noise unless
     min_samples_floor is 1.
     """
-    if activations.dim() != 4:
-        raise ValueError(f"activations must be 4-D (B, C, h, w), got shape {tuple(activations.shape)}")
+    if activations.dim() not in (4, 5):
+        raise ValueError(f"activations must be (B, C, h, w) or (B, C, d, h, w), got shape {tuple(activations.shape)}")
     check_real("importance_percentile", importance_percentile, low=0, low_inclusive=True, high=100)
     check_real("eps_percentile", eps_percentile, low=0, low_inclusive=True, high=100)
     check_real("eps_floor", eps_floor, low=0, low_inclusive=False)
@@ -140,6 +140,9 @@ class CFCAM(GradientCAM):
 
     See the module docstring for the maths. All images of a batch are clustered in one
     `fastcam.cluster.dbscan` call and weighted by one vectorised `cluster_filter_weights` call.
+    Volumes (B, C, d, h, w) (Conv3d networks) take the same steps in 3-D: channels are points in
+    R^{dhw}, the Gaussian is separable over d, h, w (scipy's 3-D `gaussian_filter`), the reference kernel
+    is volume-sized; they run on the torch backend (the Triton kernel is 2-D).
 
     Args:
         model, target_layer: as for every `BaseCAM` method (and its keyword arguments: backend,
@@ -227,10 +230,5 @@ class CFCAM(GradientCAM):
         return dict(variant=self.variant, sigma=self.sigma, range_sigma=self.range_sigma, truncate=self.truncate)
 
     def _get_weights(self, ctx: CallContext) -> Tensor:
-        if ctx.activations.dim() != 4:
-            raise ValueError(
-                f"CF-CAM's cluster filter is defined on 2-D maps; layer {ctx.layer_name!r} gives "
-                f"{tuple(ctx.activations.shape)}"
-            )
         labels = channel_labels(ctx.activations, **self.cluster_options)
         return op("cluster_filter_weights", ctx.backend)(ctx.gradients, labels, **self.filter_options)

@@ -7,17 +7,20 @@ images' device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Callable, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastcam._validation import TargetsLike, check_images, check_logits, resolve_targets
+from fastcam._validation import TargetsLike, check_images
 from fastcam.metrics._checks import check_maps, resize_maps
-from fastcam.targets import ClassTarget
+from fastcam.targets import Target, check_scores, resolve_target
 
 BaselineLike = Union[str, float, Tensor]
+#: class indices (None = predicted, an int, B indices) or a `fastcam.targets.Target` / callable
+TargetLike = Union[TargetsLike, Target, Callable[[Any], Tensor]]
+OutputFn = Callable[[Any], Tensor]
 BASELINES = ("zeros", "blur", "mean")
 
 #: RISE's blur for the insertion baseline: an 11 x 11 Gaussian kernel with sigma 5
@@ -102,23 +105,35 @@ def make_baseline(images: Tensor, baseline: BaselineLike) -> Tensor:
     raise ValueError(f"baseline must be one of {BASELINES}, a float or a tensor, got {baseline!r}")
 
 
-def _target_probability(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+def _target_probability(model: nn.Module, inputs: Tensor, target: Target, output_fn: OutputFn | None) -> Tensor:
     with torch.inference_mode():
-        logits = check_logits(model(inputs), inputs.shape[0])
-    # the targets' own probability: softmax over classes, sigmoid for a single-logit model (never a flat 1)
-    return ClassTarget(targets).probability(logits)
+        output = model(inputs)
+        view = output_fn(output) if output_fn is not None else output
+        # the target's own probability: softmax over classes, sigmoid for a single logit (never a flat 1);
+        # a target without one (similarity, a plain function) gives its score
+        probability = check_scores(target.probability(view), inputs.shape[0])
+    return probability.float()
 
 
-def _resolve(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLike) -> tuple[Tensor, Tensor, Tensor]:
-    """Validated images, maps at the images' size, and (B,) targets (None: the predicted class)."""
+def _resolve(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetLike,
+             output_fn: OutputFn | None) -> tuple[Tensor, Tensor, Target, Tensor]:
+    """Validated images, maps at the images' size, the target (None: the predicted class) and the (B,)
+    classes it explains (-1 where it is not one class per image)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if output_fn is not None and not callable(output_fn):
+        raise TypeError(f"output_fn must be callable or None, got {type(output_fn).__name__}")
     images = check_images(images, model)
+    if images.dim() != 4:
+        raise ValueError(f"faithfulness metrics take (B, C, H, W) images, got shape {tuple(images.shape)}")
     maps = check_maps(maps, images.shape[0]).to(images.device)
     maps = resize_maps(maps.float(), tuple(images.shape[-2:]))
     with torch.inference_mode():
-        logits = check_logits(model(images), images.shape[0])
-    return images, maps, resolve_targets(targets, logits).clone()
+        output = model(images)
+        view = output_fn(output) if output_fn is not None else output
+        target, _ = resolve_target(targets, view, images.shape[0])
+    classes = target.classes if target.classes is not None else torch.full((images.shape[0],), -1, dtype=torch.long)
+    return images, maps, target, classes.to(images.device).clone()
 
 
 def pixel_ranks(maps: Tensor) -> Tensor:
@@ -133,13 +148,14 @@ def pixel_ranks(maps: Tensor) -> Tensor:
     return ranks
 
 
-def _perturbation_curve(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLike, *, steps: int,
-                        baseline: BaselineLike, batch_size: int, insert: bool) -> CurveResult:
+def _perturbation_curve(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetLike, *, steps: int,
+                        baseline: BaselineLike, batch_size: int, insert: bool,
+                        output_fn: OutputFn | None) -> CurveResult:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    images, maps, targets = _resolve(model, images, maps, targets)
+    images, maps, target, classes = _resolve(model, images, maps, targets, output_fn)
     canvas = make_baseline(images, baseline)
     batch, channels, height, width = images.shape
     pixels = height * width
@@ -158,15 +174,16 @@ def _perturbation_curve(model: nn.Module, images: Tensor, maps: Tensor, targets:
         changed = ranks.index_select(0, img) < counts.index_select(0, step).unsqueeze(1)   # (n, HW)
         changed = changed.view(-1, 1, height, width)
         inputs = torch.where(changed, top_source.index_select(0, img), rest_source.index_select(0, img))
-        probs[start:start + job.numel()] = _target_probability(model, inputs, targets.index_select(0, img))
+        probs[start:start + job.numel()] = _target_probability(model, inputs, target.select(img), output_fn)
     curve = probs.view(batch, steps + 1)
     fractions = torch.arange(steps + 1, device=device, dtype=torch.float64) / steps
     auc = torch.trapezoid(curve.double(), dx=1.0 / steps, dim=1).float()
-    return CurveResult(auc=auc, curve=curve, fractions=fractions.float(), targets=targets)
+    return CurveResult(auc=auc, curve=curve, fractions=fractions.float(), targets=classes)
 
 
-def deletion(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLike = None, *, steps: int = 100,
-             baseline: BaselineLike = "zeros", batch_size: int = 64) -> CurveResult:
+def deletion(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetLike = None, *, steps: int = 100,
+             baseline: BaselineLike = "zeros", batch_size: int = 64,
+             output_fn: OutputFn | None = None) -> CurveResult:
     r"""Deletion curve and AUC (Petsiuk, Das & Saenko, "RISE", BMVC 2018). Lower is better.
 
     Pixels are ranked by decreasing map value (ties by pixel index); at step $k = 0 \dots n$ the top
@@ -174,15 +191,19 @@ def deletion(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLik
     the model's input space; see `make_baseline`) and $p_k$ is the softmax probability of the target
     class. $\mathrm{AUC} = \frac1n\sum_{k=0}^{n-1}\frac{p_k + p_{k+1}}{2}$ (trapezoid over the removed
     fraction). A map smaller than the image is bilinearly upsampled first (only its order matters).
-    targets: None (the model's predicted class on the clean image), an int, or B indices.
+    targets: None (the model's predicted class on the clean image), an int, or B indices; or a
+    `fastcam.targets.Target` (binary, multi-label, segmentation, ...; its probability, or its score where
+    it has none, is tracked), as for the explainers. output_fn: picks the scores from the model's output
+    (as the explainers' `output_fn`); tensors, tuples and Hugging Face outputs need none.
     The B * (n + 1) perturbed inputs run as forwards of `batch_size`.
     """
     return _perturbation_curve(model, images, maps, targets, steps=steps, baseline=baseline,
-                               batch_size=batch_size, insert=False)
+                               batch_size=batch_size, insert=False, output_fn=output_fn)
 
 
-def insertion(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLike = None, *, steps: int = 100,
-              baseline: BaselineLike = "blur", batch_size: int = 64) -> CurveResult:
+def insertion(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetLike = None, *, steps: int = 100,
+              baseline: BaselineLike = "blur", batch_size: int = 64,
+              output_fn: OutputFn | None = None) -> CurveResult:
     r"""Insertion curve and AUC (Petsiuk, Das & Saenko, "RISE", BMVC 2018). Higher is better.
 
     Starts from the `baseline` canvas (default "blur": the image blurred by RISE's 11 x 11, sigma 5
@@ -191,10 +212,11 @@ def insertion(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLi
     rule over the inserted fraction, as for `deletion`.
     """
     return _perturbation_curve(model, images, maps, targets, steps=steps, baseline=baseline,
-                               batch_size=batch_size, insert=True)
+                               batch_size=batch_size, insert=True, output_fn=output_fn)
 
 
-def average_drop_increase(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetsLike = None) -> DropIncrease:
+def average_drop_increase(model: nn.Module, images: Tensor, maps: Tensor, targets: TargetLike = None, *,
+                          output_fn: OutputFn | None = None) -> DropIncrease:
     r"""Average Drop and Increase in Confidence (Chattopadhay et al., "Grad-CAM++", WACV 2018).
 
     The explanation image is $E = x \odot L$ (each pixel of every channel times the map in [0, 1], the map
@@ -205,16 +227,16 @@ def average_drop_increase(model: nn.Module, images: Tensor, maps: Tensor, target
        \text{Increase in Confidence} = \frac{100}{N}\sum_i \mathbb{1}[O_i > Y_i] $$
 
     Returns the per-image terms (`drop` in percent, `increase` as 0/1); `.mean()` gives the metrics.
-    Maps must lie in [0, 1] (fastcam's maps do).
+    Maps must lie in [0, 1] (fastcam's maps do). targets and output_fn as for `deletion`.
     """
-    images, maps, targets = _resolve(model, images, maps, targets)
+    images, maps, target, classes = _resolve(model, images, maps, targets, output_fn)
     low, high = torch.aminmax(maps)
     if float(low) < 0 or float(high) > 1:
         raise ValueError(f"maps must lie in [0, 1] for Average Drop, got values in [{float(low)}, {float(high)}]")
     # two forwards of the same shape (not one of 2B): identical inputs then give identical scores, so
     # float noise between batch positions cannot count as an "increase"
-    clean = _target_probability(model, images, targets)
-    explained = _target_probability(model, images * maps.unsqueeze(1).to(images.dtype), targets)
+    clean = _target_probability(model, images, target, output_fn)
+    explained = _target_probability(model, images * maps.unsqueeze(1).to(images.dtype), target, output_fn)
     drop = 100.0 * torch.relu(clean - explained) / clean.clamp_min(torch.finfo(clean.dtype).tiny)
     return DropIncrease(drop=drop, increase=(explained > clean).float(), clean=clean, explained=explained,
-                        targets=targets)
+                        targets=classes)

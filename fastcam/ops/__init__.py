@@ -14,6 +14,7 @@ from fastcam.ops.cfcam import (
     VARIANTS,
     cluster_filter_weights,
     gaussian_coverage,
+    gaussian_coverage_nd,
     masked_softmax,
     reference_filtered_mean,
 )
@@ -25,6 +26,6 @@ __all__ = [
     "DEFAULT_SIGMA", "DEFAULT_TEMPERATURE", "FLOAT_DTYPES", "IMPORTANT", "NOISE", "POOLS", "REFERENCE_NORM_EPS",
     "REFERENCE_RANGE_SIGMA", "VARIANTS", "accumulation", "check_activations", "check_real", "check_size",
     "channel_map", "cluster_filter_weights", "combine", "evidence_head", "first_component", "gaussian_coverage",
-    "masked_softmax", "max_normalize", "pool_evidence", "reference_filtered_mean", "softcam_maps", "upsample",
-    "upsample_normalize", "weighted_sum_relu",
+    "gaussian_coverage_nd", "masked_softmax", "max_normalize", "pool_evidence", "reference_filtered_mean",
+    "softcam_maps", "upsample", "upsample_normalize", "weighted_sum_relu",
 ]

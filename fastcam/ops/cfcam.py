@@ -13,6 +13,9 @@ with $K_k$ a truncated Gaussian ("paper") or the released code's map-sized spati
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -62,35 +65,57 @@ def gaussian_coverage(height: int, width: int, sigma: float, truncate: float, *,
     The zero-padded 'same' Gaussian filter is linear, so the mean of the filtered map is a fixed linear
     functional of the map: $c = R_h^\top k \otimes R_w^\top k$, where k is the 1-D kernel and R the
     window matrices (`window_matrix`); c(p) is the total kernel mass that pixel p sends to the output
-    grid (1 in the interior, less within `radius` of the border).
+    grid (1 in the interior, less within `radius` of the border). `gaussian_coverage_nd` for any rank.
     """
+    return gaussian_coverage_nd((height, width), sigma, truncate, dtype=dtype, device=device)
+
+
+def gaussian_coverage_nd(shape: Sequence[int], sigma: float, truncate: float, *, dtype: torch.dtype = torch.float32,
+                         device: torch.device | str = "cpu") -> Tensor:
+    r"""`gaussian_coverage` for maps of any rank: (d, h, w) volumes get
+    $c = R_d^\top k \otimes R_h^\top k \otimes R_w^\top k$ (the separable Gaussian of scipy's
+    `gaussian_filter`, the same σ and radius along every axis), so
+    $\mathrm{mean}(K_\sigma \star M) = \langle M, c\rangle / \prod_i n_i$."""
     taps = gaussian_taps(sigma, truncate, torch.float64, torch.device(device))
-    rows = window_matrix(height, taps.numel(), torch.float64, taps.device).T @ taps
-    cols = window_matrix(width, taps.numel(), torch.float64, taps.device).T @ taps
-    return torch.outer(rows, cols).to(dtype)
+    coverage = torch.ones((), dtype=torch.float64, device=taps.device)
+    for size in shape:
+        axis = window_matrix(int(size), taps.numel(), torch.float64, taps.device).T @ taps
+        coverage = coverage.unsqueeze(-1) * axis
+    return coverage.to(dtype)
 
 
-def reference_filtered_mean(maps: Tensor, spatial_sigma: float = 5.0, range_sigma: float = REFERENCE_RANGE_SIGMA) -> Tensor:
-    r"""Mean of the released code's "bilateral" filter output, for (..., h, w) maps -> (...).
+def reference_filtered_mean(maps: Tensor, spatial_sigma: float = 5.0, range_sigma: float = REFERENCE_RANGE_SIGMA,
+                            *, dims: int = 2) -> Tensor:
+    r"""Mean of the released code's "bilateral" filter output, for (..., h, w) maps -> (...) (`dims=3`:
+    (..., d, h, w) volumes, the same kernel in 3-D).
 
     Kernel (the size of the map, centred at (h/2, w/2), one per map):
     $K = S \odot e^{-(M - \bar M)^2 / (2\sigma_r^2)}$, $K \leftarrow K / (\sum K + 10^{-6})$,
-    $S(i,j) = e^{-((i-h/2)^2 + (j-w/2)^2)/(2\sigma_s^2)}$; output $\tilde M$ = `F.conv2d(M, K, padding="same")`.
+    $S(i,j) = e^{-((i-h/2)^2 + (j-w/2)^2)/(2\sigma_s^2)}$; output $\tilde M$ = `F.conv2d(M, K, padding="same")`
+    (in 3-D: $S(i,j,l)$ over the three centred coordinates and `F.conv3d`).
     Only the mean of $\tilde M$ is used, and it is exact to write it as
     $\frac1{hw}\sum_{a,b} K(a,b)\, W(a,b)$ with $W = R_h M R_w^\top$ the sum of M over the window that
-    tap (a, b) reads (`window_matrix`): O(hw) per map instead of the convolution's O((hw)²).
+    tap (a, b) reads (`window_matrix`, applied along every axis): O(hw) per map instead of the
+    convolution's O((hw)²).
     """
-    height, width = maps.shape[-2:]
+    if dims not in (2, 3) or maps.dim() < dims:
+        raise ValueError(f"reference_filtered_mean takes dims=2 or 3 trailing spatial dims, got dims={dims} for {tuple(maps.shape)}")
+    sizes = tuple(maps.shape[-dims:])
+    axes = tuple(range(-dims, 0))
     dtype, device = maps.dtype, maps.device
-    x = torch.arange(height, device=device, dtype=dtype) - height / 2
-    y = torch.arange(width, device=device, dtype=dtype) - width / 2
-    spatial = torch.exp(-(x.unsqueeze(1) ** 2 + y.unsqueeze(0) ** 2) / (2 * spatial_sigma**2))
-    centred = maps - maps.mean(dim=(-2, -1), keepdim=True)
+    distance = torch.zeros((), dtype=dtype, device=device)
+    for size in sizes:
+        coordinate = torch.arange(size, device=device, dtype=dtype) - size / 2
+        distance = distance.unsqueeze(-1) + coordinate**2
+    spatial = torch.exp(-distance / (2 * spatial_sigma**2))
+    centred = maps - maps.mean(dim=axes, keepdim=True)
     kernel = spatial * torch.exp(centred.square_().mul_(-1 / (2 * range_sigma**2)))
-    window = window_matrix(height, height, dtype, device) @ maps @ window_matrix(width, width, dtype, device).T
+    window = maps
+    for axis, size in zip(axes, sizes):  # W = M x_axis R for every axis: window sums of each tap
+        window = (window.movedim(axis, -1) @ window_matrix(size, size, dtype, device).T).movedim(-1, axis)
     # normalising the kernel commutes with the weighted sum: divide the (...,) sums, not the (..., h, w) kernel
-    weighted = torch.einsum("...ij,...ij->...", kernel, window)
-    return weighted / (kernel.sum(dim=(-2, -1)) + REFERENCE_NORM_EPS) / (height * width)
+    weighted = (kernel * window).sum(dim=axes)
+    return weighted / (kernel.sum(dim=axes) + REFERENCE_NORM_EPS) / math.prod(sizes)
 
 
 def masked_softmax(scores: Tensor, keep: Tensor) -> Tensor:
@@ -111,7 +136,8 @@ def cluster_filter_weights(
     range_sigma: float = REFERENCE_RANGE_SIGMA,
     truncate: float = 4.0,
 ) -> Tensor:
-    r"""CF-CAM channel weights from gradients (B, C, h, w) and `channel_labels` (B, C) -> (B, C).
+    r"""CF-CAM channel weights from gradients (B, C, h, w) (or (B, C, d, h, w) volumes: the same filters in
+    3-D) and `channel_labels` (B, C) -> (B, C).
 
     Per image: important channels score their mean gradient $\bar G_c$; cluster k's channels all score
     $w_k$ = mean of the filtered cluster-mean gradient (see the module docstring; `sigma` None means
@@ -125,34 +151,38 @@ def cluster_filter_weights(
     mean maps are formed and `reference_filtered_mean` is applied to each slot.
 
     Computed in the gradients' accumulation dtype (float32, or float64 for float64 input). This is the
-    torch reference of the fused Triton kernel `fastcam.kernels.cfcam_filter.cluster_filter_weights`.
+    torch reference of the fused Triton kernel `fastcam.kernels.cfcam_filter.cluster_filter_weights` (2-D
+    only: `fastcam._backend.resolve_backend` sends volumes here).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if gradients.dim() != 4 or labels.shape != gradients.shape[:2]:
+    if gradients.dim() not in (4, 5) or labels.shape != gradients.shape[:2]:
         raise ValueError(
-            f"gradients must be (B, C, h, w) and labels (B, C); got {tuple(gradients.shape)} and {tuple(labels.shape)}"
+            "gradients must be (B, C, h, w) (or (B, C, d, h, w)) and labels (B, C); got "
+            f"{tuple(gradients.shape)} and {tuple(labels.shape)}"
         )
     sigma = DEFAULT_SIGMA[variant] if sigma is None else check_real("sigma", sigma, low=0, low_inclusive=False)
     check_real("range_sigma", range_sigma, low=0, low_inclusive=False)
     check_real("truncate", truncate, low=0, low_inclusive=True)
     grad = accumulation(gradients.detach())
-    batch, channels, height, width = grad.shape
+    batch, channels = grad.shape[:2]
+    spatial_shape = tuple(grad.shape[2:])
+    spatial = tuple(range(2, grad.dim()))
     clustered = labels >= 0
     slot = torch.where(clustered, labels, 0)  # cluster k -> slot k; others masked out below
     member = clustered.to(grad.dtype)
     sizes = torch.zeros(batch, channels, dtype=grad.dtype, device=grad.device).scatter_add_(1, slot, member)
 
     if variant == "paper":
-        coverage = gaussian_coverage(height, width, sigma, truncate, dtype=grad.dtype, device=grad.device)
-        per_channel = (grad * coverage).sum(dim=(2, 3)) / (height * width)
+        coverage = gaussian_coverage_nd(spatial_shape, sigma, truncate, dtype=grad.dtype, device=grad.device)
+        per_channel = (grad * coverage).sum(dim=spatial) / math.prod(spatial_shape)
         sums = torch.zeros_like(sizes).scatter_add_(1, slot, per_channel * member)
         cluster_scores = sums / sizes.clamp_min(1)
     else:
         flat = grad.flatten(2) * member.unsqueeze(2)
         index = slot.unsqueeze(2).expand(-1, -1, flat.shape[2])
         mean_maps = torch.zeros_like(flat).scatter_add_(1, index, flat) / sizes.clamp_min(1).unsqueeze(2)
-        cluster_scores = reference_filtered_mean(mean_maps.view_as(grad), sigma, range_sigma)
+        cluster_scores = reference_filtered_mean(mean_maps.view_as(grad), sigma, range_sigma, dims=len(spatial))
 
-    scores = torch.where(labels == IMPORTANT, grad.mean(dim=(2, 3)), cluster_scores.gather(1, slot))
+    scores = torch.where(labels == IMPORTANT, grad.mean(dim=spatial), cluster_scores.gather(1, slot))
     return masked_softmax(scores, labels != NOISE)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -16,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from fastcam.io.images import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Preprocess
+from fastcam.io.images import ImageFolder, Preprocess
 from fastcam.io.store import read_json
 
 #: (dataset indices of a batch's readable rows, their labels) -> targets for `explain`
@@ -47,8 +46,8 @@ class SafeItems(Dataset):
                 label = item[1] if len(item) > 1 else None
             else:
                 image = item
-            if not isinstance(image, Tensor) or image.dim() != 3 or not image.is_floating_point():
-                raise TypeError(f"dataset items must give a floating (C, H, W) image tensor, got "
+            if not isinstance(image, Tensor) or image.dim() not in (3, 4) or not image.is_floating_point():
+                raise TypeError(f"dataset items must give a floating (C, H, W) image or (C, D, H, W) volume tensor, got "
                                 f"{type(image).__name__}{tuple(image.shape) if isinstance(image, Tensor) else ''}")
             if isinstance(label, Tensor):
                 label = int(label.item())
@@ -76,8 +75,11 @@ def dataset_and_ids(data: Any, preprocess: Preprocess | None) -> tuple[Dataset, 
         loader, data = data, data.dataset
     if isinstance(data, (str, os.PathLike)):
         data = ImageFolder(data, preprocess or Preprocess())
-    if isinstance(data, ImageFolder):
-        return data, data.ids, {"kind": "folder", "root": str(Path(data.root).resolve()),
+    from fastcam.io.volumes import VolumeFolder
+
+    if isinstance(data, (ImageFolder, VolumeFolder)):
+        kind = "folder" if isinstance(data, ImageFolder) else "volumes"
+        return data, data.ids, {"kind": kind, "root": str(Path(data.root).resolve()),
                                 "preprocess": data.preprocess.as_dict(), "size": list(data.size)}, loader
     if not isinstance(data, Dataset) or not hasattr(data, "__len__"):
         raise TypeError(f"data must be a folder path, a map-style torch Dataset or a DataLoader, got {type(data).__name__}")
@@ -138,39 +140,19 @@ def read_targets_file(path: str | os.PathLike[str]) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------- models
 def load_model(spec: str, weights: str | Path | None = None, num_classes: int | None = None,
                in_channels: int | None = None, softcam: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model of a spec and load its weights. Returns (model, defaults) where defaults may
-    hold the spec's preprocessing ("size", "mean", "std").
+    """Build the model of a spec and load its weights. Returns (model, defaults): the spec's source,
+    whether the model is left with random weights ("random_weights": a spec with a random initialisation
+    and no weights file), and its own preprocessing ("size", "resize", "mean", "std") where it has one.
 
-    SPEC: a `fastcam.models` builder name (resnet18, tiny_resnet, ...); `module:factory` (a callable
-    returning an nn.Module, or an nn.Module object); or a torchvision model name when torchvision is
-    importable (ImageNet preprocessing: 224×224, ImageNet mean/std). With `softcam=True` the built
-    model is converted with `fastcam.softcam.convert` before the weights (of the SoftCAM network) load.
+    SPEC (`fastcam.pipeline.specs`): `torchvision:NAME`, `timm:NAME`, `hf:PATH` (a local folder, never
+    downloaded), `fastcam:NAME` (`fastcam.models` builders), `module:factory` (a callable returning an
+    nn.Module, or an nn.Module object), or a bare NAME: torchvision's, when torchvision is importable.
+    With `softcam=True` the built model is converted with `fastcam.softcam.convert` before the weights
+    (of the SoftCAM network) load.
     """
-    from fastcam import models as fc_models
+    from fastcam.pipeline.specs import build
 
-    kwargs = {k: v for k, v in {"num_classes": num_classes, "in_channels": in_channels}.items() if v is not None}
-    defaults: dict[str, Any] = {}
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot load model spec {spec!r}: {exc}") from exc
-        model = obj if isinstance(obj, nn.Module) else obj(**kwargs)
-    elif spec in fc_models.BUILDERS:
-        model = fc_models.BUILDERS[spec](**kwargs)
-    else:
-        try:
-            import torchvision  # noqa: F401
-            from torchvision import models as tv_models
-        except Exception:
-            raise ValueError(f"unknown model {spec!r}: not a fastcam.models builder ({', '.join(fc_models.BUILDERS)}), "
-                             "not module:factory, and torchvision is not importable here") from None
-        try:
-            model = tv_models.get_model(spec, weights=None, **({"num_classes": num_classes} if num_classes else {}))
-        except ValueError as exc:
-            raise ValueError(f"unknown model {spec!r}: {exc}") from exc
-        defaults = {"size": (224, 224), "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    model, defaults = build(spec, num_classes, in_channels)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model spec {spec!r} gave a {type(model).__name__}, not an nn.Module")
     if softcam:
@@ -180,6 +162,7 @@ def load_model(spec: str, weights: str | Path | None = None, num_classes: int | 
         model = sc.convert(model, k)
     if weights is not None:
         model.load_state_dict(_load_state_dict(weights))
+        defaults["random_weights"] = False
     return model, defaults
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -332,9 +333,14 @@ def _save_overlays(run_dir: Path, cpu_images: Tensor, maps: Tensor, sample_ids: 
     from fastcam.io.overlay import save_overlays, save_pngs, to_uint8
 
     directory = RunDirectory(run_dir)
+    maps = maps.cpu()
+    if cpu_images.dim() == 5:  # volumes: their three central slices side by side (fastcam.io.volumes)
+        from fastcam.io.volumes import central_slices
+
+        cpu_images, maps, display = central_slices(cpu_images), central_slices(maps), None
     shown = display(cpu_images) if display is not None else _minmax(cpu_images)
     save_pngs(to_uint8(shown), directory.inputs, sample_ids)
-    save_overlays(shown, maps.cpu(), directory.overlays, sample_ids, colormap, alpha)
+    save_overlays(shown, maps, directory.overlays, sample_ids, colormap, alpha)
 
 
 def _to_device(targets: Any, device: torch.device) -> Any:
@@ -342,8 +348,9 @@ def _to_device(targets: Any, device: torch.device) -> Any:
 
 
 def _minmax(images: Tensor) -> Tensor:
-    low = images.amin(dim=(1, 2, 3), keepdim=True)
-    span = (images.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-12)
+    dims = tuple(range(1, images.dim()))
+    low = images.amin(dim=dims, keepdim=True)
+    span = (images.amax(dim=dims, keepdim=True) - low).clamp_min(1e-12)
     return (images - low) / span
 
 
@@ -374,6 +381,8 @@ def explain_folder(
     alpha: float = 0.5,
     report: bool = False,
     progress: bool = True,
+    reshape: str | None = None,
+    volumes: bool = False,
 ) -> Run:
     """Explain a folder of images with a model built from a spec (what `fastcam explain` runs).
 
@@ -381,22 +390,56 @@ def explain_folder(
     for a method that is not post-hoc the built model is converted to its network first). The
     preprocessing is the model's input channels, `size` (one side or (H, W); default: the spec's, else
     the images' own) and `mean`/`std` (default: the spec's, else none). `targets` may also be a path
-    (`os.PathLike`) to a CSV/JSON file mapping relative image paths to classes. The other arguments are
-    `explain_dataset`'s.
+    (`os.PathLike`) to a CSV/JSON file mapping relative image paths to classes. `reshape`: a
+    `fastcam.reshape.from_spec` layout ("vit", "vit:2", "swin", "nhwc") for layers that are not
+    channels-first maps. `volumes=True`: `data` is a folder of 3-D volumes (`fastcam.io.volumes`: NIfTI,
+    `.npy`, DICOM series folders), `size` (D, H, W) or one side; `mean`/`std` as given (volumes keep their
+    stored intensities). A spec with random weights and no `weights` file warns (`RandomWeightsWarning`)
+    and records it in run.json. The other arguments are `explain_dataset`'s.
     """
     # a method that is not post-hoc explains its own network: the built model is converted to it
     built, defaults = load_model(model, weights, num_classes, in_channels, softcam=not get_method(method).post_hoc)
-    side = size if size is not None else defaults.get("size")
-    if isinstance(side, int):
-        side = (side, side)
-    preprocess = Preprocess(channels=expected_in_channels(built) or 3, size=tuple(side) if side else None,
-                            mean=tuple(mean) if mean else defaults.get("mean"),
-                            std=tuple(std) if std else defaults.get("std"))
+    model_info: dict[str, Any] = {"spec": model, "weights": str(Path(weights).resolve()) if weights else None,
+                                  "source": defaults.get("source")}
+    if defaults.get("random_weights"):
+        message = (f"model {model!r} has random weights (no --weights file was given): its explanations show "
+                   "what an untrained network responds to, not what a trained one uses")
+        warnings.warn(message, RandomWeightsWarning, stacklevel=2)
+        model_info.update(random_weights=True, warning=message)
+    kwargs = dict(method_kwargs or {})
+    if reshape is not None:
+        from fastcam.reshape import from_spec
+        from fastcam.pipeline.specs import prefix_tokens
+
+        kwargs["reshape_transform"] = from_spec(reshape, prefix_tokens=prefix_tokens(built))
+    if volumes:
+        from fastcam.io.volumes import VolumeFolder, VolumePreprocess
+
+        side3 = tuple(size) if isinstance(size, Sequence) and size is not None else ((size,) * 3 if size else None)
+        vprep = VolumePreprocess(channels=expected_in_channels(built) or 1, size=side3,  # type: ignore[arg-type]
+                                 mean=tuple(mean) if mean else None, std=tuple(std) if std else None)
+        dataset: Any = VolumeFolder(data, vprep)
+        preprocess = None
+    else:
+        side = size if size is not None else defaults.get("size")
+        if isinstance(side, int):
+            side = (side, side)
+        preprocess = Preprocess(channels=expected_in_channels(built) or 3, size=tuple(side) if side else None,
+                                mean=tuple(mean) if mean else defaults.get("mean"),
+                                std=tuple(std) if std else defaults.get("std"),
+                                # --size overrides the model's recipe: a plain resize, no centre crop
+                                resize=defaults.get("resize") if size is None else None)
+        dataset = data
     if isinstance(targets, os.PathLike):
         targets = read_targets_file(targets)
     return explain_dataset(
-        built, data, method=method, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,
-        targets=targets, resume=resume, method_kwargs=dict(method_kwargs or {}), dtype=dtype, preprocess=preprocess,
+        built, dataset, method=method, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,
+        targets=targets, resume=resume, method_kwargs=kwargs, dtype=dtype, preprocess=preprocess,
         num_workers=workers, overlays=overlays, colormap=colormap, alpha=alpha, report=report, progress=progress,
-        model_info={"spec": model, "weights": str(Path(weights).resolve()) if weights else None},
+        model_info=model_info,
     )
+
+
+class RandomWeightsWarning(UserWarning):
+    """A run explains a model left with its random initialisation (no weights file for a spec that
+    builds one): printed, and recorded in run.json (`settings.model.random_weights`)."""

@@ -26,9 +26,17 @@ def state_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _describe(value: Any) -> str:
+    """A JSON stand-in for an object: a function by its import path (stable across processes, unlike
+    its repr's address), anything else by its repr (fastcam.reshape's layouts have stable ones)."""
+    if callable(value) and hasattr(value, "__qualname__") and hasattr(value, "__module__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
+
+
 def jsonable(value: Any) -> Any:
-    """`value` as it reads back from JSON (tuples become lists, unknown objects their repr)."""
-    return json.loads(json.dumps(value, default=repr, sort_keys=True))
+    """`value` as it reads back from JSON (tuples become lists, unknown objects a stable description)."""
+    return json.loads(json.dumps(value, default=_describe, sort_keys=True))
 
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:

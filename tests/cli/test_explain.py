@@ -18,14 +18,14 @@ from fastcam.models import tiny_resnet
 def test_explain_overlays_report_and_resume(tmp_path: Path, folder: Path, weights: Path,
                                             capsys: pytest.CaptureFixture[str], parse_html: Callable) -> None:
     out = tmp_path / "run"
-    argv = ["explain", "--model", "tiny_resnet", "--num-classes", "3", "--weights", str(weights), "--layer", "layer4",
+    argv = ["explain", "--model", "fastcam:tiny_resnet", "--num-classes", "3", "--weights", str(weights), "--layer", "layer4",
             "--method", "gradcampp", "--data", str(folder), "--out", str(out), "--batch-size", "2", "--size", "32",
             "--mean", "0.5", "--std", "0.25", "--report", "--quiet"]
     assert main(argv) == 0
     assert "5 images explained, 0 skipped" in capsys.readouterr().out
     run = open_run(out)
     assert run.ids == ["a/g1.png", "a/g3.png", "c0.jpg", "c2.jpg", "c4.jpg"]
-    assert run.meta["input_size"] == [32, 32] and run.meta["settings"]["model"]["spec"] == "tiny_resnet"
+    assert run.meta["input_size"] == [32, 32] and run.meta["settings"]["model"]["spec"] == "fastcam:tiny_resnet"
     assert run.upsampled(0).shape == (32, 32)
     for sample_id in run.ids:
         name = sample_id if sample_id.endswith(".png") else sample_id + ".png"
@@ -61,9 +61,9 @@ def test_module_factory_spec_state_dict_and_targets_file(tmp_path: Path, folder:
 @pytest.mark.parametrize("argv, message", [
     (["--model", "no_such_net"], "unknown model"),
     (["--model", "nomodule_xyz:factory"], "cannot load model spec"),
-    (["--model", "tiny_resnet", "--weights", "missing.safetensors"], "does not exist"),
-    (["--model", "tiny_resnet", "--layer", "layer9"], "not a module of the model"),
-    (["--model", "tiny_resnet", "--targets", "nonsense"], "--targets"),
+    (["--model", "fastcam:tiny_resnet", "--weights", "missing.safetensors"], "does not exist"),
+    (["--model", "fastcam:tiny_resnet", "--layer", "layer9"], "not a module of the model"),
+    (["--model", "fastcam:tiny_resnet", "--targets", "nonsense"], "--targets"),
 ])
 def test_bad_input_gives_a_clear_message(tmp_path: Path, folder: Path, argv: list[str], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,6 +75,6 @@ def test_bad_input_gives_a_clear_message(tmp_path: Path, folder: Path, argv: lis
 def test_empty_folder_and_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     for data, message in ((tmp_path / "empty", "no images"), (tmp_path / "missing", "does not exist")):
-        assert main(["explain", "--model", "tiny_resnet", "--layer", "layer4", "--data", str(data),
+        assert main(["explain", "--model", "fastcam:tiny_resnet", "--layer", "layer4", "--data", str(data),
                      "--out", str(tmp_path / "r"), "--quiet"]) == 2
         assert message in capsys.readouterr().err

@@ -25,7 +25,7 @@ def test_export_softcam_from_weights_in_float16(tmp_path: Path, capsys: pytest.C
     net = fastcam.softcam.convert(tiny_resnet(num_classes=3), 3).eval()
     save_file(net.state_dict(), str(tmp_path / "softcam.safetensors"))
     out = tmp_path / "graphs" / "softcam.onnx"
-    argv = ["export", "--method", "softcam", "--model", "tiny_resnet", "--num-classes", "3", "--dtype", "float16",
+    argv = ["export", "--method", "softcam", "--model", "fastcam:tiny_resnet", "--num-classes", "3", "--dtype", "float16",
             "--weights", str(tmp_path / "softcam.safetensors"), "--out", str(out), "--size", "48", "40"]
     assert main(argv) == 0
     said = capsys.readouterr().out
@@ -50,7 +50,7 @@ def test_export_softcam_from_weights_in_float16(tmp_path: Path, capsys: pytest.C
 def test_export_refusals_are_one_line(tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture[str],
                                       extra: list[str], message: str) -> None:
     out = tmp_path / "never.onnx"
-    argv = ["export", "--method", "gradcam", "--model", "tiny_resnet", "--num-classes", "3", "--weights", str(weights),
+    argv = ["export", "--method", "gradcam", "--model", "fastcam:tiny_resnet", "--num-classes", "3", "--weights", str(weights),
             "--out", str(out), "--size", "32", *extra]
     assert main(argv) == 2
     err = capsys.readouterr().err

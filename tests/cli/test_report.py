@@ -8,7 +8,7 @@ from fastcam.cli import main
 
 
 def test_report_over_two_runs(tmp_path: Path, folder: Path, weights: Path, parse_html: Callable) -> None:
-    common = ["--model", "tiny_resnet", "--num-classes", "3", "--weights", str(weights), "--layer", "layer4",
+    common = ["--model", "fastcam:tiny_resnet", "--num-classes", "3", "--weights", str(weights), "--layer", "layer4",
               "--data", str(folder), "--size", "16", "--quiet", "--overlays"]
     assert main(["explain", "--method", "gradcam", "--out", str(tmp_path / "g"), *common]) == 0
     assert main(["explain", "--method", "gradcampp", "--out", str(tmp_path / "p"), *common]) == 0

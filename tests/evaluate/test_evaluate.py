@@ -38,7 +38,7 @@ def test_fastcam_eval_on_a_tiny_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "gradcam"
     run = fastcam.explain_dataset(model, str(data), method="gradcam", target_layer="layer4", out=run_dir,
                                   batch_size=2, device="cpu", preprocess=Preprocess(channels=3), progress=False,
-                                  model_info={"spec": "tiny_resnet", "weights": str(tmp_path / "w.safetensors")})
+                                  model_info={"spec": "fastcam:tiny_resnet", "weights": str(tmp_path / "w.safetensors")})
     (run_dir / "report.html").write_text("<html><body><p>report</p></body></html>")
     rc = main(["eval", str(run_dir), "--masks", str(masks), "--steps", "4", "--sigmas", "0.1,5", "--quiet",
                "--out", str(tmp_path / "combined")])
@@ -107,7 +107,7 @@ def test_eval_scores_runs_of_the_new_methods(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = tiny_resnet(num_classes=3).eval()
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    info = {"spec": "tiny_resnet", "weights": str(tmp_path / "w.safetensors")}
+    info = {"spec": "fastcam:tiny_resnet", "weights": str(tmp_path / "w.safetensors")}
     for method, kwargs in (("layercam", {"eigen_smooth": True}), ("eigencam", {}), ("ablationcam", {"batch_size": 64})):
         fastcam.explain_dataset(model, str(data), method=method, target_layer="layer3", out=tmp_path / "runs" / method,
                                 batch_size=2, device="cpu", preprocess=Preprocess(channels=3), progress=False,

@@ -19,10 +19,11 @@ from fastcam_testkit.sync import count_ops, count_syncs
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: method -> (max host syncs per call, max aten ops beyond the forward, views included) at batch 4, 64x48
-#: images; measured at 1 sync and 59 / 70 ops when set
+#: images; measured at 1 sync and 59 / 70 ops when set, 62 / 73 since the dead-gradient flag (a gradient
+#: exactly zero at the layer for the whole batch is refused) travels in the same sync (any, stack, cat)
 BUDGETS = {
-    "gradcam": (1, 60),
-    "gradcampp": (1, 72),
+    "gradcam": (1, 63),
+    "gradcampp": (1, 74),
 }
 
 

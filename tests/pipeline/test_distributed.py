@@ -24,7 +24,7 @@ def test_torchrun_two_ranks_equal_single_process_and_resume(
     write_images(data, 11, size=20)
     weights = tmp_path / "w.pt"
     torch.save(classifier().state_dict(), weights)
-    common = ["explain", "--model", "tiny_resnet", "--num-classes", "4", "--weights", str(weights), "--layer", "layer4",
+    common = ["explain", "--model", "fastcam:tiny_resnet", "--num-classes", "4", "--weights", str(weights), "--layer", "layer4",
               "--method", "gradcam", "--data", str(data), "--batch-size", "2", "--dtype", "float32", "--quiet"]
     assert main(common + ["--out", str(tmp_path / "single")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
