@@ -47,23 +47,13 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from fastcam._fx import LeafTracer
 from fastcam.methods.base import BaseCAM, CallContext
 from fastcam.methods.scorecam import check_positive_int
 from fastcam.ops import accumulation, check_real
 
 _TRACE_LOCK = threading.Lock()
 Run = Callable[[Tensor, Tensor], Any]
-
-
-class _Tracer(fx.Tracer):
-    """An fx tracer that keeps the target layer as one `call_module` node."""
-
-    def __init__(self, leaf: nn.Module) -> None:
-        super().__init__()
-        self.leaf = leaf
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return m is self.leaf or super().is_leaf_module(m, module_qualified_name)
 
 
 def _closure(roots: list[fx.Node], stop: set[fx.Node]) -> set[fx.Node]:
@@ -103,7 +93,7 @@ def split_at(model: nn.Module, layer: nn.Module) -> tuple[fx.GraphModule, fx.Gra
     """
     try:
         with _TRACE_LOCK:
-            graph = _Tracer(layer).trace(model)
+            graph = LeafTracer(layer).trace(model)
     except Exception:  # noqa: BLE001 - any tracing failure means: use full forwards
         return None
     order = list(graph.nodes)
