@@ -10,6 +10,7 @@ torch (method names come from the torch-free registry).
         --data images/ --out runs/gradcam --overlays --report
     fastcam demo --out runs/demo
     fastcam report runs/demo/gradcam runs/demo/cfcam --out report.html
+    fastcam verify runs/gradcam
 """
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from fastcam.cli import bench, demo, explain, report
+from fastcam.cli import bench, demo, explain, report, verify
 from fastcam.cli import eval as evaluate
+from fastcam.errors import RunLockedError
 
 #: every sub-command, registered in one place: add yours here
-SUBCOMMANDS: tuple[ModuleType, ...] = (explain, demo, report, bench, evaluate)
+SUBCOMMANDS: tuple[ModuleType, ...] = (explain, demo, report, bench, evaluate, verify)
+
+#: exceptions that are the user's to fix: a message and exit status 2, no traceback (unless --debug)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, FileExistsError,
+                                                NotADirectoryError, IsADirectoryError, PermissionError,
+                                                RunLockedError)
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -48,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # user errors: a clear message, no traceback
+    except USER_ERRORS as exc:  # user errors: a clear message, no traceback
         print(f"fastcam {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

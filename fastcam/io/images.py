@@ -18,6 +18,7 @@ dataset is scaled the same way):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+#: how `file_fingerprints` identifies an input file: its size and mtime, or its content
+FINGERPRINT_MODES = ("stat", "content")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +44,38 @@ def list_images(root: str | Path) -> list[str]:
     found = [p.relative_to(root).as_posix() for p in root.rglob("*")
              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     return sorted(found)
+
+
+def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat") -> np.ndarray:
+    """One uint64 per file `root/name`: a hash of its size and modification time (`mode="stat"`, cheap),
+    or of its content (`mode="content"`, reads every file). A file that cannot be found has the
+    fingerprint of that state; 0 is never returned (it means "not recorded" in a run's store).
+
+    A run stores the fingerprint of each input when it explains it; resuming compares them to find the
+    batches whose inputs changed.
+    """
+    import hashlib
+
+    if mode not in FINGERPRINT_MODES:
+        raise ValueError(f"fingerprint mode must be one of {FINGERPRINT_MODES}, got {mode!r}")
+    root = Path(root)
+    out = np.empty(len(names), dtype=np.uint64)
+    for i, name in enumerate(names):
+        digest = hashlib.blake2b(digest_size=8)
+        path = root / name
+        try:
+            st = os.stat(path)
+            if mode == "stat":
+                digest.update(f"stat:{st.st_size}:{st.st_mtime_ns}".encode())
+            else:
+                digest.update(b"content:")
+                with path.open("rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+        except OSError as exc:
+            digest.update(f"unreadable:{exc.errno}".encode())
+        out[i] = int.from_bytes(digest.digest(), "little") or 1
+    return out
 
 
 def _is_dicom(path: Path) -> bool:
