@@ -39,3 +39,7 @@ class RunDamagedError(ValueError):
         more = f"; and {len(self.damages) - 4} more" if len(self.damages) > 4 else ""
         super().__init__(f"run directory {path!r} is damaged: {shown}{more}. Re-run the same `fastcam explain` "
                          f"command to recompute the damaged batches (`fastcam verify {path}` lists every problem)")
+
+
+class UntrustedRunError(ValueError):
+    """A run directory names code to import (its model spec); it is not run unless the user says so."""

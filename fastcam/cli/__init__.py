@@ -11,11 +11,15 @@ torch (method names come from the torch-free registry).
     fastcam demo --out runs/demo
     fastcam report runs/demo/gradcam runs/demo/cfcam --out report.html
     fastcam verify runs/gradcam
+
+Errors a user can fix (a bad flag value, a file that is not what it should be, a locked or damaged run)
+end in a one-line message and exit status 2; `--debug` (on every sub-command) shows the traceback too.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from types import ModuleType
 from typing import Sequence
 
@@ -40,9 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="fastcam", description="Fast, batched CNN explanations.")
     parser.add_argument("--version", action="version", version=f"fastcam {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in SUBCOMMANDS:
         command.add_parser(sub)
+        sub.choices[command.NAME].add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                               help="show the traceback of an error")
     return parser
 
 
@@ -56,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:  # user errors: a clear message, no traceback
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         print(f"fastcam {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     model = p.add_argument_group("model")
     model.add_argument("--model", required=True, metavar="SPEC",
                        help="a fastcam.models builder (resnet18, tiny_resnet, ...), a torchvision model name "
-                       "(when torchvision is importable), or module:factory for your own code")
+                       "(when torchvision is importable), or module:factory for your own code (imported from the "
+                       "current directory first, as python -m does)")
     model.add_argument("--weights", metavar="FILE",
                        help="safetensors file, or a state dict loaded with torch.load(weights_only=True)")
     model.add_argument("--num-classes", type=int, metavar="K", help="classes of the model (builders and torchvision)")

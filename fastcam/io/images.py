@@ -18,6 +18,7 @@ dataset is scaled the same way):
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +38,32 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def list_images(root: str | Path) -> list[str]:
-    """Image files under `root` (recursive), as sorted POSIX paths relative to `root`."""
+    """Image files under `root` (recursive), as sorted POSIX paths relative to `root`.
+
+    Files that will not be read are listed too, so that a run reports them as skipped with the reason
+    (`skip_reason`): hidden (dot) files, and broken or looping symbolic links.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {str(root)!r} does not exist or is not a folder")
     found = [p.relative_to(root).as_posix() for p in root.rglob("*")
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+             if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_symlink() or p.is_file()) and not p.is_dir()]
     return sorted(found)
+
+
+def skip_reason(path: str | Path) -> str | None:
+    """Why an image file of a folder is not read (hidden, a broken or looping symbolic link), or None."""
+    path = Path(path)
+    if path.name.startswith("."):
+        return "hidden file (its name starts with '.'): not read; rename it to explain it"
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop: the link points (through other links) back to itself"
+            return f"broken symbolic link: its target {os.readlink(path)!r} does not exist"
+    return None
 
 
 def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat") -> np.ndarray:
@@ -224,8 +244,9 @@ class ImageFolder(Dataset):
     """Every image under `root` (recursive, sorted relative paths), preprocessed for the model.
 
     Items are dicts: `image` (C, H, W) float32 normalised, `ok` (bool), `error` (str, empty when ok).
-    A file that cannot be read, or whose size differs from the others when no resize is set, gives
-    `ok=False` and a zero image of the expected shape, so the batch still collates.
+    A file that cannot be read, or whose size differs from the others when no resize is set, and a file
+    that is not read (`skip_reason`: hidden, a broken or looping symbolic link) give `ok=False`, the
+    reason, and a zero image of the expected shape, so the batch still collates.
     """
 
     root: str | Path
@@ -242,6 +263,8 @@ class ImageFolder(Dataset):
     def _first_size(self) -> tuple[int, int]:
         """Without a resize every image must share the first readable image's size."""
         for name in self.files:
+            if skip_reason(self.root / name):
+                continue
             try:
                 return tuple(read_image(self.root / name).shape[-2:])  # type: ignore[return-value]
             except Exception:
@@ -257,6 +280,9 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.files[index]  # type: ignore[index]
+        reason = skip_reason(self.root / name)
+        if reason:
+            return {"image": torch.zeros(self.preprocess.channels, *self.size), "ok": False, "error": reason}
         try:
             image = self.preprocess.display(read_image(self.root / name))
             if tuple(image.shape[-2:]) != tuple(self.size):

@@ -30,10 +30,10 @@ from fastcam.methods.registry import get_method
 from fastcam.pipeline.data import (
     SafeItems,
     TargetsResolver,
+    check_targets_range,
     collate,
     dataset_and_ids,
     load_model,
-    read_targets_file,
     targets_resolver,
 )
 from fastcam.pipeline.distributed import process_group, rank_device, torchrun_ranks
@@ -180,7 +180,10 @@ def explain_dataset(
         device: default cuda (cuda:LOCAL_RANK under torchrun) when available, else cpu.
         amp: None, "bf16" or "fp16": autocast for the model's forward passes.
         targets: None/"predicted", "label" (the dataset's labels), an int, a sequence of N classes in
-            dataset order, or a mapping sample id -> class.
+            dataset order, a mapping sample id -> class (naming every sample and nothing else), or the
+            path (`os.PathLike`) of a CSV/JSON targets file (`fastcam.pipeline.data.read_targets_file`).
+            Classes are checked against the model's output size for the whole dataset before the first
+            batch.
         resume: continue a run directory with the same settings; False refuses an existing one. Resuming
             also repairs: committed batches whose chunks are damaged, or whose input files changed
             (`fingerprint`), are computed again.
@@ -230,6 +233,9 @@ def explain_dataset(
     resolve_targets, targets_info = targets_resolver(targets, ids)
 
     model = model.to(device).eval()
+    num_classes = _num_classes(model, dataset, device) if not (targets is None or isinstance(targets, str)) else None
+    if num_classes is not None:
+        check_targets_range(targets, ids, num_classes)  # the whole dataset, before the first batch
     explainer = make_explainer(model, method, target_layer, method_kwargs)
     layer_name = getattr(explainer, "layer_name", None)
     ids_json = [i if isinstance(i, int) else str(i) for i in ids]
@@ -270,6 +276,20 @@ def explain_dataset(
 
         write_report([result], directory.report, title=f"fastcam {method} — {directory.root.name}")
     return result
+
+
+def _num_classes(model: nn.Module, dataset: Dataset, device: torch.device) -> int | None:
+    """The model's number of classes, from one forward pass of the first readable sample (None if none of
+    the first 16 can be read: the targets are then checked batch by batch)."""
+    items = SafeItems(dataset)
+    for i in range(min(len(items), 16)):
+        item = items[i]
+        if item["ok"]:
+            with torch.no_grad():
+                out = model(item["image"][None].to(device))
+            logits = out[0] if isinstance(out, (tuple, list)) else out
+            return int(logits.shape[-1])
+    return None
 
 
 def _fingerprints(dataset: Dataset, indices: Sequence[int], mode: str) -> Any:
@@ -423,8 +443,6 @@ def explain_folder(
     preprocess = Preprocess(channels=expected_in_channels(built) or 3, size=tuple(side) if side else None,
                             mean=tuple(mean) if mean else defaults.get("mean"),
                             std=tuple(std) if std else defaults.get("std"))
-    if isinstance(targets, os.PathLike):
-        targets = read_targets_file(targets)
     return explain_dataset(
         built, data, method=method, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,
         targets=targets, resume=resume, method_kwargs=dict(method_kwargs or {}), dtype=dtype, preprocess=preprocess,
