@@ -38,7 +38,13 @@ setup(
         "test": [
             "pytest>=7", "pytest-benchmark>=4", "pytest-timeout>=2", "hypothesis>=6",
             "captum>=0.7", "torchcam>=0.4", "scikit-image>=0.21",  # oracles: peers and SSIM
+            "mkdocs>=1.6", "mkdocstrings[python]>=0.26",  # the docs build (--strict) is a test
+            "onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.17",  # fastcam.deploy: export and parity
         ],
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
+        # fastcam.deploy.export: torch's ONNX exporter (dynamo=True) needs onnx + onnxscript; onnxruntime runs
+        # and checks the file (optional: without it the check runs the exported program instead)
+        "deploy": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.17"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },

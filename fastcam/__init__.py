@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "CFCAM": "fastcam.methods:CFCAM",
     "SoftCAM": "fastcam.methods:SoftCAM",
     "softcam": "fastcam.softcam",
+    "deploy": "fastcam.deploy",
     "explain_dataset": "fastcam.pipeline:explain_dataset",
     "open_run": "fastcam.pipeline:open_run",
 }

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fastcam.cli.common import add_model_group, parse_size
 from fastcam.methods.registry import display_name, method_names
 
 NAME = "explain"
@@ -32,17 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "other settings, or being written by another process, is refused. Under torchrun each rank explains a "
         "strided shard of the data.",
     )
-    model = p.add_argument_group("model")
-    model.add_argument("--model", required=True, metavar="SPEC",
-                       help="a fastcam.models builder (resnet18, tiny_resnet, ...), a torchvision model name "
-                       "(when torchvision is importable), or module:factory for your own code (imported from the "
-                       "current directory first, as python -m does)")
-    model.add_argument("--weights", metavar="FILE",
-                       help="safetensors file, or a state dict loaded with torch.load(weights_only=True)")
-    model.add_argument("--num-classes", type=int, metavar="K", help="classes of the model (builders and torchvision)")
-    model.add_argument("--in-channels", type=int, metavar="C", help="input channels (fastcam.models builders)")
-    model.add_argument("--layer", metavar="NAME", help="target layer, dotted module name (not needed for "
-                       + ", ".join(display_name(m) for m in method_names(post_hoc=False)) + ")")
+    add_model_group(p, layer_help="target layer, dotted module name (not needed for "
+                    + ", ".join(display_name(m) for m in method_names(post_hoc=False)) + ")")
     method = p.add_argument_group("method")
     method.add_argument("--method", choices=method_names(), default="gradcam",
                         help=", ".join(f"{m} ({display_name(m)})" for m in method_names()))
@@ -81,15 +73,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _size(values: list[int] | None) -> int | tuple[int, int] | None:
-    """--size N or --size H W."""
-    if values is None:
-        return None
-    if len(values) not in (1, 2):
-        raise ValueError(f"--size takes 1 or 2 values, got {len(values)}")
-    return values[0] if len(values) == 1 else (values[0], values[1])
-
-
 def _targets(text: str) -> str | int | Path:
     """--targets predicted|INT|FILE: the predicted class, one class index, or a targets file."""
     if text == "predicted":
@@ -109,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     result = explain_folder(
         args.model, args.data, args.out, weights=args.weights, num_classes=args.num_classes,
         in_channels=args.in_channels, layer=args.layer, method=args.method, method_kwargs=dict(args.method_arg),
-        targets=_targets(args.targets), size=_size(args.size), mean=args.mean, std=args.std, workers=args.workers,
+        targets=_targets(args.targets), size=parse_size(args.size), mean=args.mean, std=args.std, workers=args.workers,
         batch_size=args.batch_size, device=args.device, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
         overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
         progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat")

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from fastcam._validation import TargetsLike
-from fastcam.methods.base import Explainer, GradientCAM
 from fastcam.metrics.ssim import mse, ssim
 
 #: the noise levels of CF-CAM's evaluation: 0.1, then 1 to 10
@@ -32,17 +31,23 @@ class RobustnessResult:
     targets: Tensor
 
 
-def gradient_noise(cam: Explainer, sigma: float, generator: torch.Generator | None = None) -> GradientCAM:
-    """A copy of the gradient method `cam` that adds N(0, sigma^2) noise to its gradients before any
-    weighting (`cam` itself is left unchanged, so it stays safe to share between threads)."""
-    if not isinstance(cam, GradientCAM):
+def _check_gradient_method(cam: Any) -> None:
+    # duck-typed: metrics sit below the methods and do not import them
+    if not (getattr(cam, "uses_gradients", False) and callable(getattr(cam, "with_gradient_noise", None))):
         raise ValueError(f"{type(cam).__name__} does not use gradients: gradient-noise robustness is undefined for it")
+
+
+def gradient_noise(cam: Any, sigma: float, generator: torch.Generator | None = None) -> Any:
+    """A copy of the gradient method `cam` (a `fastcam.methods.base.GradientCAM`) that adds N(0, sigma^2)
+    noise to its gradients before any weighting (`cam` itself is left unchanged, so it stays safe to share
+    between threads)."""
+    _check_gradient_method(cam)
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     return cam.with_gradient_noise(float(sigma), generator)
 
 
-def gradient_noise_robustness(cam: Explainer, images: Tensor, targets: TargetsLike = None, *,
+def gradient_noise_robustness(cam: Any, images: Tensor, targets: TargetsLike = None, *,
                               sigmas: Sequence[float] = DEFAULT_SIGMAS, seed: int = 0) -> RobustnessResult:
     r"""SSIM and MSE between the clean map and the map computed with noisy gradients (He et al., CF-CAM, 2025).
 
@@ -56,8 +61,7 @@ def gradient_noise_robustness(cam: Explainer, images: Tensor, targets: TargetsLi
     Works for every gradient method (Grad-CAM, Grad-CAM++, CF-CAM); Score-CAM and SoftCAM use no
     gradients and raise ValueError.
     """
-    if not isinstance(cam, GradientCAM):
-        raise ValueError(f"{type(cam).__name__} does not use gradients: gradient-noise robustness is undefined for it")
+    _check_gradient_method(cam)
     sigma_list = [float(s) for s in sigmas]
     if not sigma_list or any(not s >= 0 for s in sigma_list):
         raise ValueError(f"sigmas must be a non-empty sequence of values >= 0, got {list(sigmas)}")

@@ -19,10 +19,14 @@ POOLS = ("avg", "max", "lse")
 
 
 def check_size(size: Sequence[int]) -> tuple[int, ...]:
-    """An output size (H, W) or (D, H, W) as positive ints, or a ValueError/TypeError naming the problem."""
+    """An output size (H, W) or (D, H, W) as positive ints, or a ValueError/TypeError naming the problem.
+
+    Symbolic sizes (`torch.SymInt`, met while `torch.export` traces a graph whose spatial size is dynamic)
+    are ints too: exported graphs upsample to the input's own size.
+    """
     if isinstance(size, Tensor) or not isinstance(size, Sequence) or len(size) not in (2, 3):
         raise TypeError(f"size must be a pair (H, W) or a triple (D, H, W) of ints, got {size!r}")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+    if not all(isinstance(s, (int, torch.SymInt)) and not isinstance(s, bool) for s in size):
         raise TypeError(f"size must be a pair (H, W) or a triple (D, H, W) of ints, got {size!r}")
     if any(s < 1 for s in size):
         raise ValueError(f"size must be positive, got {size!r}")

@@ -1,0 +1,30 @@
+"""Flags that several sub-commands share: the model group (spec, weights, classes, channels, layer) and --size."""
+from __future__ import annotations
+
+import argparse
+
+SPEC_HELP = ("a fastcam.models builder (resnet18, tiny_resnet, ...), a torchvision model name (when torchvision is "
+             "importable), or module:factory for your own code (imported from the current directory first, as "
+             "python -m does)")
+WEIGHTS_HELP = "safetensors file, or a state dict loaded with torch.load(weights_only=True)"
+
+
+def add_model_group(p: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,
+                    layer_help: str = "target layer, dotted module name") -> argparse._ArgumentGroup:
+    """--model, --weights, --num-classes, --in-channels, --layer: how `fastcam.pipeline.load_model` builds a model."""
+    model = p.add_argument_group("model")
+    model.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
+    model.add_argument("--weights", metavar="FILE", help=weights_help)
+    model.add_argument("--num-classes", type=int, metavar="K", help="classes of the model (builders and torchvision)")
+    model.add_argument("--in-channels", type=int, metavar="C", help="input channels (fastcam.models builders)")
+    model.add_argument("--layer", metavar="NAME", help=layer_help)
+    return model
+
+
+def parse_size(values: list[int] | None) -> int | tuple[int, int] | None:
+    """--size N or --size H W."""
+    if values is None:
+        return None
+    if len(values) not in (1, 2):
+        raise ValueError(f"--size takes 1 or 2 values, got {len(values)}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
