@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and passes its CRC-32C checksum; the commit records and ids.json are sound; no shard is missing. Also "
         "reports input files that changed since they were explained. Prints a summary; exit status 0 when the "
         "run is sound, 1 when it is damaged (re-run the same `fastcam explain` command to repair it), 2 on a "
-        "usage error. Takes no lock: a run being written can be checked (its last batch may read as damaged).",
+        "usage error. Takes no lock: a run being written can be checked (what it has committed so far).",
     )
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--no-inputs", action="store_true", help="do not compare the input files with their fingerprints")
@@ -24,11 +24,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Verify each run, print a summary; 1 if any is damaged."""
-    from fastcam.io.store import verify_run
+    from fastcam.io.store import STORE_FORMAT, verify_run
 
     status = 0
     for path in args.runs:
         result = verify_run(path, inputs=not args.no_inputs)
+        if result.meta.get("fastcam_run") != STORE_FORMAT:
+            print(f"{path}: store format {result.meta.get('fastcam_run')!r}, written before checksums: it cannot be "
+                  "verified; explain it again into a new --out for a verified run")
+            status = 1
+            continue
         state = "complete" if result.complete else f"incomplete: {result.committed} of {result.batches} batches"
         print(f"{path}: {result.meta.get('method', '?')}, {result.n_samples} samples, {result.world_size} shard(s), "
               f"{result.batches} batches ({state}); {result.explained} explained, {result.skipped} skipped")

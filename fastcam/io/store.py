@@ -64,7 +64,7 @@ uncommitted), then the run ends equal to an undamaged one. A progress file that 
 whole shard recomputed.
 
 Writer lock. A writer holds `.shard-RRRRR-of-WWWWW.lock` (each rank, its own shard) and, on rank 0,
-`.run.lock` (run.json, ids.json, the report) for the whole run: an OS lock (flock/LockFileEx through
+`.run.lock` (run.json, ids.json) for the whole run: an OS lock (flock/LockFileEx through
 `filelock`), released by the OS when the process ends, however it ends. The holder writes its PID, host
 and start time into the lock file, and a second writer is refused with `RunLockedError` naming them.
 Readers take no lock.
@@ -355,7 +355,7 @@ class RunDirectory:
 
     @property
     def run_lock(self) -> Path:
-        """The writer lock of the run's shared files (run.json, ids.json, the report), held by rank 0."""
+        """The writer lock of the run's shared files (run.json, ids.json), held by rank 0."""
         return self.root / ".run.lock"
 
     def is_run(self) -> bool:
