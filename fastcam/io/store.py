@@ -858,8 +858,8 @@ class ShardWriter:
         sl = slice(rows.start, rows.stop)
         written = []
         if "lowres" in self._arrays:
-            n, (h, w), k = len(rows), self._arrays["lowres"].shape[1:], self._arrays["logits"].shape[1]
-            full_maps = np.zeros((n, h, w), dtype=self.dtype)
+            n, spatial, k = len(rows), tuple(self._arrays["lowres"].shape[1:]), self._arrays["logits"].shape[1]
+            full_maps = np.zeros((n, *spatial), dtype=self.dtype)
             full_scale = np.zeros((n,), dtype=np.float32)
             full_logits = np.full((n, k), np.nan, dtype=np.float32)
             full_targets = np.full((n,), -1, dtype=np.int64)
@@ -867,12 +867,13 @@ class ShardWriter:
             if lowres is not None:
                 assert logits is not None and targets is not None
                 lowres = lowres.detach().float()
-                if tuple(lowres.shape[1:]) != (h, w) or logits.shape[1] != k:
+                if tuple(lowres.shape[1:]) != spatial or logits.shape[1] != k:
                     raise ValueError(f"batch {batch} has maps {tuple(lowres.shape[1:])} and {logits.shape[1]} classes; "
-                                     f"the store holds {(h, w)} and {k}")
+                                     f"the store holds {spatial} and {k}")
                 # Per-map scaling: stored map in [0, 1] (full float16 precision), its max kept in float32.
-                scale = lowres.amax(dim=(1, 2))
-                normalised = lowres / scale.clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
+                dims = tuple(range(1, lowres.dim()))  # any spatial rank: (h, w), (d, h, w)
+                scale = lowres.amax(dim=dims)
+                normalised = lowres / scale.clamp_min(torch.finfo(torch.float32).tiny).view(-1, *([1] * len(dims)))
                 full_maps[ok_np] = normalised.cpu().numpy().astype(self.dtype)
                 full_scale[ok_np] = scale.cpu().numpy()
                 full_logits[ok_np] = logits.detach().float().cpu().numpy()
@@ -1140,10 +1141,10 @@ def open_run(path: str | os.PathLike[str], allow_partial: bool = False) -> Run:
     shapes = {tuple(s.data["lowres"].shape[1:]) for s in shards if "lowres" in s.data}
     if len(shapes) > 1:
         raise ValueError(f"run {str(path)!r} has shards with different map sizes {sorted(shapes)}")
-    h, w = shapes.pop() if shapes else (0, 0)
+    spatial = shapes.pop() if shapes else (0, 0)
     ks = {s.data["logits"].shape[1] for s in shards if "logits" in s.data}
     k = ks.pop() if ks else 0
-    full = {"lowres": np.zeros((n, h, w), np.float32), "scale": np.zeros(n, np.float32),
+    full = {"lowres": np.zeros((n, *spatial), np.float32), "scale": np.zeros(n, np.float32),
             "logits": np.full((n, k), np.nan, np.float32), "targets": np.full(n, -1, np.int64),
             "predicted": np.full(n, -1, np.int64)}
     for shard in shards:
@@ -1162,7 +1163,8 @@ def open_run(path: str | os.PathLike[str], allow_partial: bool = False) -> Run:
         raise ValueError(f"run {str(path)!r} is incomplete ({int(committed.sum())} of {n} samples committed); "
                          "re-run the same command to finish it, or open_run(..., allow_partial=True)")
     keep = np.flatnonzero(committed & (status == EXPLAINED))
-    lowres = torch.from_numpy(full["lowres"][keep] * full["scale"][keep, None, None])
+    scale = full["scale"][keep].reshape(-1, *([1] * len(spatial)))
+    lowres = torch.from_numpy(full["lowres"][keep] * scale)
     return Run(
         path=path, meta=meta, ids=[ids[i] for i in keep], indices=torch.from_numpy(keep.astype(np.int64)),
         lowres=lowres, logits=torch.from_numpy(full["logits"][keep]), targets=torch.from_numpy(full["targets"][keep]),
