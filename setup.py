@@ -27,7 +27,9 @@ setup(
         "triton>=3.0; platform_system == 'Linux'",
         "tqdm>=4.60",
         "safetensors>=0.4",
-        "zarr>=2.16",
+        "zarr>=3.1",  # the v3 API and its crc32c codec (run stores checksum every chunk)
+        "google-crc32c>=1.5",  # zarr's crc32c codec
+        "filelock>=3.30",  # the run directory's writer lock (lock_descriptor: an OS lock on our own file)
         "pillow>=9.0",
         "matplotlib>=3.7",
         "pydicom>=2.4",

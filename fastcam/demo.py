@@ -286,6 +286,7 @@ def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None, me
             cnn if post_hoc else net, data_dir, method=method, target_layer="layer4" if post_hoc else None,
             out=out / "runs" / method, batch_size=min(config.batch_size, 16), device=device, preprocess=preprocess,
             method_kwargs=_METHOD_KWARGS.get(method), overlays=True, progress=progress,
+            fingerprint="content",  # the images are written again on every call: compare contents, not mtimes
             model_info={"spec": "fastcam.demo:demo_cnn",
                         "weights": "cnn.safetensors" if post_hoc else "softcam.safetensors"},
         )

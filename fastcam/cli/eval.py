@@ -24,7 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", metavar="DIR", help="ground-truth masks with the images' relative names (nonzero = region)")
     p.add_argument("--labels", metavar="CSV", help="true labels (path,label) for accuracy (default: DATA/labels.csv if any)")
     p.add_argument("--out", metavar="DIR", help="combined outputs (default: <the runs' common parent>/eval)")
-    p.add_argument("--model", metavar="SPEC", help="model spec (default: the run's)")
+    p.add_argument("--model", metavar="SPEC", help="model spec (default: the run's, when it names a fastcam or "
+                   "torchvision model; a module:factory recorded in a run is only imported with --trust-run)")
+    p.add_argument("--trust-run", action="store_true",
+                   help="import and run the module:factory model spec recorded in the run directory (only for runs "
+                   "you trust: it runs their code)")
     p.add_argument("--weights", metavar="FILE", help="model weights (default: the run's record)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=16, help="images per evaluation batch")
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     results, out = evaluate(args.runs, args.metrics, masks=args.masks, out=args.out, spec=args.model,
                             weights=args.weights, device=args.device, batch_size=args.batch_size, steps=args.steps,
                             sigmas=_sigmas(args.sigmas) if args.sigmas else DEFAULT_SIGMAS, labels=args.labels,
-                            progress=not args.quiet, seed=args.seed)
+                            progress=not args.quiet, seed=args.seed, trust_run=args.trust_run)
     print(markdown_table(results, parse_metrics(args.metrics)))
     print(f"fastcam eval: {len(results)} run(s) -> {out}")
     return 0

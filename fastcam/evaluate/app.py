@@ -14,19 +14,20 @@ from typing import Any, Sequence
 
 import torch
 
-from fastcam.evaluate.catalog import parse_metrics
-from fastcam.evaluate.inputs import find_runs, read_labels
+from fastcam.evaluate.catalog import METRICS, parse_metrics
+from fastcam.evaluate.inputs import check_trusted, find_runs, read_labels
 from fastcam.evaluate.outputs import link_into_report, markdown_table, plot
 from fastcam.evaluate.scoring import RunMetrics, evaluate_run
 from fastcam.io.store import RunDirectory, open_run
 from fastcam.metrics.robustness import DEFAULT_SIGMAS
+from fastcam.pipeline.distributed import parse_device
 
 
 def evaluate(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str] = "all", *,
              masks: str | Path | None = None, out: str | Path | None = None, spec: str | None = None,
              weights: str | None = None, device: str | None = None, batch_size: int = 16, steps: int = 100,
              sigmas: Sequence[float] = DEFAULT_SIGMAS, labels: str | Path | None = None, progress: bool = True,
-             seed: int = 0) -> tuple[list[RunMetrics], Path]:
+             seed: int = 0, trust_run: bool = False) -> tuple[list[RunMetrics], Path]:
     """Evaluate runs, write per-run and combined tables and plots, link them into existing reports.
 
     Args:
@@ -35,6 +36,9 @@ def evaluate(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[s
         masks: folder of ground-truth masks with the images' relative names (nonzero = region).
         out: the combined outputs' folder (default: `<the runs' common parent>/eval`).
         spec, weights: the model, when not the one the run recorded (its weights must hash to the run's).
+        trust_run: build the model from a `module:callable` spec recorded in a run directory (that code is
+            imported and run); without it such a run is refused (`fastcam.errors.UntrustedRunError`)
+            unless `spec` names the model.
         labels: CSV of true labels for accuracy (default: the run's DATA/labels.csv when it exists).
         The others are `evaluate_run`'s.
 
@@ -42,7 +46,10 @@ def evaluate(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[s
     """
     names = parse_metrics(metrics)
     run_dirs = find_runs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if any(METRICS[m].needs_model for m in names):  # refused before anything is computed or written
+        for run_dir in run_dirs:
+            check_trusted(RunDirectory(run_dir).read_meta(), run_dir, spec, trust_run)
+    device = str(parse_device(device)) if device else ("cuda" if torch.cuda.is_available() else "cpu")
     results = []
     for run_dir in run_dirs:
         run = open_run(run_dir)
@@ -50,7 +57,9 @@ def evaluate(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[s
         label_file = Path(labels) if labels else Path(run.meta.get("settings", {}).get("data", {}).get("root", "")) / "labels.csv"
         if label_file.is_file():
             label_map = read_labels(label_file)
-        result = evaluate_run(run, names, masks=masks, spec=spec, weights=weights, device=device,
+        recorded = run.meta.get("settings", {}).get("model", {}).get("spec")
+        result = evaluate_run(run, names, masks=masks, spec=spec or (recorded if trust_run else None), weights=weights,
+                              device=device,
                               batch_size=batch_size, steps=steps, sigmas=sigmas, labels=label_map,
                               progress=progress, seed=seed)
         results.append(result)

@@ -14,7 +14,7 @@ import fastcam
 from fastcam.cli import main
 from fastcam.io.volumes import VolumeFolder, VolumePreprocess
 from fastcam.models import tiny_resnet3d
-from fastcam.pipeline import explain_folder, open_run
+from fastcam.pipeline import open_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
