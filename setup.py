@@ -18,7 +18,7 @@ setup(
     # so nothing named plain `kernels` lands in site-packages.
     packages=[*find_packages(include=["fastcam", "fastcam.*"]), "fastcam.kernels"],
     package_dir={"fastcam": "fastcam", "fastcam.kernels": "kernels"},
-    package_data={"fastcam": ["py.typed", "data/*"]},
+    package_data={"fastcam": ["py.typed", "data/*", "io/templates/*"]},
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",
@@ -31,11 +31,13 @@ setup(
         "pillow>=9.0",
         "matplotlib>=3.7",
         "pydicom>=2.4",
+        "jinja2>=3.0",
     ],
     extras_require={
         "test": [
             "pytest>=7", "pytest-benchmark>=4", "pytest-timeout>=2", "hypothesis>=6",
             "captum>=0.7", "torchcam>=0.4", "scikit-image>=0.21",  # oracles: peers and SSIM
+            "playwright>=1.40",  # the browser test of the HTML report (drives the system Chromium)
         ],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
