@@ -176,7 +176,11 @@ def report_evaluation(runs: Sequence[Run], metrics: Sequence[str] | None = None)
         rows.append(row)
     notes = ["Each cell: mean [95% percentile-bootstrap interval of the mean, 1000 resamples] (n images). "
              "↑ higher is better, ↓ lower is better."]
-    notes += [f"{r.label}: {note}" for r in results for note in r.notes]
+    by_note: dict[str, list[str]] = {}  # one line per note, naming every run it applies to
+    for r in results:
+        for note in r.notes:
+            by_note.setdefault(note, []).append(r.label)
+    notes += [f"{', '.join(labels)}: {note}" for note, labels in by_note.items()]
     plots = [(CAPTIONS.get(name, name), png) for name, png in figures(results, names)]
     return ReportEvaluation(header=header, rows=rows, notes=notes, plots=plots, per_image=per_image,
                             titles={m: METRICS[m].title for m in METRICS}, links=links)

@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +219,8 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
         "title": title,
         "runs": _run_rows(opened, label_of),
         "classes": _class_table(opened, name),
-        "skipped": sorted({(str(s.get("id")), _text(s.get("error"))) for run in opened for s in run.skipped}),
+        "skipped": sorted({(str(s.get("id")), _text(s.get("error"))) for run in opened for s in run.skipped
+                           if isinstance(s, dict)}),
         "colorbars": _colorbars(opened),
         "evaluation": _evaluation_context(evaluation, base) if evaluation is not None else None,
         "has_labels": bool(label_map), "has_masks": masks_dir is not None,
@@ -411,11 +413,17 @@ def read_config(report: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def render_again(report: str | os.PathLike[str], evaluation: Any = None) -> bool:
     """Write `report` again from the arguments it embeds, with `evaluation` (a `ReportEvaluation`, or a
-    callable taking the opened runs and returning one). False when the page embeds no arguments."""
+    callable taking the opened runs and returning one). False when the page embeds no arguments or its
+    runs cannot be opened any more."""
     config = read_config(report)
     if config is None:
         return False
-    runs = [open_run(p) for p in config.pop("runs")]
+    try:
+        runs = [open_run(p) for p in config.pop("runs")]
+    except (OSError, ValueError) as exc:  # a run moved or was deleted since: the page cannot be rebuilt
+        warnings.warn(f"{str(report)!r} cannot be rendered again ({exc}); its evaluation section is inserted "
+                      "instead", stacklevel=2)
+        return False
     section = evaluation(runs) if callable(evaluation) else evaluation
     write_report(runs, report, evaluation=section, **config)
     return True

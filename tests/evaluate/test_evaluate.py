@@ -121,7 +121,8 @@ def test_eval_renders_the_report_again_with_scores_beside_each_row(tmp_path: Pat
     assert html.index('<section id="evaluation">') < html.index('<section id="runs">') < html.index('id="grid"')
     assert html.count("data:image/png;base64,") == 2  # curves and bars, with their intervals
     summary = results[0].summary()["deletion"]
-    assert f"<b>{summary['mean']:.3f}</b><br><span class=\"ci\">[{summary['ci_low']:.3f}, {summary['ci_high']:.3f}] n=3" in html
+    assert (f"<b>{summary['mean']:.3f}</b><br><span class=\"ci\">[{summary['ci_low']:.3f}, {summary['ci_high']:.3f}]</span>"
+            "<br><span class=\"ci\">n=3</span>") in html
     deletion = results[0].per_image("deletion")
     for sid in run.ids:
         row = html.split(f'data-id="{sid}"')[1].split("</tr>")[0]

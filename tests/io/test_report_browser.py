@@ -92,12 +92,21 @@ class Visit:
         self.page.goto(html.resolve().as_uri(), wait_until="load")
 
     def load_every_image(self) -> None:
-        """Scroll through the page so that every lazy image loads, then wait for them all."""
-        height = self.page.evaluate("document.documentElement.scrollHeight")
-        for y in range(0, int(height) + 900, 600):
-            self.page.evaluate(f"window.scrollTo(0, {y})")
-        self.page.evaluate("window.scrollTo(0, 0)")
-        self.page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15_000)
+        """Scroll every image that has not loaded yet into view (lazy images load only near the viewport)
+        and wait until it has loaded or failed (10 s at most each), then go back to the top."""
+        self.page.evaluate("""async () => {
+            for (const img of Array.from(document.images)) {
+                if (img.complete) continue;
+                img.scrollIntoView();
+                await new Promise(done => {
+                    img.addEventListener("load", done, {once: true});
+                    img.addEventListener("error", done, {once: true});
+                    setTimeout(done, 10000);
+                    if (img.complete) done();
+                });
+            }
+            window.scrollTo(0, 0);
+        }""")
 
     def broken_images(self) -> list[str]:
         return self.page.evaluate(
@@ -168,22 +177,27 @@ def test_eval_section_scores_and_sorting_in_chromium(browser: Any, demo: Path, t
 
     threads = torch.get_num_threads()
     try:
-        assert main(["eval", str(out / "runs"), "--metrics", "deletion,insertion,pointing_game", "--masks",
-                     str(out / "masks"), "--steps", "4", "--quiet", "--threads", "1"]) == 0
+        # two of the five runs (a post-hoc method and SoftCAM's own network) keep the test short
+        assert main(["eval", str(out / "runs" / "gradcam"), str(out / "runs" / "softcam"), "--metrics",
+                     "deletion,insertion,pointing_game", "--masks", str(out / "masks"), "--steps", "4", "--quiet",
+                     "--threads", "1"]) == 0
     finally:
         torch.set_num_threads(threads)
     visit = Visit(browser, out / "report.html")
     visit.assert_clean()
     page = visit.page
     # the evaluation comes first, with the summary table and its plots (embedded, loaded)
+    assert page.locator(".missing").count() == 0  # the page written again still has every image
     sections = page.eval_on_selector_all("main > section", "s => s.map(x => x.id)")
     assert sections[:2] == ["evaluation", "runs"]
     summary = page.eval_on_selector_all("#eval-summary tbody tr", "rows => rows.map(r => r.cells[1].textContent)")
-    assert sorted(summary) == sorted(display_name(m) for m in method_names())
-    assert page.locator("#evaluation .plots img").count() >= 2
-    # each overlay shows its image's scores
-    scores = page.locator("#grid tbody tr").first.locator(".score")
-    assert scores.count() >= 2 * len(method_names())
+    assert summary == ["Grad-CAM", "SoftCAM"]
+    assert page.locator("#evaluation .plots img").count() == 2  # curves, bars (with their intervals)
+    # each evaluated overlay shows its image's scores
+    for i in range(DEMO.n_test):
+        cells = page.locator("#grid tbody tr").nth(i).locator("td.run")
+        shown = [cells.nth(j).locator(".score").count() for j in range(cells.count())]
+        assert [n > 0 for n in shown] == [m in ("gradcam", "softcam") for m in method_names()], shown
     # sorting by a per-image score reorders the rows as the scores say
     record = json.loads((out / "runs" / "gradcam" / "eval" / "metrics.json").read_text())
     deletion = dict(zip(record["per_image_ids"]["deletion"], record["per_image"]["deletion"]))
@@ -191,6 +205,7 @@ def test_eval_section_scores_and_sorting_in_chromium(browser: Any, demo: Path, t
     key = option.get_attribute("value")
     original = visit.row_ids()
     page.select_option("#sort-key", key)
+    assert not visit.problems, "\n".join(visit.problems)
     ascending = visit.row_ids()
     assert ascending == sorted(original, key=lambda sid: (deletion[sid], original.index(sid)))
     page.click("#sort-dir")
