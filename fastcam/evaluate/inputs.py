@@ -2,7 +2,6 @@
 explained (rebuilt from its record), ground-truth masks and true labels."""
 from __future__ import annotations
 
-import csv
 import inspect
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,7 +10,8 @@ from torch import Tensor, nn
 
 from fastcam.errors import UntrustedRunError
 from fastcam.io.images import ImageFolder, Preprocess, read_image
-from fastcam.io.overlay import output_name
+from fastcam.io.report import find_mask
+from fastcam.io.report import read_labels as read_labels_file
 from fastcam.io.store import Run, RunDirectory
 from fastcam.methods.registry import METHODS
 from fastcam.pipeline import load_model
@@ -132,18 +132,10 @@ def run_images(run: Run) -> ImageFolder:
 
 def load_mask(masks_dir: Path, sample_id: Any) -> Tensor | None:
     """(H, W) bool mask of a sample: MASKS/<id>, else MASKS/<id>.png or <stem>.png; None when absent."""
-    name = str(sample_id)
-    for candidate in (masks_dir / name, masks_dir / output_name(sample_id), (masks_dir / name).with_suffix(".png")):
-        if candidate.is_file():
-            return read_image(candidate).amax(dim=0) > 0
-    return None
+    found = find_mask(masks_dir, sample_id)
+    return read_image(found).amax(dim=0) > 0 if found is not None else None
 
 
 def read_labels(path: Path) -> dict[str, int]:
-    """CSV of `relative/path,label` (a header line is allowed)."""
-    labels: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
-                labels[row[0].strip()] = int(row[1])
-    return labels
+    """CSV of `relative/path,label` (a header line is allowed); the report reads the same files."""
+    return read_labels_file(path)
