@@ -96,38 +96,32 @@ def _square_split(value: Tensor) -> tuple[Tensor, Tensor]:
     return product, ((high * high - product) + 2.0 * high * low) + low * low
 
 
-def _above_midpoint(x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """Is √x above the midpoint m = c + g/2 of c and its successor c + g?  (decision, decisive)
-
-    x > m² ⇔ Δ = (x − p) − e − c·g − g²/4 > 0 with c² = p + e exactly; x − p is exact (Sterbenz: p is
-    within a few ulps of x) and c·g is exact (g is a power of two). d = fl(fl(x − p − e) − c·g) errs by at
-    most 2⁻⁵²(|x − p| + |e| + |d|), so the sign of d is the sign of Δ unless |d| is within that error plus
-    g²/4; then the answer is undecided here (√x within ~2⁻¹⁰⁵ of a midpoint, vanishingly rare).
-    """
-    product, error = _square_split(c)
-    gap = torch.nextafter(c, torch.full_like(c, float("inf"))) - c
-    exact_part = x - product
-    d = (exact_part - error) - c * gap
-    slack = 2.0**-52 * (exact_part.abs() + error.abs() + d.abs()) + 0.25 * gap * gap
-    return d > 0, d.abs() > slack
-
-
 def sqrt_correctly_rounded(x: Tensor) -> tuple[Tensor, Tensor]:
     """IEEE (correctly rounded) float64 √x for finite x >= 0, like numpy's -> (root, decided).
 
     torch's vectorised CPU float64 sqrt (Sleef, AVX2/AVX-512 builds) is within one ulp but off by one
-    for ~0.7% of inputs (e.g. √2); CUDA's is IEEE-exact. The root r is corrected to its neighbour where
-    the exact midpoint tests say so. `decided` is False where a test was too close to call (the caller
-    falls back to the host's IEEE sqrt there).
+    for ~0.7% of inputs (e.g. √2); CUDA's is IEEE-exact. With r = sqrt(x): the sign of x − r² (exact as
+    (x − p) − e with r² = p + e, x − p exact by Sterbenz) says on which side of r √x lies; with c the
+    lower of r and that neighbour and g the gap to c's successor, √x rounds up from c iff
+    Δ = (x − c²) − c·g − g²/4 > 0 (x above the squared midpoint; c·g exact, g a power of two).
+    d = fl(fl(x − p_c − e_c) − c·g) errs by at most 2⁻⁵²(|x − p_c| + |e_c| + |d|); where |d| is within
+    that plus g²/4 of 0 (√x within ~2⁻¹⁰⁵ of a midpoint: vanishingly rare) `decided` is False and the
+    caller falls back to the host's IEEE sqrt. Tiny x (subnormal squares) are scaled by 2¹⁰⁴ first, which
+    commutes with IEEE rounding (√(x·2¹⁰⁴) = √x·2⁵², and √x is a normal number).
     """
+    tiny = x < 2.0**-900
+    x = torch.where(tiny, x * 2.0**104, x)
     root = x.sqrt()
-    up = torch.nextafter(root, torch.full_like(root, float("inf")))
-    down = torch.nextafter(root, torch.zeros_like(root))
-    over, decided_over = _above_midpoint(x, root)  # √x closer to `up`
-    stays, decided_under = _above_midpoint(x, down)  # False: √x closer to `down`
-    corrected = torch.where(over, up, torch.where(stays, root, down))
-    zero = x == 0
-    return torch.where(zero, x, corrected), zero | (decided_over & decided_under)
+    product, error = _square_split(root)
+    below = torch.nextafter(root, x.new_zeros(()))
+    low = torch.where((x - product) - error > 0, root, below)  # √x lies in [low, successor(low)]
+    product, error = _square_split(low)
+    gap = torch.nextafter(low, x.new_full((), float("inf"))) - low
+    exact_part = x - product
+    d = (exact_part - error) - low * gap
+    slack = 2.0**-52 * (exact_part.abs() + error.abs() + d.abs()) + 0.25 * gap * gap
+    root = torch.where(x == 0, x, torch.where(d > 0, low + gap, low))
+    return torch.where(tiny, root * 2.0**-52, root), (d.abs() > slack) | (x == 0)
 
 
 def numpy_lerp(low: Tensor, high: Tensor, gamma: Tensor) -> Tensor:

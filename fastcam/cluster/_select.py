@@ -34,42 +34,55 @@ def from_order_bits(order: Tensor) -> Tensor:
 LEVELS = ((21, 11), (10, 11), (0, 10))  # (shift, bits) of the three radix digits of a 32-bit pattern
 
 
-def radix_select(keys: Tensor, ranks: Tensor) -> Tensor:
+def radix_select(keys: Tensor, ranks: Tensor, digits: int = 3) -> Tensor:
     """(b, L) float32 keys, (b, R) int64 ranks in [0, L) -> (b, R) float32: the rank-th smallest key.
+
+    `digits` < 3 stops early and returns (b, R, 2) bounds instead: the smallest and largest float32 values
+    with the chosen leading digits, which bracket the rank-th key (two digits: within 2⁻¹³ relative).
 
     Radix selection on the order-preserving bit pattern (shifted to [0, 2³²) in int64), one 11/11/10-bit
     digit at a time: a histogram of the digit over the keys that share the digits chosen so far (one
     histogram per rank after the first digit; the other keys go to a dump bin), its running sum locating
     the digit that holds the rank and the number of keys below it. Three levels of 2,048 bins keep the
     histograms small (cheap to clear and scan at any L); each level is one scatter-add over the keys.
-    Exact for any keys without NaN (ties, ±inf); a rank outside [0, L) gives a meaningless value.
+    Exact for any keys without NaN (ties, ±inf); ranks must lie in [0, L) (callers clamp them).
     """
     batch, length = keys.shape
     count = ranks.shape[1]
     device = keys.device
+    one = torch.ones((), dtype=torch.int64, device=device)
     pattern = order_bits(keys).long() + (1 << 31)  # monotone in the key, in [0, 2^32)
-    wanted = ranks.unsqueeze(-1)  # (b, R, 1): rank still to find among the keys matching the digits so far
-    value = torch.zeros_like(wanted)
-    match = None
-    for shift, bits in LEVELS:
+    wanted = ranks  # (b, R): rank still to find among the keys that match the digits chosen so far
+    value = match = None
+    levels = LEVELS[:digits]
+    for level, (shift, bits) in enumerate(levels):
         bins = 1 << bits
         digit = (pattern >> shift) & (bins - 1)  # (b, L)
         if match is None:  # first digit: one histogram serves every rank
-            hist = torch.zeros(batch, bins, dtype=torch.int64, device=device)
-            hist = hist.scatter_add_(1, digit, torch.ones_like(digit)).unsqueeze(1).expand(batch, count, bins)
+            hist = torch.zeros(batch, bins, dtype=torch.int64, device=device).scatter_add_(1, digit, one.expand(batch, length))
+            cum = hist.cumsum(1)
+            chosen = torch.searchsorted(cum, wanted, right=True)
+            wanted = wanted - (cum - hist).gather(1, chosen)
         else:
-            column = (digit.unsqueeze(1) + torch.arange(0, count * bins, bins, device=device).view(1, -1, 1))
-            column.masked_fill_(~match, count * bins)  # keys off the chosen prefix: the dump bin
+            column = (digit.unsqueeze(1) + offsets).masked_fill_(~match, count * bins)  # off-prefix keys: dump bin
             hist = torch.zeros(batch, count * bins + 1, dtype=torch.int64, device=device)
-            hist.scatter_add_(1, column.view(batch, -1), torch.ones_like(column).view(batch, -1))
-            hist = hist[:, :-1].view(batch, count, bins)
-        cum = hist.cumsum(-1)
-        chosen = torch.searchsorted(cum, wanted, right=True).clamp_(max=bins - 1)
-        wanted = wanted - (cum - hist).gather(-1, chosen)
-        value = (value << bits) | chosen
-        same = digit.unsqueeze(1) == chosen
-        match = same if match is None else match & same
-    return from_order_bits((value.squeeze(-1) - (1 << 31)).int())
+            hist = hist.scatter_add_(1, column.view(batch, -1), one.expand(batch, count * length))[:, :-1]
+            hist = hist.view(batch, count, bins)
+            cum = hist.cumsum(-1)
+            chosen = torch.searchsorted(cum, wanted.unsqueeze(-1), right=True)
+            wanted = wanted - (cum - hist).gather(-1, chosen).squeeze(-1)
+            chosen = chosen.squeeze(-1)
+        value = chosen if value is None else (value << bits) | chosen
+        if level + 1 < len(levels):
+            same = digit.unsqueeze(1) == chosen.unsqueeze(-1)  # (b, R, L)
+            match = same if match is None else match & same
+            offsets = torch.arange(0, count * (1 << LEVELS[level + 1][1]), 1 << LEVELS[level + 1][1], device=device).view(1, -1, 1)
+    if digits == len(LEVELS):
+        return from_order_bits((value - (1 << 31)).int())
+    rest = levels[-1][0]  # bits not chosen: 0 for the floor, all ones for the ceiling of the bin
+    bounds = from_order_bits((torch.stack([value << rest, (value << rest) | ((1 << rest) - 1)], -1) - (1 << 31)).int())
+    # the bins of ±inf reach into NaN patterns: their floor/ceiling is ∓inf then
+    return torch.where(bounds.isnan(), torch.tensor([-math.inf, math.inf], device=device), bounds)
 
 
 def compact(mask: Tensor, capacity: int) -> tuple[Tensor, Tensor]:
@@ -132,9 +145,7 @@ class MaskBuffer:
 
 
 def to_float32_rounded(values: Tensor, toward: float) -> Tensor:
-    """float64 -> float32 rounded down (toward=-inf) or up (toward=+inf), so that a bracket only widens;
-    finite results stay finite (clamped to ±float32 max), ±inf stays ±inf."""
-    rounded = values.to(torch.float32)
-    overshoot = rounded.double() > values if toward < 0 else rounded.double() < values
-    rounded = torch.where(overshoot, torch.nextafter(rounded, torch.full_like(rounded, toward)), rounded)
-    return rounded
+    """float64 -> float32 at or below (toward=-inf) or at or above (toward=+inf) the value, so that a
+    bracket only widens: round to nearest, then one float32 step outward (at most one ulp wider than the
+    directed rounding). Beyond float32's range: float32 max rounding down, +inf rounding up."""
+    return torch.nextafter(values.to(torch.float32), values.new_full((), toward, dtype=torch.float32))

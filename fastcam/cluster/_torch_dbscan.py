@@ -30,7 +30,7 @@ Per chunk of problems (sized by a memory budget, so B·N² never sits in memory 
 4. **Labels.** Core points have >= min_samples neighbours (self included). Connected components of the
    core graph by min-label propagation: p_i starts at i; a round computes m_i = min_j (F_ij | p_j) — the
    smallest label among core neighbours —, hooks the old root p_{p_i} to m_i (scatter-min) and shortcuts
-   by ⌈log₂(N+1)⌉ pointer jumps p <- p[p]. After a fixed number of rounds (3) one more m tells whether
+   by a few pointer jumps p <- p[p] (JUMPS). After a fixed number of rounds (3) one more m tells whether
    every core point already carries the smallest label of its neighbours; then p is the smallest core
    index of each component. Border points take the smallest root among their core neighbours (m_i);
    clusters are numbered by a cumulative sum over "is a root" flags in index order: scikit-learn's
@@ -65,7 +65,8 @@ from fastcam.cluster._select import MaskBuffer, compact, radix_select, to_float3
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-SAMPLE_SIGMAS = 7.0  # sample bracket half-width in standard deviations of the sample rank
+SAMPLE_SIGMAS = 7.0
+REFINE_ABOVE = 32768  # brackets larger than this are narrowed by a second sample before the radix passes  # sample bracket half-width in standard deviations of the sample rank
 
 #: diagnostics: problems recomputed by `retry` (the fixed-shape path's flags failed) in this process
 retried_problems = 0
@@ -87,7 +88,10 @@ class Capacities:
     bracket: int
     candidates: int
     band: int
+    refine: int = 0  # second-stage sample of the compacted bracket (0: none)
+    narrow: int = 0  # capacity of the narrowed bracket
     rounds: int | None = 3
+    band_from_bracket: bool = True  # quantile_dbscan: take the ε band from the quantile's bracket
 
     @staticmethod
     def normal(count: int) -> "Capacities":
@@ -99,14 +103,22 @@ class Capacities:
         pairs = max(1, count * (count - 1))
         sample = cells if cells <= 4096 else min(cells, _power_of_two((7 * pairs) ** (2 / 3)))
         bracket = min(_multiple(cells, 8), _multiple(14 * pairs / math.sqrt(sample), 1024))
-        return Capacities(sample, bracket, _multiple(max(64, count), 8), _multiple(max(64, 2 * count), 8))
+        refine = narrow = 0
+        if bracket > REFINE_ABOVE:  # holds up to ~bracket/1.5 keys; a sample of 8k narrows their ends ~10x
+            refine = 8192
+            narrow = _multiple(14 * (bracket / 1.5) / math.sqrt(refine), 1024)
+        return Capacities(sample, bracket, _multiple(max(64, count), 8), _multiple(max(64, 2 * count), 8), refine, narrow)
 
     def widened(self, count: int, factor: int) -> "Capacities":
-        """Every capacity × factor (at most all pairs), an exhaustive sample, propagation until convergence."""
+        """Every capacity × factor (at most all pairs), an exhaustive sample, propagation until convergence,
+        the band from its own pass (an eps_floor above the quantile puts it outside the bracket)."""
         cells = _multiple(count * count, 8)
         return replace(
             self,
             sample=count * count,
+            refine=0,
+            narrow=0,
+            band_from_bracket=False,
             bracket=min(cells, self.bracket * factor),
             candidates=min(cells, self.candidates * factor),
             band=min(cells, self.band * factor),
@@ -150,26 +162,30 @@ def _quantile_ranks(counts: Tensor, level: float) -> tuple[Tensor, Tensor, Tenso
     return low, high, gamma, total
 
 
-def _sample_bracket(keys: PairKeys, ranks: Tensor, total: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """(b,) float64 a <= ṽ_{k_lo} and b >= ṽ_{k_hi} with high probability, from `size` sampled keys
-    (−inf/+inf where the bracket reaches past the sample); exact when the sample is every key."""
-    batch = keys.key.shape[0]
-    flat = keys.key.view(batch, -1)
-    if size >= flat.shape[1]:
-        sample, chosen, present = flat, ranks, total.long()
+def _sample_bracket(
+    values: Tensor, extent: Tensor | int, population: Tensor, ranks: Tensor, size: int, finite_only: bool = True
+) -> tuple[Tensor, Tensor]:
+    """(b,) float64 a <= v_{k_lo} and b >= v_{k_hi} with high probability, from `size` of the first `extent`
+    values of each row at Weyl-sequence positions: the sample's order statistics at the ranks
+    k·n_s/M ∓ (7σ + 4), σ the sampling spread. The population (M values) is the finite ones
+    (`finite_only`: +inf marks entries outside it, e.g. the diagonal) or all `extent` of them.
+    −inf/+inf where the bracket reaches past the sample; exact (a = v_lo, b = v_hi) when size >= L."""
+    batch, length = values.shape
+    if size >= length:
+        sample, chosen, present = values, ranks, population.long()
     else:
-        t = torch.arange(size, device=flat.device, dtype=torch.float64)
-        sample = flat.index_select(1, (torch.frac((t + 0.5) * GOLDEN) * flat.shape[1]).long())
-        present = (sample < math.inf).sum(1, keepdim=True)
-        expected = ranks * (present / total.clamp_min(1).unsqueeze(1))  # sample ranks of the wanted ones
-        fraction = expected / present.clamp_min(1)
-        spread = SAMPLE_SIGMAS * torch.sqrt(expected * (1 - fraction)) + 4
-        chosen = (expected + spread * torch.tensor([-1.0, 1.0], device=flat.device, dtype=torch.float64)).long()
+        t = torch.arange(size, device=values.device, dtype=torch.float64)
+        positions = torch.frac((t + 0.5) * GOLDEN) * (extent.unsqueeze(1) if isinstance(extent, Tensor) else extent)
+        sample = values.gather(1, positions.long().expand(batch, -1))
+        present = (sample < math.inf).sum(1, keepdim=True) if finite_only else torch.full_like(population, size).unsqueeze(1)
+        expected = ranks * (present / population.clamp_min(1).unsqueeze(1))  # sample ranks of the wanted ones
+        spread = SAMPLE_SIGMAS * torch.sqrt(expected * (1 - expected / present.clamp_min(1))) + 4
+        chosen = (expected + spread * torch.tensor([-1.0, 1.0], device=values.device, dtype=torch.float64)).long()
         present = present.squeeze(1)
-    # the sample's −0.0 (never in keys: GEMM sums of non-negative norms) would sort before +0.0
-    bounds = radix_select(sample, chosen.clamp(0, sample.shape[1] - 1)).double()
-    low = torch.where(chosen[:, 0] < 0, -math.inf, bounds[:, 0])
-    high = torch.where(chosen[:, 1] >= present, math.inf, bounds[:, 1])
+    # two radix digits suffice: the bin's floor/ceiling bracket the sample's order statistic (2⁻¹³ relative)
+    bounds = radix_select(sample, chosen.clamp(0, sample.shape[1] - 1), digits=2).double()
+    low = torch.where(chosen[:, 0] < 0, -math.inf, bounds[:, 0, 0])
+    high = torch.where(chosen[:, 1] >= present, math.inf, bounds[:, 1, 1])
     return low, high
 
 
@@ -183,11 +199,12 @@ def select_quantile(
     low_rank, high_rank, gamma, total = _quantile_ranks(counts, level)
     ranks = torch.stack([low_rank, high_rank], 1)
     margin = keys.row_bound().amax(1)  # T: bounds every key's error
-    sample_low, sample_high = _sample_bracket(keys, ranks, total, capacities.sample)
+    key = keys.key
+    flat = key.view(batch, -1)
+    sample_low, sample_high = _sample_bracket(flat, flat.shape[1], total, ranks, capacities.sample)
 
     # every key within [a − 3T, b + 3T]: counted below it, compacted inside it
     inside, upper = masks
-    key = keys.key
     range_low = to_float32_rounded(sample_low - 3 * margin, toward=-math.inf)
     range_high = to_float32_rounded(sample_high + 3 * margin, toward=math.inf)
     torch.ge(key, range_low.view(-1, 1, 1), out=inside.mask)
@@ -195,17 +212,30 @@ def select_quantile(
     torch.le(key, range_high.view(-1, 1, 1), out=upper.mask)
     inside.storage &= upper.storage
     rows, cols, found = inside.compact(capacities.bracket)  # empty slots: (0, 0), whose key is +inf
-    approx = key.view(batch, -1).gather(1, rows * count + cols)
-    beta = (keys.norms.gather(1, rows) + keys.norms.gather(1, cols)) * keys.coefficient_up + TINY  # >= c(n_i + n_j) + tiny
-    lower = torch.nextafter(approx - beta, torch.tensor(-math.inf, device=key.device))  # <= key − β: under the exact value
-    upper_end = torch.nextafter(approx + beta, torch.tensor(math.inf, device=key.device))  # >= key + β: over it
+    approx = flat.gather(1, rows * count + cols)
+    bracket = Bracket(rows, cols, approx, range_low, range_high)
     wanted = ranks - below.unsqueeze(1)
     ok = (counts >= 2) & (found <= capacities.bracket) & (wanted[:, 0] >= 0) & (wanted[:, 1] < found)
+    beta = (keys.norms.gather(1, rows) + keys.norms.gather(1, cols)) * keys.coefficient_up + TINY  # >= c(n_i + n_j) + tiny
+    lower = torch.nextafter(approx - beta, key.new_full((), -math.inf))  # <= key − β: under the exact value
+    upper_end = torch.nextafter(approx + beta, key.new_full((), math.inf))  # >= key + β: over it
 
     # the exact k-th value lies in [L, U]: L = k_lo-th smallest lower end, U = k_hi-th smallest upper end.
     # A key outside the compacted range has both ends below a − 3T + 1.01T or above b + 3T − 1.01T (β <=
     # 1.01T, float32 rounding aside), so it cannot change L or U as long as a − 1.5T <= L and U <= b + 1.5T
-    edges = radix_select(torch.cat([lower, upper_end]), wanted.t().reshape(-1, 1).clamp(0, capacities.bracket - 1))
+    ends = torch.cat([lower, upper_end])  # (2b, C1): rows 0..b-1 lower ends, rows b.. upper ends
+    end_ranks = wanted.t().reshape(-1, 1)
+    if capacities.refine:  # a second sample, of the ends themselves, narrows them before the radix passes
+        present = torch.cat([found, found]).double()
+        low2, high2 = _sample_bracket(ends, present, present, end_ranks.expand(-1, 2), capacities.refine, finite_only=False)
+        low2, high2 = low2.float().unsqueeze(1), high2.float().unsqueeze(1)  # float32 values (or ±inf): exact
+        real = torch.arange(ends.shape[1], device=key.device) < present.unsqueeze(1)  # not the empty slots
+        chosen, kept = compact((ends >= low2) & (ends <= high2) & real, capacities.narrow)
+        end_ranks = end_ranks - (ends < low2).sum(1, keepdim=True)
+        ok &= ((kept <= capacities.narrow) & (end_ranks[:, 0] >= 0) & (end_ranks[:, 0] < kept)).view(2, -1).all(0)
+        slots = torch.arange(capacities.narrow, device=key.device)
+        ends = torch.where(slots < kept.unsqueeze(1), ends.gather(1, chosen), math.inf)
+    edges = radix_select(ends, end_ranks.clamp(0, ends.shape[1] - 1))
     low_edge, high_edge = edges[:batch], edges[batch:]
     ok &= (low_edge[:, 0] >= sample_low - 1.5 * margin) & (high_edge[:, 0] <= sample_high + 1.5 * margin)
     certainly_below = upper_end < low_edge
@@ -218,10 +248,11 @@ def select_quantile(
     ok &= (candidates <= capacities.candidates) & (wanted[:, 0] >= 0) & (wanted[:, 1] < candidates)
     roots, decided = sqrt_correctly_rounded(exact.gather(1, wanted.clamp(0, capacities.candidates - 1)))
     ok &= decided.all(1)
-    return numpy_lerp(roots[:, 0], roots[:, 1], gamma), ok, Bracket(rows, cols, approx, range_low, range_high)
+    return numpy_lerp(roots[:, 0], roots[:, 1], gamma), ok, bracket
 
 
 # ------------------------------------------------------------------------------------------- ε-graph
+JUMPS = 3  # pointer jumps per round: on real and synthetic activations 2 already converge as fast as log2 N
 FAR = 1 << 14  # label-mask bit of a non-neighbour (labels are < N <= 16382 in int16)
 
 
@@ -266,7 +297,10 @@ def epsilon_graph(
     else:
         row_low, row_high = low.gather(1, bracket.rows), high.gather(1, bracket.rows)
         chosen, found = compact((bracket.keys >= row_low) & (bracket.keys <= row_high), capacities.band)
-        rows, cols = bracket.rows.gather(1, chosen), bracket.cols.gather(1, chosen)
+        empty = torch.arange(capacities.band, device=key.device) >= found.unsqueeze(1)
+        # empty slots must point at (0, 0), whose cell is reset below, not at the bracket's first pair
+        rows = bracket.rows.gather(1, chosen).masked_fill_(empty, 0)
+        cols = bracket.cols.gather(1, chosen).masked_fill_(empty, 0)
         inside = (torch.where(valid, low, math.inf).amin(1) >= bracket.low) & (
             torch.where(valid, high, -math.inf).amax(1) <= bracket.high)
         ok = (found <= capacities.band) & (inside | (valid.sum(1) < 2))
@@ -312,7 +346,7 @@ def label_components(graph: Graph, valid: Tensor, min_samples: Tensor, rounds: i
     core_ext = torch.cat([core, torch.zeros_like(core[:, :1])], 1)
     index = torch.arange(count + 1, device=valid.device).expand(batch, -1)
     parent = torch.where(core_ext, index, count)
-    jumps = max(1, math.ceil(math.log2(count + 1)))
+    jumps = JUMPS
     smallest = _neighbour_min(graph, parent)
     done = 0
     while True:
@@ -362,7 +396,7 @@ def run_chunk(
             ok = ok | ~paired
     if min_samples is None:
         return ChunkResult(None, eps, ok)
-    graph = epsilon_graph(keys, points, valid, eps, capacities, masks, bracket)
+    graph = epsilon_graph(keys, points, valid, eps, capacities, masks, bracket if capacities.band_from_bracket else None)
     labels, converged = label_components(graph, valid, min_samples, capacities.rounds)
     return ChunkResult(labels, eps, ok & graph.ok & converged)
 
@@ -486,3 +520,19 @@ def solve(
     if failed:
         result = retry(result, failed, problem.points, problem.valid, budget, **options)
     return result
+
+
+def epsilon_adjacency(points: Tensor, valid: Tensor, eps: Tensor | None = None, level: float | None = None) -> tuple[Tensor, Tensor]:
+    """(b, N, N) bool ε-graph exactly as `run_chunk` builds it (self included), and (b,) bool ok (every
+    capacity sufficed), for tests and diagnostics: with `eps` as `dbscan` builds it (its own band pass),
+    with `level` as `quantile_dbscan` builds it (ε = the quantile, band from the quantile's bracket).
+    points (b, N, D) float64, eps (b,) float64."""
+    batch, count, _ = points.shape
+    capacities = Capacities.normal(count)
+    keys = pair_keys(points, valid)
+    masks = (MaskBuffer(batch, count, points.device), MaskBuffer(batch, count, points.device))
+    ok, bracket = torch.ones(batch, dtype=torch.bool, device=points.device), None
+    if level is not None:
+        eps, ok, bracket = select_quantile(keys, points, valid, level, capacities, masks)
+    graph = epsilon_graph(keys, points, valid, eps, capacities, masks, bracket)
+    return graph.masks == 0, ok & graph.ok

@@ -72,17 +72,17 @@ def assert_symmetric(adjacency: torch.Tensor) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def resnet50_layer4(seed: int, width: int = 64, size: int = 224) -> np.ndarray:
-    """(2048·width/64, 49) float32 layer4 activations of one random image through a random ResNet-50."""
+def resnet50_layer4(images: int = 3, seed: int = 0, size: int = 224) -> np.ndarray:
+    """(images, 2048, 49) float32 layer4 activations of random images through one random ResNet-50."""
     from fastcam.models import resnet50
 
     torch.manual_seed(seed)
-    model = resnet50(width=width).eval()
-    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed + 1000))
+    model = resnet50().eval()
+    batch = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(seed + 1000))
     with torch.no_grad():
-        x = model.maxpool(model.relu(model.bn1(model.conv1(image))))
+        x = model.maxpool(model.relu(model.bn1(model.conv1(batch))))
         x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
-    return x.flatten(2)[0].numpy()
+    return x.flatten(2).numpy()
 
 
 def layer4_like(batch: int, channels: int, positions: int = 49, seed: int = 0) -> np.ndarray:
