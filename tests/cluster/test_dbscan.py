@@ -1,9 +1,6 @@
 """fastcam.cluster.dbscan against scikit-learn, label for label (moved from tests/test_cluster.py)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 import math
 
 import numpy as np
@@ -14,14 +11,10 @@ from hypothesis import strategies as st
 
 from fastcam.cluster import dbscan, pairwise_quantile
 from fastcam.cluster.dbscan import cuml_available
+import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
 
-if "_cluster_test_helpers" not in sys.modules:  # helpers live next to the tests (importlib import mode)
-    _spec = importlib.util.spec_from_file_location("_cluster_test_helpers", Path(__file__).with_name("helpers.py"))
-    sys.modules["_cluster_test_helpers"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["_cluster_test_helpers"])
-helpers = sys.modules["_cluster_test_helpers"]
 sklearn_labels = helpers.sklearn_labels
-SETTINGS = dict(deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = dict(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])
 
 
 def torch_labels(points: np.ndarray, eps, min_samples, valid=None, **kwargs) -> np.ndarray:
@@ -133,7 +126,7 @@ def _two_clusters_and_a_shared_border() -> tuple[np.ndarray, int]:
     return line, 4
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=25)
 @given(st.permutations(list(range(9))), st.integers(1, 6), st.integers(0, 2**32 - 1))
 def test_border_point_between_two_clusters_in_every_order(order, dims, seed):
     line, border = _two_clusters_and_a_shared_border()

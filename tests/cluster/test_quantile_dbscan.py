@@ -2,10 +2,7 @@
 and label for label, with CF-CAM's eps_floor rule, ragged batches, device parameters and clear errors."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +12,11 @@ from hypothesis import strategies as st
 
 import fastcam.cluster._torch_dbscan as engine
 from fastcam.cluster import dbscan, pairwise_quantile, quantile_dbscan
-
-if "_cluster_test_helpers" not in sys.modules:  # helpers live next to the tests (importlib import mode)
-    _spec = importlib.util.spec_from_file_location("_cluster_test_helpers", Path(__file__).with_name("helpers.py"))
-    sys.modules["_cluster_test_helpers"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["_cluster_test_helpers"])
-helpers = sys.modules["_cluster_test_helpers"]
+import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
 
 
-@settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])
+
+@settings(deadline=None, max_examples=15, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.integers(2, 120), st.sampled_from([0.02, 0.25, 0.5, 1.0]), st.integers(1, 12),
        st.booleans(), st.booleans())
 def test_equals_pairwise_quantile_then_dbscan(seed, count, q, min_samples, ragged, integral):

@@ -8,10 +8,6 @@ row; the old `i < j` filter then re-checked it for neither row and the adjacency
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,12 +15,8 @@ from sklearn.cluster import DBSCAN
 
 import fastcam.cluster._torch_dbscan as engine
 from fastcam.cluster import dbscan, pairwise_quantile, quantile_dbscan
+import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
 
-if "_cluster_test_helpers" not in sys.modules:  # helpers live next to the tests (importlib import mode)
-    _spec = importlib.util.spec_from_file_location("_cluster_test_helpers", Path(__file__).with_name("helpers.py"))
-    sys.modules["_cluster_test_helpers"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["_cluster_test_helpers"])
-helpers = sys.modules["_cluster_test_helpers"]
 
 D = 49
 UNIT = 2.0**-24  # IEEE float32 unit roundoff
@@ -84,9 +76,8 @@ def _border_point_in_the_asymmetric_band(x: np.ndarray, seed: int) -> tuple[np.n
     return np.stack(points), eps, min_samples, c
 
 
-@pytest.mark.parametrize("image", [0, 1])
-def test_border_point_inside_the_asymmetric_band_is_not_noise(layer4, image):
-    points, eps, min_samples, c = _border_point_in_the_asymmetric_band(layer4[image], image)
+def test_border_point_inside_the_asymmetric_band_is_not_noise(layer4):
+    points, eps, min_samples, c = _border_point_in_the_asymmetric_band(layer4[0], 0)
     expected = helpers.sklearn_labels(points, eps, min_samples)
     assert (expected[:, -1] == expected[:, c]).all() and (expected[:, -1] >= 0).all()  # p is a border point
     labels = dbscan(torch.from_numpy(points), eps, min_samples, backend="torch").numpy()
@@ -94,11 +85,12 @@ def test_border_point_inside_the_asymmetric_band_is_not_noise(layer4, image):
     helpers.assert_symmetric(adjacency(points, np.full(len(points), eps)))
 
 
-@pytest.mark.parametrize("q, min_samples", [(0.25, cfcam_min_samples(2048)), (0.02, 4)])
-def test_real_activations_match_sklearn_label_for_label(layer4, q, min_samples):
+@pytest.mark.parametrize("q, min_samples, images", [(0.25, cfcam_min_samples(2048), 3), (0.02, 4, 2)])
+def test_real_activations_match_sklearn_label_for_label(layer4, q, min_samples, images):
     """CF-CAM's rule (q = 0.25, min_samples = 102: one big cluster, border and noise points) and a small ε
     (q = 0.02, min_samples = 4: many clusters); one shared-distance call per batch, no fallback."""
     retried = engine.retried_problems
+    layer4 = layer4[:images]
     labels, eps = quantile_dbscan(torch.from_numpy(layer4), q, min_samples)
     expected = helpers.sklearn_labels(layer4, eps.numpy(), min_samples)
     np.testing.assert_array_equal(labels.numpy(), expected)

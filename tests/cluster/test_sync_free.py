@@ -6,20 +6,12 @@ importance split), D = 49, ragged (one image has fewer channels), min_samples an
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from fastcam.cluster import dbscan, pairwise_quantile, quantile_dbscan
+import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
 
-if "_cluster_test_helpers" not in sys.modules:  # helpers live next to the tests (importlib import mode)
-    _spec = importlib.util.spec_from_file_location("_cluster_test_helpers", Path(__file__).with_name("helpers.py"))
-    sys.modules["_cluster_test_helpers"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["_cluster_test_helpers"])
-helpers = sys.modules["_cluster_test_helpers"]
 sync_count = helpers.load_sibling("sync_count")
 
 #: aten ops of one call at B = 4, N = 384, D = 49 (views included), with a little headroom; see the report
