@@ -143,7 +143,11 @@ def arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--no-save", action="store_true", help="print only (smoke runs)")
-    return parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:  # on a loaded machine 2 OpenMP threads spin-wait on each other: 1 measures the work itself
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def run_benchmark(name: str, run: Callable[[int, int, torch.device, int], dict], args: argparse.Namespace) -> int:
@@ -155,7 +159,8 @@ def run_benchmark(name: str, run: Callable[[int, int, torch.device, int], dict],
         record["results"].append(result)
         print(json.dumps({k: v for k, v in result.items() if not k.endswith("_all_s")}), flush=True)
     if not args.no_save:
-        print(f"wrote {save(record, args.out, f'{name}_{device.type}_B{args.batch}')}")
+        threads = f"_t{args.threads}" if args.threads else ""
+        print(f"wrote {save(record, args.out, f'{name}_{device.type}_B{args.batch}{threads}')}")
     return 0
 
 

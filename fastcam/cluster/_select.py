@@ -82,7 +82,8 @@ def radix_select(keys: Tensor, ranks: Tensor, digits: int = 3) -> Tensor:
     rest = levels[-1][0]  # bits not chosen: 0 for the floor, all ones for the ceiling of the bin
     bounds = from_order_bits((torch.stack([value << rest, (value << rest) | ((1 << rest) - 1)], -1) - (1 << 31)).int())
     # the bins of ±inf reach into NaN patterns: their floor/ceiling is ∓inf then
-    return torch.where(bounds.isnan(), torch.tensor([-math.inf, math.inf], device=device), bounds)
+    outward = (torch.arange(2, device=device) * 2 - 1) * math.inf  # (−inf, +inf) without a host tensor literal
+    return torch.where(bounds.isnan(), outward, bounds)
 
 
 def compact(mask: Tensor, capacity: int) -> tuple[Tensor, Tensor]:

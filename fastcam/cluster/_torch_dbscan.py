@@ -180,7 +180,7 @@ def _sample_bracket(
         present = (sample < math.inf).sum(1, keepdim=True) if finite_only else torch.full_like(population, size).unsqueeze(1)
         expected = ranks * (present / population.clamp_min(1).unsqueeze(1))  # sample ranks of the wanted ones
         spread = SAMPLE_SIGMAS * torch.sqrt(expected * (1 - expected / present.clamp_min(1))) + 4
-        chosen = (expected + spread * torch.tensor([-1.0, 1.0], device=values.device, dtype=torch.float64)).long()
+        chosen = (expected + torch.cat([-spread[:, :1], spread[:, 1:]], 1)).long()  # (no tensor literal: an H2D copy)
         present = present.squeeze(1)
     # two radix digits suffice: the bin's floor/ceiling bracket the sample's order statistic (2⁻¹³ relative)
     bounds = radix_select(sample, chosen.clamp(0, sample.shape[1] - 1), digits=2).double()

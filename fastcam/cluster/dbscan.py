@@ -7,6 +7,11 @@ has at least `min_samples` points; clusters are the connected components of the 
 neighbour relation, numbered 0, 1, ... by their smallest core-point index; a non-core point adjacent to
 at least one core point (a *border* point) takes the lowest cluster label among its core neighbours;
 everything else is noise (-1).
+
+The torch backend (`fastcam.cluster._torch_dbscan`) has fixed shapes and reads the host once per call:
+the flags of every input check, capacity and convergence test come back together. ε and min_samples may
+be device tensors (validated on the device, in that read). `quantile_dbscan` computes CF-CAM's ε (a
+quantile of the pairwise distances) and the clustering from one distance GEMM.
 """
 from __future__ import annotations
 
@@ -78,6 +83,7 @@ def dbscan(
         eps: neighbourhood radius, > 0: a scalar or one per problem (B,).
         min_samples: core threshold (the point itself counts), >= 1: an int or one per problem (B,).
         backend: "auto" (torch for CUDA tensors, sklearn on CPU), "torch", "sklearn" or "cuml".
+            "torch" makes one host read per call (no other sync) and no data-dependent shapes.
         valid: optional (B, N) bool mask for ragged batches; invalid points get label -1, never
             influence any other point, and may hold any value (even NaN).
         memory_budget_bytes: torch backend only: cap on per-chunk temporaries (problems are processed
