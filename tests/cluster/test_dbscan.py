@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fastcam.cluster import dbscan, pairwise_quantile
 from fastcam.cluster.dbscan import cuml_available
-import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
+from fastcam_testkit import cluster as helpers
 
 sklearn_labels = helpers.sklearn_labels
 SETTINGS = dict(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastcam.cluster import pairwise_quantile
-import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
+from fastcam_testkit import cluster as helpers
 
 explicit_distances = helpers.explicit_distances
 SETTINGS = dict(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])

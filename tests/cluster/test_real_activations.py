@@ -15,7 +15,7 @@ from sklearn.cluster import DBSCAN
 
 import fastcam.cluster._torch_dbscan as engine
 from fastcam.cluster import dbscan, pairwise_quantile, quantile_dbscan
-import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
+from fastcam_testkit import cluster as helpers
 
 
 D = 49

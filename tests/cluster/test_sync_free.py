@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from fastcam.cluster import dbscan, pairwise_quantile, quantile_dbscan
-import _cluster_test_helpers as helpers  # registered by tests/cluster/conftest.py
+from fastcam_testkit import cluster as helpers
 
-sync_count = helpers.load_sibling("sync_count")
+from fastcam_testkit import sync as sync_count
 
 #: aten ops of one call at B = 4, N = 384, D = 49 (views included), with a little headroom; see the report
 OP_BUDGET = {"quantile_dbscan": 850, "pairwise_quantile": 600, "dbscan": 450}

@@ -11,10 +11,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -22,17 +18,6 @@ import torch
 from sklearn.cluster import DBSCAN
 
 
-def load_sibling(name: str) -> ModuleType:
-    """Import tests/cluster/<name>.py by path, once (the test folders are not packages)."""
-    module_name = f"_cluster_test_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def sklearn_labels(points: np.ndarray, eps: Any, min_samples: Any, valid: np.ndarray | None = None) -> np.ndarray:
