@@ -1,4 +1,4 @@
-"""Oracles and data for the fastcam.cluster tests (loaded by path: pytest runs with --import-mode=importlib).
+"""Oracles and data for the fastcam.cluster tests.
 
 * `sklearn_labels`: scikit-learn's DBSCAN on each problem's valid points, in float64 (the label oracle).
 * `numpy_quantile`: `np.quantile` of the explicit off-diagonal distance matrix, built in row blocks so
