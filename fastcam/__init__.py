@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "ScoreCAM": "fastcam.methods:ScoreCAM",
     "CFCAM": "fastcam.methods:CFCAM",
     "SoftCAM": "fastcam.methods:SoftCAM",
+    "graphed": "fastcam.methods.graphed:graphed",
     "softcam": "fastcam.softcam",
     "deploy": "fastcam.deploy",
     "reshape": "fastcam.reshape",

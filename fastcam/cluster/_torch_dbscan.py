@@ -53,6 +53,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from fastcam._deferred import defer
 from fastcam.cluster._exact import (
     numpy_lerp,
     sqrt_correctly_rounded,
@@ -502,7 +503,10 @@ def solve(
             checks[name] = deferred.ok
     if level is not None:
         checks["pairs"] = counts >= 2 if eps_floor is None else (result.eps > 0) | (counts == 0)
-    host = dict(zip(checks, torch.stack(list(checks.values())).tolist()))  # the call's one host read
+    flags = torch.stack(list(checks.values()))
+    if defer(flags.bool()):  # CUDA graph capture: the flags are read after the replay (`fastcam.graphed`)
+        return result
+    host = dict(zip(checks, flags.tolist()))  # the call's one host read
     if not all(host["finite"]):
         raise ValueError("points contain NaN or Inf values (among the valid points)")
     for name, deferred in (("eps", eps), ("min_samples", min_samples)):
