@@ -17,6 +17,7 @@ import json
 import os
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -343,38 +344,70 @@ def _explain_shard(writer: ShardWriter, todo: Sequence[int], explainer: Any, dat
     done_rows = writer.rows - sum(len(b) for b in batches)
     bar = tqdm(total=writer.rows, initial=done_rows, unit="img", desc=desc, disable=not show_progress,
                dynamic_ncols=True)
-    tick = time.perf_counter()
-    try:
-        for batch_no, indices, batch in zip(todo, batches, loader):
-            ok: Tensor = batch["ok"].clone()
-            errors: list[str] = list(batch["errors"])
-            lowres = logits = tgt = None
-            if batch["images"] is not None:
-                ok_rows = torch.nonzero(ok).flatten()  # the batch rows of the loaded images, in order
-                images = batch["images"].to(device, non_blocking=True)
-                ok_index = torch.tensor(indices, dtype=torch.long)[ok_rows]
-                kept, explained, dropped = explain_finite(
-                    explainer, images, _to_device(resolve_targets(ok_index, batch["labels"]), device), amp_dtype,
-                    oom_state)
-                for image_row, reason in dropped.items():
-                    ok[ok_rows[image_row]] = False
-                    errors[int(ok_rows[image_row])] = f"non-finite explanation: {reason} contain NaN or Inf"
-                if explained is not None:
-                    maps, lowres, logits, tgt = explained
-                    if overlays:
-                        _save_overlays(writer.run_dir, batch["images"][kept], maps, [ids[i] for i in ok_index[kept].tolist()],
-                                       display, colormap, alpha)
-            skipped = [{"index": int(i), "id": ids[i], "error": e} for i, e, good in
-                       zip(indices, errors, ok.tolist()) if not good]
-            for s in skipped:
-                bar.write(f"fastcam: skipping {s['id']!r}: {s['error']}")
-            writer.write_batch(batch_no, ok, lowres, logits, tgt)
-            now = time.perf_counter()
-            writer.commit(batch_no, skipped, now - tick, int(ok.sum()), str(device))
-            tick = now
-            bar.update(len(indices))
-    finally:
-        bar.close()
+    tick = [time.perf_counter()]
+
+    def store(batch_no: int, indices: Sequence[int], ok: Tensor, errors: list[str], results: tuple[Any, ...] | None,
+              ready: Any, overlay_job: tuple[Any, ...] | None) -> None:
+        """Write and commit one batch (in the writer thread): the results' copies to the host finish
+        first (`ready`), overlays are encoded, chunks written, then the commit (fsync) marks it done."""
+        if ready is not None:
+            ready.synchronize()
+        lowres, logits, tgt = results if results is not None else (None, None, None)
+        if overlay_job is not None:
+            _save_overlays(writer.run_dir, *overlay_job, display, colormap, alpha)
+        skipped = [{"index": int(i), "id": ids[i], "error": e} for i, e, good in
+                   zip(indices, errors, ok.tolist()) if not good]
+        for s in skipped:
+            bar.write(f"fastcam: skipping {s['id']!r}: {s['error']}")
+        writer.write_batch(batch_no, ok, lowres, logits, tgt)
+        now = time.perf_counter()
+        writer.commit(batch_no, skipped, now - tick[0], int(ok.sum()), str(device))
+        tick[0] = now
+
+    # One writer thread overlaps batch k's store writes and commit (chunk writes, fsyncs, overlays) with
+    # batch k+1's loading and compute. At most one batch waits for it, so commits stay strictly in order
+    # and memory stays bounded; an error in the writer surfaces at the next batch (or at the end).
+    pending: Future[None] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcam-store") as pool:
+        try:
+            for batch_no, indices, batch in zip(todo, batches, loader):
+                ok: Tensor = batch["ok"].clone()
+                errors: list[str] = list(batch["errors"])
+                results = ready = overlay_job = None
+                if batch["images"] is not None:
+                    ok_rows = torch.nonzero(ok).flatten()  # the batch rows of the loaded images, in order
+                    images = batch["images"].to(device, non_blocking=True)
+                    ok_index = torch.tensor(indices, dtype=torch.long)[ok_rows]
+                    kept, explained, dropped = explain_finite(
+                        explainer, images, _to_device(resolve_targets(ok_index, batch["labels"]), device), amp_dtype,
+                        oom_state)
+                    for image_row, reason in dropped.items():
+                        ok[ok_rows[image_row]] = False
+                        errors[int(ok_rows[image_row])] = f"non-finite explanation: {reason} contain NaN or Inf"
+                    if explained is not None:
+                        maps, lowres, logits, tgt = explained
+                        # the results travel to the host asynchronously; the writer waits for them (`ready`)
+                        results = tuple(t.to("cpu", non_blocking=True) for t in (lowres, logits, tgt))
+                        if overlays:
+                            overlay_job = (batch["images"][kept], maps.to("cpu", non_blocking=True),
+                                           [ids[i] for i in ok_index[kept].tolist()])
+                        if device.type == "cuda":
+                            ready = torch.cuda.Event()
+                            ready.record()
+                if pending is not None:
+                    pending.result()  # the previous batch is committed (or its error raised) before the next
+                pending = pool.submit(store, batch_no, indices, ok, errors, results, ready, overlay_job)
+                bar.update(len(indices))
+            if pending is not None:
+                pending.result()
+                pending = None
+        finally:
+            if pending is not None:  # an error in this thread: let the batch being written finish cleanly
+                try:
+                    pending.result()
+                except Exception:  # noqa: BLE001 - the first error (this thread's) is the one raised
+                    pass
+            bar.close()
 
 
 def _save_overlays(run_dir: Path, cpu_images: Tensor, maps: Tensor, sample_ids: list[Any], display: Any,
