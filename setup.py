@@ -18,7 +18,7 @@ setup(
     # so nothing named plain `kernels` lands in site-packages.
     packages=[*find_packages(include=["fastcam", "fastcam.*"]), "fastcam.kernels"],
     package_dir={"fastcam": "fastcam", "fastcam.kernels": "kernels"},
-    package_data={"fastcam": ["py.typed", "data/*"]},
+    package_data={"fastcam": ["py.typed", "data/*", "io/templates/*"]},
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",
@@ -27,10 +27,13 @@ setup(
         "triton>=3.0; platform_system == 'Linux'",
         "tqdm>=4.60",
         "safetensors>=0.4",
-        "zarr>=2.16",
+        "zarr>=3.1",  # the v3 API and its crc32c codec (run stores checksum every chunk)
+        "google-crc32c>=1.5",  # zarr's crc32c codec
+        "filelock>=3.30",  # the run directory's writer lock (lock_descriptor: an OS lock on our own file)
         "pillow>=9.0",
         "matplotlib>=3.7",
         "pydicom>=2.4",
+        "jinja2>=3.0",
     ],
     extras_require={
         "test": [
@@ -40,6 +43,7 @@ setup(
             "onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.17",  # fastcam.deploy: export and parity
             # models users bring (random init from small configs, nothing downloaded) and 3-D datasets
             "transformers>=4.40", "nibabel>=5.0",
+            "playwright>=1.40",  # the browser test of the HTML report (drives the system Chromium)
         ],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         # fastcam.deploy.export: torch's ONNX exporter (dynamo=True) needs onnx + onnxscript; onnxruntime runs

@@ -1,15 +1,21 @@
 """Batched DBSCAN benchmark: fastcam's torch backend against the scikit-learn per-problem loop.
 
-Workload (issue 3): B = 1,024 problems of 1,536 points × 49 dims and of 384 × 64, CF-CAM-like: ReLU'd
-Gaussian blobs plus uniform noise, ε = the 25th percentile of each problem's pairwise distances
-(`fastcam.cluster.pairwise_quantile`, CF-CAM's rule), min_samples = 4. Labels are checked identical
-problem by problem; speed is measured here, never asserted in tests.
+Workload (issue 11): B = 16 problems of N = 2,048, 512 and 384 points × D = 49: real post-ReLU layer4
+activations of a random-weight ResNet-50 (`fastcam.models`, 224 px, the first N of its 2,048 channels),
+ε = the 25th percentile of each problem's pairwise distances (CF-CAM's rule), min_samples = CF-CAM's
+max(2, ⌊0.05·N⌋). Contenders, run interleaved (each repeat runs every contender once, in rotating
+order, so that machine load hits them alike):
 
-    python bench/bench_dbscan.py                      # full size, on CUDA when available
-    python bench/bench_dbscan.py --batch 32 --device cpu
+* ``torch``: `dbscan(points, eps, min_samples, backend="torch")`;
+* ``sklearn``: the scikit-learn loop, `dbscan(..., backend="sklearn")` (float64, one fit per problem);
+* ``quantile_dbscan``: ε and labels from one shared distance computation (CF-CAM's call).
+
+Labels are checked identical to scikit-learn's problem by problem. Wall-clock medians (the targets) and
+the process CPU time of each contender are recorded, with the environment, under bench/results/.
+
+    python bench/bench_dbscan.py                       # N = 2048, 512, 384; B = 16; CPU (or CUDA)
+    python bench/bench_dbscan.py --shapes 2048 --batch 16 --repeats 5
     python -m pytest bench/ -k 'dbscan or quantile' --benchmark-enable   # small pytest-benchmark versions
-
-GPU timings use CUDA events around fully synchronised calls (the torch backend syncs internally anyway).
 """
 from __future__ import annotations
 
@@ -22,119 +28,152 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark
+from fastcam.cluster import dbscan, pairwise_quantile, quantile_dbscan
 
-from fastcam.cluster import dbscan, pairwise_quantile
-
-SHAPES = ((1536, 49), (384, 64))
-MIN_SAMPLES = 4
+SHAPES = (2048, 512, 384)
+DIMS = 49
 QUANTILE = 0.25
 
 
-def make_problems(batch: int, count: int, dims: int, device: torch.device, seed: int = 0) -> torch.Tensor:
-    """(B, N, D) float32 CF-CAM-like point clouds: ReLU(blobs) with 10% uniform noise and a few duplicates."""
-    generator = torch.Generator().manual_seed(seed)
-    centres = torch.randn(batch, 3, dims, generator=generator) * 3
-    member = torch.randint(0, 3, (batch, count), generator=generator)
-    points = centres.gather(1, member.unsqueeze(-1).expand(-1, -1, dims)) + torch.randn(batch, count, dims, generator=generator)
-    noise = torch.rand(batch, count, generator=generator) < 0.1
-    points[noise] = (torch.rand(int(noise.sum()), dims, generator=generator) * 12 - 6)
-    points[:, 1::50] = points[:, ::50][:, : points[:, 1::50].shape[1]]  # exact duplicates, as dead channels give
-    return points.clamp_min_(0).to(device)
+def min_samples_for(count: int) -> int:
+    """CF-CAM's rule: max(2, ⌊0.05·N⌋)."""
+    return max(2, int(0.05 * count))
 
 
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
-    """Median wall time in seconds over `repeats` runs (after one warm-up), and the last result."""
-    result = fn()  # warm-up (CUDA context, cuBLAS handles, caching allocator)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            result = fn()
-            stop.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(stop) / 1e3)
-        else:
-            begin = time.perf_counter()
-            result = fn()
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times), result
+def layer4_activations(batch: int, count: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """(B, N, 49) float32: the first N channels of a random-weight ResNet-50's layer4 output (224 px),
+    one random image per problem; cached on disk-free memory per (batch, seed)."""
+    return _layer4(batch, seed)[:, :count].contiguous().to(device)
 
 
-def run_shape(batch: int, count: int, dims: int, device: torch.device, repeats: int, sklearn_problems: int | None) -> dict:
-    points = make_problems(batch, count, dims, device)
-    quantile_s, eps = _timed(lambda: pairwise_quantile(points, QUANTILE), device, repeats)
-    torch_s, labels = _timed(lambda: dbscan(points, eps, MIN_SAMPLES, backend="torch"), device, repeats)
-    labels = labels.cpu().numpy()
+_CACHE: dict[tuple[int, int], torch.Tensor] = {}
 
-    # the scikit-learn loop (float64 on the host), on all problems or a prefix (then per-problem extrapolated)
-    subset = batch if sklearn_problems is None else min(batch, sklearn_problems)
-    host_points = points[:subset].cpu()
-    host_eps = eps[:subset].cpu()
-    begin = time.perf_counter()
-    reference = dbscan(host_points, host_eps, MIN_SAMPLES, backend="sklearn").numpy()
-    sklearn_measured_s = time.perf_counter() - begin
-    sklearn_s = sklearn_measured_s * batch / subset
 
-    identical = (reference == labels[:subset]).all(axis=1)
-    clusters = labels.max(axis=1) + 1
-    return {
-        "batch": batch,
-        "points": count,
-        "dims": dims,
-        "min_samples": MIN_SAMPLES,
-        "eps_rule": f"pairwise_quantile(points, {QUANTILE})",
-        "pairwise_quantile_s": quantile_s,
-        "torch_dbscan_s": torch_s,
-        "torch_ms_per_problem": 1e3 * torch_s / batch,
-        "sklearn_loop_s": sklearn_s,
-        "sklearn_problems_timed": subset,
-        "sklearn_extrapolated": subset != batch,
-        "sklearn_ms_per_problem": 1e3 * sklearn_measured_s / subset,
-        "speedup_torch_vs_sklearn": sklearn_s / torch_s,
-        "labels_identical_problems": int(identical.sum()),
-        "labels_compared_problems": subset,
-        "mean_clusters": float(clusters.mean()),
-        "noise_fraction": float((labels == -1).mean()),
+def _layer4(batch: int, seed: int) -> torch.Tensor:
+    if (batch, seed) not in _CACHE:
+        from fastcam.models import resnet50
+
+        torch.manual_seed(seed)
+        model = resnet50().eval()
+        images = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(seed + 1))
+        with torch.no_grad():
+            x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
+            x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+        _CACHE[batch, seed] = x.flatten(2)
+    return _CACHE[batch, seed]
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, dict]:
+    """Median wall and CPU seconds of each contender over `repeats` rounds (after one warm-up round);
+    round r runs the contenders starting at a rotating offset. Returns {name: {wall_s, cpu_s, result}}."""
+    names = list(contenders)
+    results = {name: contenders[name]() for name in names for _ in range(2)}  # warm-up (allocator, lazy inits)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            begin, begin_cpu = time.perf_counter(), time.process_time()
+            results[name] = contenders[name]()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall[name].append(time.perf_counter() - begin)
+            cpu[name].append(time.process_time() - begin_cpu)
+    return {name: {"wall_s": statistics.median(wall[name]), "cpu_s": statistics.median(cpu[name]),
+                   "wall_all_s": wall[name], "result": results[name]} for name in names}
+
+
+def run_shape(batch: int, count: int, device: torch.device, repeats: int) -> dict:
+    points = layer4_activations(batch, count, device)
+    eps = pairwise_quantile(points, QUANTILE)
+    min_samples = min_samples_for(count)
+    host_points, host_eps = points.cpu(), eps.cpu()
+    timed = interleaved({
+        "torch": lambda: dbscan(points, eps, min_samples, backend="torch"),
+        "sklearn": lambda: dbscan(host_points, host_eps, min_samples, backend="sklearn"),
+        "quantile_dbscan": lambda: quantile_dbscan(points, QUANTILE, min_samples),
+    }, repeats, device)
+    reference = timed["sklearn"]["result"].numpy()
+    labels = timed["torch"]["result"].cpu().numpy()
+    shared_labels, shared_eps = (t.cpu() for t in timed["quantile_dbscan"]["result"])
+    clusters = reference.max(axis=1) + 1
+    record = {
+        "batch": batch, "points": count, "dims": DIMS, "min_samples": min_samples,
+        "eps_rule": f"pairwise_quantile(points, {QUANTILE})", "repeats": repeats,
+        "labels_identical_problems": int((labels == reference).all(axis=1).sum()),
+        "quantile_dbscan_identical_problems": int((shared_labels.numpy() == reference).all(axis=1).sum()),
+        "quantile_dbscan_eps_identical": bool(torch.equal(shared_eps, host_eps)),
+        "mean_clusters": float(clusters.mean()), "noise_fraction": float((reference == -1).mean()),
     }
+    add_timings(record, timed, baseline="sklearn")
+    return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--shapes", default=",".join(f"{n}x{d}" for n, d in SHAPES), help="e.g. 1536x49,384x64")
+def add_timings(record: dict, timed: dict[str, dict], baseline: str) -> None:
+    """Each contender's median wall/CPU seconds (and every round's wall time) and its speedups over the
+    baseline, wall and CPU, into `record`."""
+    for name, entry in timed.items():
+        record[f"{name}_wall_s"] = entry["wall_s"]
+        record[f"{name}_cpu_s"] = entry["cpu_s"]
+        record[f"{name}_wall_all_s"] = entry["wall_all_s"]
+    for name in timed:
+        if name != baseline:
+            for clock in ("wall", "cpu"):
+                record[f"speedup_{name}_vs_{baseline}_{clock}"] = record[f"{baseline}_{clock}_s"] / record[f"{name}_{clock}_s"]
+
+
+def save(record: dict, out: Path, stem: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"{stem}_{stamp}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--shapes", default=",".join(map(str, SHAPES)), help="points per problem, e.g. 2048,512")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sklearn-problems", type=int, default=None, help="time sklearn on this many problems only")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--no-save", action="store_true", help="print only (smoke runs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:  # on a loaded machine 2 OpenMP threads spin-wait on each other: 1 measures the work itself
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def run_benchmark(name: str, run: Callable[[int, int, torch.device, int], dict], args: argparse.Namespace) -> int:
+    """Every shape through `run`, printed as it comes, then one JSON with the environment record."""
     device = torch.device(args.device)
-    record = {"benchmark": "dbscan", "environment": environment(device), "results": []}
-    for shape in args.shapes.split(","):
-        count, dims = (int(v) for v in shape.lower().split("x"))
-        result = run_shape(args.batch, count, dims, device, args.repeats, args.sklearn_problems)
+    record = {"benchmark": name, "environment": environment(device), "results": []}
+    for count in (int(v) for v in args.shapes.split(",")):
+        result = run(args.batch, count, device, args.repeats)
         record["results"].append(result)
-        print(json.dumps(result), flush=True)
+        print(json.dumps({k: v for k, v in result.items() if not k.endswith("_all_s")}), flush=True)
     if not args.no_save:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = args.out / f"dbscan_{device.type}_B{args.batch}_{stamp}.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {path}")
+        threads = f"_t{args.threads}" if args.threads else ""
+        print(f"wrote {save(record, args.out, f'{name}_{device.type}_B{args.batch}{threads}')}")
     return 0
 
 
-# ----------------------------------------------------------------------------------------- pytest-benchmark
-# small versions (B = 8), collected by bench/conftest.py: `python -m pytest bench/ -k 'dbscan or quantile'`
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmark("dbscan", run_shape, arguments(__doc__, argv))
 
-def _bench_points(shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+
+# ----------------------------------------------------------------------------------------- pytest-benchmark
+# small versions (B = 4), collected by bench/conftest.py: `python -m pytest bench/ -k 'dbscan or quantile'`
+
+def _bench_points(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    points = make_problems(8, *shape, device)
+    points = layer4_activations(4, count, device)
     return points, pairwise_quantile(points, QUANTILE)
 
 
@@ -147,23 +186,23 @@ def _sync(result: object) -> object:
 try:
     import pytest
 
-    @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-    def test_bench_dbscan_torch(benchmark, shape):
-        points, eps = _bench_points(shape)
-        labels = benchmark(lambda: _sync(dbscan(points, eps, MIN_SAMPLES, backend="torch")))
-        reference = dbscan(points.cpu(), eps.cpu(), MIN_SAMPLES, backend="sklearn")
+    @pytest.mark.parametrize("count", SHAPES[1:])
+    def test_bench_dbscan_torch(benchmark, count):
+        points, eps = _bench_points(count)
+        labels = benchmark(lambda: _sync(dbscan(points, eps, min_samples_for(count), backend="torch")))
+        reference = dbscan(points.cpu(), eps.cpu(), min_samples_for(count), backend="sklearn")
         assert torch.equal(labels.cpu(), reference)
 
-    @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-    def test_bench_dbscan_sklearn_loop(benchmark, shape):
-        points, eps = _bench_points(shape)
+    @pytest.mark.parametrize("count", SHAPES[1:])
+    def test_bench_dbscan_sklearn_loop(benchmark, count):
+        points, eps = _bench_points(count)
         points, eps = points.cpu(), eps.cpu()
-        benchmark(lambda: dbscan(points, eps, MIN_SAMPLES, backend="sklearn"))
+        benchmark(lambda: dbscan(points, eps, min_samples_for(count), backend="sklearn"))
 
-    @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-    def test_bench_pairwise_quantile(benchmark, shape):
-        points, _ = _bench_points(shape)
-        benchmark(lambda: _sync(pairwise_quantile(points, QUANTILE)))
+    @pytest.mark.parametrize("count", SHAPES[1:])
+    def test_bench_quantile_dbscan(benchmark, count):
+        points, _ = _bench_points(count)
+        benchmark(lambda: _sync(quantile_dbscan(points, QUANTILE, min_samples_for(count))))
 except ImportError:  # pragma: no cover - pytest is only needed for the pytest-benchmark entry points
     pass
 

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "SSCAM": "fastcam.methods:SSCAM",
     "ISCAM": "fastcam.methods:ISCAM",
     "SoftCAM": "fastcam.methods:SoftCAM",
+    "graphed": "fastcam.methods.graphed:graphed",
     "softcam": "fastcam.softcam",
     "deploy": "fastcam.deploy",
     "reshape": "fastcam.reshape",

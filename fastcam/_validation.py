@@ -12,6 +12,8 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from fastcam._deferred import defer, deferring
+
 TargetsLike = Union[None, int, Sequence[int], Tensor]
 #: what a layer may hand to the methods: (B, C, h, w) maps or (B, C, d, h, w) volumes
 SPATIAL_RANKS = (2, 3)
@@ -55,12 +57,21 @@ class FiniteCheck:
     def raise_if_any(self, also: Tensor | None = None) -> list[bool]:
         """One host read: raise `NonFiniteError` for the first reason with flagged images.
 
-        `also`: a 1-D bool tensor of further flags the caller needs on the host; they travel in the same
-        transfer and are returned as a list (empty when None), so a call still syncs once.
+        `also`: a 1-D bool tensor of further flags (True = fine) the caller needs on the host; they travel in
+        the same transfer and are returned as a list (empty when None), so a call still syncs once. Under
+        `fastcam._deferred.deferred_host_checks` (CUDA graph capture) nothing is read: the flags are kept
+        for after the replay and every `also` flag is returned as True.
         """
-        if not self._extremes:
+        bad = None
+        if self._extremes:
+            bad = ~torch.isfinite(torch.stack([e.to(self._extremes[0].device) for e in self._extremes]))  # (checks, 2, B)
+        if deferring():
+            ok_parts = ([] if bad is None else [~bad.any().reshape(1)]) + ([] if also is None else [also.bool().reshape(-1)])
+            if ok_parts:
+                defer(torch.cat([p.to(ok_parts[0].device) for p in ok_parts]))
+            return [True] * (0 if also is None else also.numel())
+        if bad is None:
             return also.tolist() if also is not None else []
-        bad = ~torch.isfinite(torch.stack([e.to(self._extremes[0].device) for e in self._extremes]))  # (checks, 2, B)
         if also is None:
             if not bool(bad.any()):
                 return []

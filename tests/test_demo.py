@@ -64,7 +64,7 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys, parse_html: Callable) -> N
         assert run.ids == names and run.method == method and len(run.skipped) == 0
         assert run.logits.shape == (config.n_test, 2)
         assert run.lowres.shape == (config.n_test, 4, 4) and bool(torch.isfinite(run.lowres).all())
-        assert all((out / "runs" / method / "overlays" / n).is_file() for n in names)
+        assert all((out / "runs" / method / "overlays" / f"{n}.png").is_file() for n in names)  # id + ".png"
     assert open_run(out / "runs" / "softcam").meta["settings"]["target_layer"] is None
     info = json.loads((out / "model" / "training.json").read_text())
     assert set(info["test_accuracy"]) == {"cnn", "softcam"}

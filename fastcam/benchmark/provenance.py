@@ -43,8 +43,21 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
-    """Device name, library versions, commit and date of a benchmark run."""
+    """Device name, driver, library versions, commit and date of a benchmark run.
+
+    Where the checkout has no git metadata (a copy of the working tree on a lent GPU machine), the commit
+    comes from FASTCAM_COMMIT (bench/gpu_campaign.sh sets it from bench/.campaign-commit).
+    """
     import fastcam
 
     status = _git("status", "--porcelain", "--untracked-files=no")
@@ -54,7 +67,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "commit": _git("rev-parse", "HEAD"),
+        "commit": _git("rev-parse", "HEAD") or os.environ.get("FASTCAM_COMMIT"),
+        "driver": _driver() if device.type == "cuda" else None,
         "tree_modified": bool(status) if status is not None else None,
         "python": platform.python_version(),
         "platform": platform.platform(),

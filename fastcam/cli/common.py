@@ -5,8 +5,8 @@ import argparse
 
 SPEC_HELP = ("torchvision:NAME, timm:NAME, hf:PATH (a local Hugging Face folder; nothing is downloaded), "
              "fastcam:NAME (fastcam.models builders: resnet18, tiny_resnet, tiny_resnet3d, ...) or module:factory for "
-             "your own code; a bare NAME is torchvision's. Preprocessing follows the model's own recipe unless "
-             "--size/--mean/--std say otherwise")
+             "your own code (imported from the current directory first, as python -m does); a bare NAME is "
+             "torchvision's. Preprocessing follows the model's own recipe unless --size/--mean/--std say otherwise")
 WEIGHTS_HELP = "safetensors file, or a state dict loaded with torch.load(weights_only=True)"
 
 

@@ -30,9 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         NAME,
         help="explain every image of a folder into a resumable run directory",
         description="Explain every image of a folder (PNG, JPEG, TIFF, DICOM) batch by batch into a resumable "
-        "run directory (Zarr store + run.json). Re-running the same command resumes a killed run; a run "
-        "directory written with other settings is refused. Under torchrun each rank explains a strided "
-        "shard of the data.",
+        "run directory (Zarr store + run.json). Re-running the same command resumes a killed run and "
+        "recomputes damaged batches and batches whose input files changed; a run directory written with "
+        "other settings, or being written by another process, is refused. Under torchrun each rank explains a "
+        "strided shard of the data.",
     )
     add_model_group(p, layer_help="target layer, dotted module name (not needed for "
                     + ", ".join(display_name(m) for m in method_names(post_hoc=False)) + ")")
@@ -70,6 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            help="storage dtype of the maps")
     run_group.add_argument("--no-resume", action="store_true",
                            help="refuse to continue an existing run directory instead of resuming it")
+    run_group.add_argument("--hash-inputs", action="store_true",
+                           help="recognise changed input files by a hash of their content (default: size and "
+                           "modification time) when resuming or repairing a run")
     out = p.add_argument_group("outputs")
     out.add_argument("--overlays", action="store_true", help="write PNG overlays (map on image) under RUN/overlays")
     out.add_argument("--colormap", default="jet", help="matplotlib colormap of the overlays")
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             std=args.std, workers=args.workers, reshape=args.reshape, volumes=args.volumes,
             batch_size=args.batch_size, device=args.device, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
             overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
-            progress=not args.quiet)
+            progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat")
     if torchrun_ranks().is_main:
         rate = result.meta.get("timings", {}).get("images_per_s")
         print(f"fastcam explain: {len(result)} images explained, {len(result.skipped)} skipped"

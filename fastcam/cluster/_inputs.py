@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -67,7 +67,9 @@ def check_points(points: object, valid: object = None, *, name: str = "points") 
     """Validate points (B, N, D) or (N, D) and the optional valid mask (B, N) or (N,).
 
     Integer and bool points are accepted and converted to float64, as scikit-learn does. NaN or Inf
-    among the *valid* points is an error; invalid (padding) points may hold anything.
+    among the *valid* points is an error, but it is not checked here (that needs a host read): callers
+    check `finite(problem)` with `require_finite`, or fold it into their one read of device flags.
+    Invalid (padding) points may hold anything; they are zeroed.
     """
     tensor, as_numpy = _to_tensor(points, name)
     if tensor.is_complex():
@@ -97,11 +99,19 @@ def check_points(points: object, valid: object = None, *, name: str = "points") 
             raise ValueError(f"valid must have shape {expected} to match {name}, got {tuple(mask.shape)}")
         mask = mask.to(tensor.device)
         # padding may hold garbage (NaN, Inf): zero it so it can never reach an arithmetic result
-        tensor = torch.where(mask.unsqueeze(-1), tensor, torch.zeros((), dtype=tensor.dtype, device=tensor.device))
-
-    if tensor.numel() and not bool(torch.isfinite(tensor).all()):  # one host sync per call
-        raise ValueError(f"{name} contain NaN or Inf values (among the valid points)")
+        tensor = torch.where(mask.unsqueeze(-1), tensor, 0.0)
     return Problem(points=tensor.contiguous(), valid=mask.contiguous(), batched=batched, as_numpy=as_numpy)
+
+
+def finite(problem: Problem) -> Tensor:
+    """(B,) bool on the device: every valid point of the problem is finite (padding is zeroed)."""
+    return torch.isfinite(problem.points).flatten(1).all(1)
+
+
+def require_finite(problem: Problem, name: str = "points") -> None:
+    """Raise ValueError for NaN/Inf among the valid points (one host read)."""
+    if problem.points.numel() and not bool(finite(problem).all()):
+        raise ValueError(f"{name} contain NaN or Inf values (among the valid points)")
 
 
 def _per_problem(value: object, batch: int, name: str) -> tuple[np.ndarray, bool]:
@@ -147,6 +157,48 @@ def check_min_samples(min_samples: object, batch: int) -> np.ndarray:
     if (values < 1).any():
         raise ValueError(f"min_samples must be >= 1, got {int(values[values < 1][0])}")
     return values
+
+
+class Deferred(NamedTuple):
+    """A per-problem parameter on the device, with the device-side check of its values (or None when it was
+    validated on the host already). `explain()` re-runs the host check to raise its exact message."""
+
+    values: Tensor
+    ok: Tensor | None
+    source: object
+    check: Callable[[object, int], np.ndarray]
+
+    def explain(self) -> None:
+        source = self.source.detach().cpu() if isinstance(self.source, Tensor) else self.source
+        self.check(source, self.values.shape[0])
+
+
+def _on_device(value: object, batch: int, device: torch.device, name: str, integral: bool) -> Deferred:
+    """A scalar or (B,) parameter as a (B,) device tensor. Host values are checked now; a tensor's dtype
+    and shape are checked now (metadata) and its values on the device (deferred, no host read)."""
+    check = check_min_samples if integral else check_eps
+    if not isinstance(value, Tensor):
+        return Deferred(torch.as_tensor(check(value, batch), device=device), None, value, check)
+    if value.dtype == torch.bool:
+        raise TypeError(f"{name} must be a number or one number per problem, got bool")
+    if value.is_complex() or (integral and value.is_floating_point()):
+        kind = "an integer (or integers)" if integral else "real numbers"
+        raise TypeError(f"{name} must be {kind}, got dtype {value.dtype}")
+    if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != batch):
+        raise ValueError(f"{name} must be a scalar or have shape ({batch},) (one per problem), got {tuple(value.shape)}")
+    values = value.detach().to(device=device, dtype=torch.int64 if integral else torch.float64).expand(batch)
+    ok = values >= 1 if integral else torch.isfinite(values) & (values > 0)
+    return Deferred(values.contiguous(), ok, value, check)
+
+
+def eps_on_device(eps: object, batch: int, device: torch.device) -> Deferred:
+    """ε as a (B,) float64 device tensor (finite, > 0)."""
+    return _on_device(eps, batch, device, "eps", integral=False)
+
+
+def min_samples_on_device(min_samples: object, batch: int, device: torch.device) -> Deferred:
+    """min_samples as a (B,) int64 device tensor (>= 1)."""
+    return _on_device(min_samples, batch, device, "min_samples", integral=True)
 
 
 def check_quantile(q: object) -> float:

@@ -7,10 +7,17 @@ has at least `min_samples` points; clusters are the connected components of the 
 neighbour relation, numbered 0, 1, ... by their smallest core-point index; a non-core point adjacent to
 at least one core point (a *border* point) takes the lowest cluster label among its core neighbours;
 everything else is noise (-1).
+
+The torch backend (`fastcam.cluster._torch_dbscan`) has fixed shapes and reads the host once per call:
+the flags of every input check, capacity and convergence test come back together. ε and min_samples may
+be device tensors (validated on the device, in that read). `quantile_dbscan` computes CF-CAM's ε (a
+quantile of the pairwise distances) and the clustering from one distance GEMM.
 """
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -25,6 +32,11 @@ from fastcam.cluster._inputs import (
     check_eps,
     check_min_samples,
     check_points,
+    check_quantile,
+    eps_on_device,
+    memory_budget,
+    min_samples_on_device,
+    require_finite,
 )
 
 BACKENDS = ("auto", "torch", "sklearn", "cuml")
@@ -71,6 +83,7 @@ def dbscan(
         eps: neighbourhood radius, > 0: a scalar or one per problem (B,).
         min_samples: core threshold (the point itself counts), >= 1: an int or one per problem (B,).
         backend: "auto" (torch for CUDA tensors, sklearn on CPU), "torch", "sklearn" or "cuml".
+            "torch" makes one host read per call (no other sync) and no data-dependent shapes.
         valid: optional (B, N) bool mask for ragged batches; invalid points get label -1, never
             influence any other point, and may hold any value (even NaN).
         memory_budget_bytes: torch backend only: cap on per-chunk temporaries (problems are processed
@@ -85,23 +98,90 @@ def dbscan(
             min_samples < 1 or non-integer, unknown backend.
     """
     problem = check_points(points, valid)
-    batch = problem.points.shape[0]
+    batch, count, _ = problem.points.shape
+    chosen = resolve_backend(backend, problem.device)
+    if chosen == "torch":  # ε and min_samples stay on the device; one host read for every check
+        radii = eps_on_device(eps, batch, problem.device)
+        thresholds = min_samples_on_device(min_samples, batch, problem.device)
+        if count == 0 or batch == 0:
+            return problem.give_back(torch.empty(problem.valid.shape, dtype=torch.int64, device=problem.device))
+        from fastcam.cluster._torch_dbscan import solve
+
+        budget = memory_budget(problem.device, memory_budget_bytes)
+        result = solve(problem, budget, eps=radii, min_samples=thresholds)
+        return problem.give_back(result.labels)
+    require_finite(problem)
     radii = check_eps(eps, batch)
     thresholds = check_min_samples(min_samples, batch)
-    chosen = resolve_backend(backend, problem.device)
-    if problem.points.shape[1] == 0 or batch == 0:
+    if count == 0 or batch == 0:
         labels = torch.empty(problem.valid.shape, dtype=torch.int64, device=problem.device)
     elif chosen == "sklearn":
         labels = _dbscan_sklearn(problem, radii, thresholds)
-    elif chosen == "cuml":
-        labels = _dbscan_cuml(problem, radii, thresholds)
     else:
-        from fastcam.cluster._torch_dbscan import dbscan_torch
-
-        labels = dbscan_torch(
-            problem.points, problem.valid, radii, thresholds, memory_budget_bytes=memory_budget_bytes
-        )
+        labels = _dbscan_cuml(problem, radii, thresholds)
     return problem.give_back(labels)
+
+
+def quantile_dbscan(
+    points: ArrayLike,
+    q: float,
+    min_samples: MinSamplesLike,
+    *,
+    valid: ArrayLike | None = None,
+    eps_floor: float = 0.0,
+    backend: str = "auto",
+    memory_budget_bytes: int | None = None,
+) -> tuple[Any, Any]:
+    r"""DBSCAN with CF-CAM's radius rule, ε_b = max(q-quantile of problem b's pairwise distances, eps_floor),
+    from one computation of the B·N² distances.
+
+    Equals, label for label and bit for bit,
+    ``eps = max(pairwise_quantile(points, q, valid), eps_floor); dbscan(points, eps, min_samples, valid=valid)``
+    (for a problem with fewer than 2 valid points, which has no pairwise distance, ε = eps_floor), but the
+    torch backend computes the float32 distance GEMM once and reuses it for the quantile's selection and
+    the ε-graph, keeps ε and min_samples on the device, and reads the host once per call (input checks,
+    capacity and convergence flags), so it suits CUDA streams and fixed-shape batches.
+
+    Args:
+        points: (B, N, D) or (N, D) torch tensor (CPU or CUDA), numpy array, or CuPy array.
+        q: quantile level in [0, 1] (numpy's "linear" method over the n(n−1) off-diagonal distances).
+        min_samples: core threshold (self included), >= 1: an int or one per problem (B,), e.g. a device
+            tensor (validated on the device, in the call's one host read).
+        valid: optional (B, N) bool mask for ragged batches (padding may hold anything).
+        eps_floor: lower bound on ε (>= 0); must be > 0 if a problem's quantile can be 0 (duplicates) or a
+            problem has a single valid point.
+        backend: "auto" = "torch" on every device (the quantile is computed by torch anyway, and sharing
+            its distances makes it the fastest path on the CPU too), or "sklearn"/"cuml" for the DBSCAN step.
+        memory_budget_bytes: torch only: cap on per-chunk temporaries.
+
+    Returns:
+        (labels, eps): (B, N) int64 labels as `dbscan` returns them, and (B,) float64 ε; (N,) and 0-d for a
+        (N, D) input; numpy in -> numpy out.
+
+    Raises:
+        TypeError / ValueError: as `dbscan` and `pairwise_quantile`, and ε = 0 for a problem with valid points.
+    """
+    from fastcam.cluster._torch_dbscan import solve
+
+    level = check_quantile(q)
+    if isinstance(eps_floor, bool) or not isinstance(eps_floor, numbers.Real) or not 0 <= float(eps_floor) < math.inf:
+        raise ValueError(f"eps_floor must be a finite real number >= 0, got {eps_floor!r}")
+    problem = check_points(points, valid)
+    batch, count, _ = problem.points.shape
+    chosen = "torch" if backend == "auto" else resolve_backend(backend, problem.device)
+    thresholds = min_samples_on_device(min_samples, batch, problem.device)
+    if count == 0 or batch == 0:
+        labels = torch.empty(problem.valid.shape, dtype=torch.int64, device=problem.device)
+        eps = torch.full((batch,), float(eps_floor), dtype=torch.float64, device=problem.device)
+        return problem.give_back(labels), problem.give_back(eps)
+    budget = memory_budget(problem.device, memory_budget_bytes)
+    if chosen == "torch":
+        result = solve(problem, budget, level=level, eps_floor=float(eps_floor), min_samples=thresholds,
+                       caller="quantile_dbscan")
+        return problem.give_back(result.labels), problem.give_back(result.eps)
+    radii = solve(problem, budget, level=level, eps_floor=float(eps_floor), caller="quantile_dbscan").eps
+    labels = dbscan(problem.points, radii, min_samples, backend=chosen, valid=problem.valid)
+    return problem.give_back(labels), problem.give_back(radii)
 
 
 def _dbscan_sklearn(problem: Problem, radii: np.ndarray, thresholds: np.ndarray) -> Tensor:

@@ -7,7 +7,8 @@ pure (tensors in, tensors out) and this package brings runs, models, images and 
 - `inputs`: finding runs, rebuilding a run's model (weights checked against its hash) and images, masks,
   labels;
 - `scoring`: `evaluate_run`, one run's metrics (`RunMetrics`);
-- `outputs`: Markdown tables, plots, the "Evaluation" section of HTML reports;
+- `outputs`: Markdown tables, plots, the "Evaluation" section of HTML reports (`report_evaluation`);
+- `stats`: bootstrap confidence intervals of the means;
 - `app`: `evaluate`, runs in, every output written.
 
 The names below load on first access, so `fastcam eval --help` reads the catalog without torch.
@@ -27,9 +28,12 @@ _EXPORTS: dict[str, str] = {
     "load_run_model": "fastcam.evaluate.inputs",
     "read_labels": "fastcam.evaluate.inputs",
     "run_images": "fastcam.evaluate.inputs",
+    "figures": "fastcam.evaluate.outputs",
     "link_into_report": "fastcam.evaluate.outputs",
     "markdown_table": "fastcam.evaluate.outputs",
     "plot": "fastcam.evaluate.outputs",
+    "report_evaluation": "fastcam.evaluate.outputs",
+    "bootstrap_mean_ci": "fastcam.evaluate.stats",
     "RunMetrics": "fastcam.evaluate.scoring",
     "evaluate_run": "fastcam.evaluate.scoring",
 }

@@ -2,20 +2,20 @@
 explained (rebuilt from its record), ground-truth masks and true labels."""
 from __future__ import annotations
 
-import csv
-import importlib
 import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import Tensor, nn
 
+from fastcam.errors import UntrustedRunError
 from fastcam.io.images import ImageFolder, Preprocess, read_image
-from fastcam.io.overlay import output_name
+from fastcam.io.report import find_mask
+from fastcam.io.report import read_labels as read_labels_file
 from fastcam.io.store import Run, RunDirectory
 from fastcam.methods.registry import METHODS
 from fastcam.pipeline import load_model
-from fastcam.pipeline.specs import SCHEMES
+from fastcam.pipeline.specs import SCHEMES, import_from_spec, spec_imports_code
 from fastcam.pipeline.settings import state_hash
 
 
@@ -62,9 +62,27 @@ def _weights_candidates(run_dir: Path, weights: str) -> list[Path]:
     return [p, run_dir / p, run_dir.parent.parent / "model" / p, run_dir.parent / "model" / p]
 
 
-def load_run_model(run: Run, spec: str | None = None, weights: str | None = None) -> nn.Module:
-    """Rebuild the model a run explained, checking its weights hash to the run's `state_sha256`."""
+def check_trusted(meta: dict[str, Any], path: str | Path, spec: str | None, trust_run: bool) -> None:
+    """Refuse to build a run's model from a spec read from its run.json that imports code (`module:callable`,
+    `fastcam.pipeline.specs.spec_imports_code`), unless the user named the model (`spec`) or trusts the
+    run: opening someone's run directory must not run their code."""
+    recorded = meta.get("settings", {}).get("model", {}).get("spec")
+    if spec or trust_run or not isinstance(recorded, str) or not spec_imports_code(recorded):
+        return
+    raise UntrustedRunError(
+        f"run {str(path)!r} records the model spec {recorded!r}, code that fastcam eval would import and run; it "
+        f"does not run code named by a run directory. Name the model yourself (--model {recorded}, if you trust "
+        "that code) or pass --trust-run to use the run's record")
+
+
+def load_run_model(run: Run, spec: str | None = None, weights: str | None = None, *,
+                   trust_run: bool = False) -> nn.Module:
+    """Rebuild the model a run explained, checking its weights hash to the run's `state_sha256`.
+
+    Without `spec`, the run's recorded spec is used, but a `module:callable` one only with `trust_run`
+    (`check_trusted`: `UntrustedRunError` otherwise)."""
     info = run.meta.get("settings", {}).get("model", {})
+    check_trusted(run.meta, run.path, spec, trust_run)
     spec = spec or info.get("spec")
     if not spec:
         raise ValueError(f"run {str(run.path)!r} does not record its model spec: pass --model (and --weights)")
@@ -80,8 +98,7 @@ def load_run_model(run: Run, spec: str | None = None, weights: str | None = None
     channels = (run.meta.get("settings", {}).get("data", {}).get("preprocess") or {}).get("channels")
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": channels}
     if ":" in spec and spec.partition(":")[0] not in SCHEMES:  # a user's factory gets only the arguments it declares
-        module, _, attr = spec.partition(":")
-        factory = getattr(importlib.import_module(module), attr, None)
+        factory = import_from_spec(spec)
         try:
             params = inspect.signature(factory).parameters if callable(factory) else {}
         except (TypeError, ValueError):
@@ -115,18 +132,10 @@ def run_images(run: Run) -> ImageFolder:
 
 def load_mask(masks_dir: Path, sample_id: Any) -> Tensor | None:
     """(H, W) bool mask of a sample: MASKS/<id>, else MASKS/<id>.png or <stem>.png; None when absent."""
-    name = str(sample_id)
-    for candidate in (masks_dir / name, masks_dir / output_name(sample_id), (masks_dir / name).with_suffix(".png")):
-        if candidate.is_file():
-            return read_image(candidate).amax(dim=0) > 0
-    return None
+    found = find_mask(masks_dir, sample_id)
+    return read_image(found).amax(dim=0) > 0 if found is not None else None
 
 
 def read_labels(path: Path) -> dict[str, int]:
-    """CSV of `relative/path,label` (a header line is allowed)."""
-    labels: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) >= 2 and row[1].strip().lstrip("-").isdigit():
-                labels[row[0].strip()] = int(row[1])
-    return labels
+    """CSV of `relative/path,label` (a header line is allowed); the report reads the same files."""
+    return read_labels_file(path)

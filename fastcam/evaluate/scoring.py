@@ -13,10 +13,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from fastcam.evaluate.catalog import METRICS
 from fastcam.evaluate.inputs import LogitsOnly, ModelMismatch, load_mask, load_run_model, run_images
+from fastcam.evaluate.stats import bootstrap_mean_ci
 from fastcam.io.store import Run
 from fastcam.methods.registry import METHODS, display_name
 from fastcam.metrics.faithfulness import average_drop_increase, deletion, insertion
@@ -32,7 +33,8 @@ from fastcam.pipeline import make_explainer
 
 @dataclass
 class RunMetrics:
-    """The metrics of one run: per-image values (lists), mean curves, robustness per sigma."""
+    """The metrics of one run: per-image values (lists) and the sample ids they belong to, mean curves
+    with their bootstrap intervals, robustness per sigma."""
 
     name: str
     path: str
@@ -43,6 +45,10 @@ class RunMetrics:
     robustness: dict[str, list[float]] = field(default_factory=dict)
     accuracy: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: metric -> the sample id of each of its values (localisation leaves out images without a mask)
+    ids: dict[str, list[Any]] = field(default_factory=dict)
+    #: "deletion"/"insertion" -> [low, high] pointwise 95% bootstrap interval of the mean curve
+    curves_ci: dict[str, list[list[float]]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -52,19 +58,49 @@ class RunMetrics:
         return shown if self.name == self.method else f"{self.name} ({shown})"
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Mean, standard deviation and count of each metric's per-image values."""
+        """Mean, standard deviation, count and 95% percentile-bootstrap interval of the mean
+        (`ci_low`, `ci_high`; `fastcam.evaluate.stats`) of each metric's per-image values."""
         out = {}
         for name, vals in self.values.items():
             a = np.asarray(vals, dtype=np.float64)
+            low, high = bootstrap_mean_ci(a)
             out[name] = {"mean": float(a.mean()) if a.size else float("nan"),
-                         "std": float(a.std()) if a.size else float("nan"), "n": int(a.size)}
+                         "std": float(a.std()) if a.size else float("nan"), "n": int(a.size),
+                         "ci_low": float(low), "ci_high": float(high)}
         return out
+
+    def per_image(self, metric: str) -> dict[Any, float]:
+        """Sample id -> value of `metric` (records without ids: by row, when the metric covers every row)."""
+        vals = self.values.get(metric) or []
+        ids = self.ids.get(metric)
+        if ids is None or len(ids) != len(vals):
+            return {}
+        return dict(zip(ids, vals))
 
     def to_json(self) -> dict[str, Any]:
         """The JSON record (method as its id)."""
         return {"name": self.name, "path": self.path, "method": self.method, "n": self.n, "accuracy": self.accuracy,
-                "summary": self.summary(), "curves": self.curves, "robustness": self.robustness, "notes": self.notes,
-                "per_image": self.values}
+                "summary": self.summary(), "curves": self.curves, "curves_ci": self.curves_ci,
+                "robustness": self.robustness, "notes": self.notes, "per_image": self.values,
+                "per_image_ids": self.ids}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "RunMetrics":
+        """Read back a `to_json` record (a run's eval/metrics.json); a malformed one raises ValueError."""
+        try:
+            return cls(name=str(record["name"]), path=str(record["path"]), method=str(record["method"]),
+                       n=int(record["n"]),
+                       values={str(k): [float(x) for x in v] for k, v in dict(record.get("per_image") or {}).items()},
+                       curves={str(k): [float(x) for x in v] for k, v in dict(record.get("curves") or {}).items()},
+                       robustness={str(k): [float(x) for x in v]
+                                   for k, v in dict(record.get("robustness") or {}).items()},
+                       accuracy=None if record.get("accuracy") is None else float(record["accuracy"]),
+                       notes=[str(x) for x in record.get("notes") or []],
+                       ids={str(k): list(v) for k, v in dict(record.get("per_image_ids") or {}).items()},
+                       curves_ci={str(k): [[float(x) for x in band] for band in v]
+                                  for k, v in dict(record.get("curves_ci") or {}).items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a fastcam eval record: {exc}") from None
 
 
 def _batches(n: int, size: int) -> Iterable[range]:
@@ -75,8 +111,15 @@ def _batches(n: int, size: int) -> Iterable[range]:
 def evaluate_run(run: Run, metrics: Sequence[str], *, masks: str | Path | None = None, model: nn.Module | None = None,
                  spec: str | None = None, weights: str | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 16, steps: int = 100, sigmas: Sequence[float] = DEFAULT_SIGMAS,
-                 labels: dict[str, int] | None = None, progress: bool = True, seed: int = 0) -> RunMetrics:
-    """Compute `metrics` (names of `METRICS`) for one run; see the module docstring."""
+                 labels: dict[str, int] | None = None, progress: bool | Any = True, seed: int = 0,
+                 forward_batch_size: int = 256) -> RunMetrics:
+    """Compute `metrics` (names of `METRICS`) for one run; see the module docstring.
+
+    `batch_size` images are scored at a time; their perturbed copies (deletion/insertion: images x
+    (steps + 1)) run through the model in forwards of `forward_batch_size`. `progress` is True (a bar of
+    this run's images, with its ETA), False, or a tqdm bar to advance by the images done (`evaluate`'s bar
+    over every run).
+    """
     from tqdm.auto import tqdm
 
     from fastcam.ops import upsample_normalize
@@ -130,14 +173,21 @@ def evaluate_run(run: Run, metrics: Sequence[str], *, masks: str | Path | None =
     if masks_dir is not None and not masks_dir.is_dir():
         raise FileNotFoundError(f"masks folder {str(masks_dir)!r} does not exist")
     values: dict[str, list[float]] = {m: [] for m in wanted}
-    sums: dict[str, Tensor] = {}
+    value_ids: dict[str, list[Any]] = {m: [] for m in wanted}
+    curve_rows: dict[str, list[np.ndarray]] = {}
     robust_ssim, robust_mse = [], []
     no_mask = 0
     indices = run.indices.tolist()
+    own_bar = progress is True
+    bar = (tqdm(total=len(run), desc=f"eval {res.name}", unit="img", dynamic_ncols=True) if own_bar
+           else progress if progress is not False and progress is not None else None)
+    if bar is not None and not own_bar:
+        bar.set_postfix_str(res.label, refresh=False)
     try:
-        for rows in tqdm(list(_batches(len(run), batch_size)), desc=f"eval {res.name}", disable=not progress):
+        for rows in _batches(len(run), batch_size):
             lowres = run.lowres[rows.start:rows.stop].float()
             targets = run.targets[rows.start:rows.stop]
+            batch_ids = [run.ids[r] for r in rows]
             if not size:
                 raise ValueError(f"run {str(run.path)!r} does not record its input size")
             maps = upsample_normalize(lowres, size).to(device)
@@ -146,20 +196,24 @@ def evaluate_run(run: Run, metrics: Sequence[str], *, masks: str | Path | None =
                 targets = targets.to(device)
                 for kind, fn in (("deletion", deletion), ("insertion", insertion)):
                     if kind in values:
-                        curve = fn(forward_model, images, maps, targets, steps=steps, batch_size=max(64, batch_size))
+                        curve = fn(forward_model, images, maps, targets, steps=steps, batch_size=forward_batch_size)
                         values[kind] += curve.auc.tolist()
-                        sums[kind] = sums.get(kind, 0) + curve.curve.double().sum(dim=0).cpu()
+                        value_ids[kind] += batch_ids
+                        curve_rows.setdefault(kind, []).append(curve.curve.float().cpu().numpy())
                 if "average_drop" in values or "increase" in values:
                     di = average_drop_increase(forward_model, images, maps, targets)
                     if "average_drop" in values:
                         values["average_drop"] += di.drop.tolist()
+                        value_ids["average_drop"] += batch_ids
                     if "increase" in values:
                         values["increase"] += (100.0 * di.increase).tolist()
+                        value_ids["increase"] += batch_ids
                 if explainer is not None:
                     rob = gradient_noise_robustness(explainer, images, targets, sigmas=sigmas, seed=seed + rows.start)
                     robust_ssim.append(rob.ssim.cpu())
                     robust_mse.append(rob.mse.cpu())
                     values["robustness"] += rob.ssim.mean(dim=0).tolist()
+                    value_ids["robustness"] += batch_ids
             if masks_dir is not None and any(METRICS[m].needs_masks for m in values):
                 found = [(i, load_mask(masks_dir, run.ids[r])) for i, r in enumerate(rows)]
                 keep = [(i, m) for i, m in found if m is not None and bool(m.any())]
@@ -175,13 +229,22 @@ def evaluate_run(run: Run, metrics: Sequence[str], *, masks: str | Path | None =
                                      ("precision", activation_precision), ("sensitivity", activation_sensitivity)):
                         if name in values:
                             values[name] += fn(chosen, mask).tolist()
+                            value_ids[name] += [batch_ids[i] for i, _ in keep]
+            if bar is not None:
+                bar.update(len(rows))
     finally:
+        if own_bar and bar is not None:
+            bar.close()
         close = getattr(explainer, "close", None)
         if callable(close):
             close()
     res.values = values
-    for kind, total in sums.items():
-        res.curves[kind] = (total / len(values[kind])).tolist()
+    res.ids = value_ids
+    for kind, parts in curve_rows.items():
+        per_image = np.concatenate(parts)                         # (n, steps + 1)
+        res.curves[kind] = per_image.astype(np.float64).mean(axis=0).tolist()
+        low, high = bootstrap_mean_ci(per_image, seed=seed)
+        res.curves_ci[kind] = [low.tolist(), high.tolist()]
     if robust_ssim:
         res.robustness = {"sigmas": [float(s) for s in sigmas],
                           "ssim": torch.cat(robust_ssim, dim=1).double().mean(dim=1).tolist(),

@@ -18,6 +18,8 @@ dataset is scaled the same way):
 """
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,19 +30,72 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+#: how `file_fingerprints` identifies an input file: its size and mtime, or its content
+FINGERPRINT_MODES = ("stat", "content")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def list_images(root: str | Path) -> list[str]:
-    """Image files under `root` (recursive), as sorted POSIX paths relative to `root`."""
+    """Image files under `root` (recursive), as sorted POSIX paths relative to `root`.
+
+    Files that will not be read are listed too, so that a run reports them as skipped with the reason
+    (`skip_reason`): hidden (dot) files, and broken or looping symbolic links.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {str(root)!r} does not exist or is not a folder")
     found = [p.relative_to(root).as_posix() for p in root.rglob("*")
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+             if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_symlink() or p.is_file()) and not p.is_dir()]
     return sorted(found)
+
+
+def skip_reason(path: str | Path) -> str | None:
+    """Why an image file of a folder is not read (hidden, a broken or looping symbolic link), or None."""
+    path = Path(path)
+    if path.name.startswith("."):
+        return "hidden file (its name starts with '.'): not read; rename it to explain it"
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop: the link points (through other links) back to itself"
+            return f"broken symbolic link: its target {os.readlink(path)!r} does not exist"
+    return None
+
+
+def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat") -> np.ndarray:
+    """One uint64 per file `root/name`: a hash of its size and modification time (`mode="stat"`, cheap),
+    or of its content (`mode="content"`, reads every file). A file that cannot be found has the
+    fingerprint of that state; 0 is never returned (it means "not recorded" in a run's store).
+
+    A run stores the fingerprint of each input when it explains it; resuming compares them to find the
+    batches whose inputs changed.
+    """
+    import hashlib
+
+    if mode not in FINGERPRINT_MODES:
+        raise ValueError(f"fingerprint mode must be one of {FINGERPRINT_MODES}, got {mode!r}")
+    root = Path(root)
+    out = np.empty(len(names), dtype=np.uint64)
+    for i, name in enumerate(names):
+        digest = hashlib.blake2b(digest_size=8)
+        path = root / name
+        try:
+            st = os.stat(path)
+            if mode == "stat":
+                digest.update(f"stat:{st.st_size}:{st.st_mtime_ns}".encode())
+            else:
+                digest.update(b"content:")
+                with path.open("rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+        except OSError as exc:
+            digest.update(f"unreadable:{exc.errno}".encode())
+        out[i] = int.from_bytes(digest.digest(), "little") or 1
+    return out
 
 
 def _is_dicom(path: Path) -> bool:
@@ -229,6 +284,8 @@ class FolderItems:
     def _first_size(self) -> tuple[int, ...]:
         """Without a resize every file must share the first readable file's size."""
         for name in self.files:
+            if skip_reason(self.root / name):
+                continue
             try:
                 return self._read_size(self.root / name)
             except Exception:  # noqa: BLE001 - unreadable: try the next one
@@ -244,6 +301,9 @@ class FolderItems:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.files[index]
+        reason = skip_reason(self.root / name)
+        if reason:  # hidden files and broken or looping links: listed as skipped, with the reason
+            return {"image": self._blank(), "ok": False, "error": reason}
         try:
             item = self._load(self.root / name)
             spatial = tuple(item.shape[-len(self.size):])
@@ -260,8 +320,9 @@ class ImageFolder(FolderItems, Dataset):
     """Every image under `root` (recursive, sorted relative paths), preprocessed for the model.
 
     Items are dicts: `image` (C, H, W) float32 normalised, `ok` (bool), `error` (str, empty when ok).
-    A file that cannot be read, or whose size differs from the others when no resize is set, gives
-    `ok=False` and a zero image of the expected shape, so the batch still collates.
+    A file that cannot be read, or whose size differs from the others when no resize is set, and a file
+    that is not read (`skip_reason`: hidden, a broken or looping symbolic link) give `ok=False`, the
+    reason, and a zero image of the expected shape, so the batch still collates.
     """
 
     root: str | Path

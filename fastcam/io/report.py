@@ -1,58 +1,192 @@
-"""A self-contained static HTML report over one or more runs of the same images.
+"""A static HTML report over one or more runs of the same images, rendered with Jinja2.
 
-One HTML file with inline CSS and no script, server or network access: summary tables (per run: method,
-model, layer, images explained/skipped, speed, device; the predicted-class distribution; accuracy when
-labels are known) and a grid with one row per image: the model input, the ground-truth mask when given,
-and each run's overlay captioned with the predicted class and its softmax score. Images are the PNG
-files the runs wrote (`inputs/`, `overlays/`), linked by paths relative to the report, so the report
-opens from disk and stays small for large datasets.
+One HTML file that opens from disk with no server and no network (inline CSS and one small inline
+script, no CDN). From the top:
+
+- the evaluation, when `fastcam eval` has scored the runs (`ReportEvaluation`, built by
+  `fastcam.evaluate.report_evaluation`): the summary table (mean, 95% bootstrap interval, n per metric
+  and run) and the plots, embedded as PNG data;
+- the runs (method by its display name, model, layer, images explained/skipped, time, device, accuracy
+  when labels are known), the predicted-class distribution, the skipped files;
+- the colour bar of the overlays (their colormap, from map value 0 to 1);
+- the image grid, one row per image: the model input with its file name and label, the ground-truth
+  mask when given, and each run's overlay captioned with the explained class and the predicted class
+  with its probability, plus the image's scores (deletion, insertion, pointing game) once evaluated.
+  A select box sorts the rows by label, a run's predicted probability or a per-image score.
+
+Safety: the template engine escapes every value (autoescape), so nothing read from a run directory
+(run.json, ids, file names, skipped-file errors) can inject markup or script; every image path is
+URL-encoded (`%`, `#`, `?`, spaces, quotes, `<`, `&`, non-ASCII), relative to the report. Images are the
+PNG files the runs wrote (`overlays/`, `inputs/`), so the report stays small for large datasets.
+
+The page embeds its own arguments (`<script type="application/json" id="fastcam-report-config">`), so
+`fastcam eval` can render it again with the evaluation (`render_again`).
 """
 from __future__ import annotations
 
-import html
+import base64
+import csv
+import json
 import os
+import re
+import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from urllib.parse import quote
 
 import torch
 
-from fastcam.io.overlay import output_name
+from fastcam.io.overlay import colormap_stops, find_output, output_name, read_overlay_info
 from fastcam.io.store import Run, open_run
 from fastcam.methods.registry import display_name
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}
-th{background:#f3f3f3}
-.grid td{vertical-align:top;text-align:center}
-.grid img{width:128px;height:128px;object-fit:contain;image-rendering:pixelated;display:block;margin:auto}
-.cap{font-size:.75em;color:#555}
-.wrong{color:#b00}
-"""
+CONFIG_ID = "fastcam-report-config"
+CONFIG_VERSION = 1
+#: per-image scores shown in the grid (when evaluated), with their short labels; the direction that
+#: puts the best first is the sort default
+ROW_METRICS: dict[str, tuple[str, str]] = {"deletion": ("del", "asc"), "insertion": ("ins", "desc"),
+                                           "pointing_game": ("PG", "desc")}
 
 
-def _rel(path: Path, start: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+@dataclass
+class ReportEvaluation:
+    """What `fastcam eval` adds to a report (plain data: the report does not compute metrics).
+
+    Attributes:
+        header, rows: the summary table, one row per run; a cell is a string or {"mean", "ci", "n"}.
+        notes: lines under the table (what the interval is, skipped metrics).
+        plots: (caption, PNG bytes) of each plot, embedded in the page.
+        per_image: run directory (resolved, as str) -> sample id (as str) -> metric -> value.
+        titles: metric -> its column title ("Deletion AUC ↓").
+        links: (text, file) of the evaluation's own files (metrics.md, metrics.json).
+    """
+
+    header: list[str]
+    rows: list[list[Any]]
+    notes: list[str] = field(default_factory=list)
+    plots: list[tuple[str, bytes]] = field(default_factory=list)
+    per_image: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+    links: list[tuple[str, Path]] = field(default_factory=list)
 
 
-def _img(path: Path, start: Path, alt: str) -> str:
-    if not path.is_file():
-        return '<span class="cap">(no image)</span>'
-    return f'<img src="{html.escape(_rel(path, start))}" alt="{html.escape(alt)}" loading="lazy">'
+def url(path: str | os.PathLike[str], start: str | os.PathLike[str]) -> str:
+    """`path` relative to the folder `start`, as a URL path: POSIX separators, every other reserved or
+    non-ASCII character percent-encoded (UTF-8), so "pct%41.png" stays itself and "#", "?" cannot cut it."""
+    rel = Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+    return quote(rel, safe="/")
+
+
+def sample_pngs(folder: Path, sample_id: Any) -> list[Path]:
+    """The PNGs a grid cell shows for one sample from a run's `inputs/` or `overlays/` folder.
+
+    One file for a 2-D image. Hook for 3-D volumes: return the central slices' PNGs here (e.g. axial,
+    coronal, sagittal), the template shows every path of a cell side by side.
+    """
+    found = find_output(folder, sample_id)
+    return [found] if found is not None else []
+
+
+def find_mask(masks_dir: Path, sample_id: Any) -> Path | None:
+    """A sample's mask file: MASKS/<id>, else MASKS/<id>.png, else MASKS/<id with .png as suffix>."""
+    name = str(sample_id)
+    for candidate in (masks_dir / name, masks_dir / output_name(sample_id), (masks_dir / name).with_suffix(".png")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------------------- labels
+def read_labels(path: str | os.PathLike[str]) -> dict[str, int]:
+    """CSV of `relative/path,label` (a header line and a UTF-8 BOM are allowed; rows whose label is not
+    an integer are ignored)."""
+    return read_labels_and_names(path)[0]
+
+
+def read_labels_and_names(path: str | os.PathLike[str]) -> tuple[dict[str, int], dict[int, str]]:
+    """(labels by id, class names by index) of a labels CSV: `path,label` rows, and optionally a third
+    column of class names (`path,label,class_name`), which names the classes."""
+    labels: dict[str, int] = {}
+    names: dict[int, str] = {}
+    with Path(path).open(newline="", encoding="utf-8-sig") as f:
+        for row in csv.reader(f):
+            if len(row) >= 2 and re.fullmatch(r"-?\d+", row[1].strip()):
+                labels[row[0].strip()] = int(row[1])
+                if len(row) >= 3 and row[2].strip():
+                    names.setdefault(int(row[1]), row[2].strip())
+    return labels, names
+
+
+def parse_class_names(value: str | os.PathLike[str] | Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:
+    """Class names by index from: a sequence or mapping, a file (one name per line, or a JSON list or
+    object), or a comma-separated string ("healthy,lesion")."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {int(k): str(v) for k, v in value.items()}
+    if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+        text = Path(value).read_text(encoding="utf-8-sig")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return {i: line.strip() for i, line in enumerate(text.splitlines()) if line.strip()}
+        return parse_class_names(data if isinstance(data, (list, dict)) else str(data))
+    if isinstance(value, str):
+        return {i: name.strip() for i, name in enumerate(value.split(","))}
+    return {i: str(name) for i, name in enumerate(value)}
+
+
+def _default_labels_file(run: Run) -> Path | None:
+    """The run's DATA/labels.csv, when the run explained a folder that has one."""
+    data = run.meta.get("settings", {}).get("data", {})
+    root = data.get("root") if isinstance(data, dict) else None
+    if isinstance(root, str) and root:
+        candidate = Path(root) / "labels.csv"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------------------- render
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("fastcam.io", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
+
+
+def _text(value: Any) -> str:
+    """A run.json value as text: lists joined, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
+
+
+def _number(value: Any) -> str:
+    return "" if value is None or value == "" else _text(value)
 
 
 def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, title: str = "fastcam report",
-                 masks_dir: str | Path | None = None, labels: Mapping[Any, int] | None = None,
-                 class_names: Sequence[str] | None = None, max_images: int = 200) -> Path:
+                 masks_dir: str | Path | None = None,
+                 labels: Mapping[Any, int] | str | os.PathLike[str] | None = None,
+                 class_names: Sequence[str] | Mapping[int, str] | str | os.PathLike[str] | None = None,
+                 max_images: int = 200, evaluation: ReportEvaluation | None = None) -> Path:
     """Write the HTML report of `runs` (which must explain the same sample ids) to `out`.
 
-    Runs are `Run`s or run directories (opened with `open_run`). Methods are shown by their display
-    names ("Grad-CAM++").
+    Runs are `Run`s or run directories (opened with `open_run`). `labels`: a mapping id -> class or a
+    labels CSV (default: the first run's DATA/labels.csv when it exists); `class_names`: see
+    `parse_class_names` (default: the labels CSV's class-name column, if any). `evaluation`: the
+    evaluation section (`fastcam.evaluate.report_evaluation`). Methods are shown by their display names.
     """
     if not runs:
         raise ValueError("write_report needs at least one run")
+    if not isinstance(max_images, int) or max_images < 0:
+        raise ValueError(f"max_images must be a non-negative int, got {max_images!r}")
     opened = [run if isinstance(run, Run) else open_run(run) for run in runs]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,68 +195,239 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
     for run in opened[1:]:
         if set(run.ids) != set(ids):
             raise ValueError(f"runs {str(opened[0].path)!r} and {str(run.path)!r} explain different samples")
-    rows = {run.path: {sid: i for i, sid in enumerate(run.ids)} for run in opened}
 
-    def name(c: int) -> str:
-        return class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
+    labels_file = None
+    if labels is None:
+        labels_file = _default_labels_file(opened[0])
+    elif isinstance(labels, (str, os.PathLike)):
+        labels_file = Path(labels)
+    label_map: dict[str, int] = {}
+    names: dict[int, str] = {}
+    if labels_file is not None:
+        label_map, names = read_labels_and_names(labels_file)
+    elif labels is not None:
+        label_map = {str(k): int(v) for k, v in labels.items()}  # type: ignore[union-attr]
+    names = parse_class_names(class_names) or names
 
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    # --- summary table
-    parts.append("<h2>Runs</h2><table><tr><th>method</th><th>model</th><th>layer</th><th>explained</th>"
-                 "<th>skipped</th><th>seconds</th><th>images/s</th><th>device</th>"
-                 + ("<th>accuracy</th>" if labels else "") + "</tr>")
+    def name(c: int | None) -> str:
+        return "" if c is None else names.get(int(c), str(int(c)))
+
+    def label_of(sid: Any) -> int | None:
+        return label_map.get(str(sid)) if label_map else None
+
+    context = {
+        "title": title,
+        "runs": _run_rows(opened, label_of),
+        "classes": _class_table(opened, name),
+        "skipped": sorted({(str(s.get("id")), _text(s.get("error"))) for run in opened for s in run.skipped
+                           if isinstance(s, dict)}),
+        "colorbars": _colorbars(opened),
+        "evaluation": _evaluation_context(evaluation, base) if evaluation is not None else None,
+        "has_labels": bool(label_map), "has_masks": masks_dir is not None,
+        "config_id": CONFIG_ID,
+        "config": _config(opened, base, title, masks_dir, labels_file, labels, names, max_images),
+    }
+    shown = ids[:max_images]
+    context["n_shown"], context["n_total"] = len(shown), len(ids)
+    context["sort_keys"], context["rows"] = _grid(opened, shown, base, masks_dir, label_of, name, evaluation)
+    import fastcam
+
+    context["version"] = fastcam.__version__
+    html = _environment().get_template("report.html.j2").render(**context)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _run_rows(opened: Sequence[Run], label_of: Any) -> list[dict[str, str]]:
+    rows = []
     for run in opened:
-        meta, settings = run.meta, run.meta.get("settings", {})
-        timings = meta.get("timings", {})
-        model = settings.get("model", {})
-        acc = ""
-        if labels:
-            known = [(p, labels[s]) for p, s in zip(run.predicted.tolist(), run.ids) if s in labels]
-            acc = f"<td>{sum(p == y for p, y in known) / max(len(known), 1):.3f}</td>"
-        parts.append(
-            f"<tr><td>{html.escape(display_name(run.method))}</td>"
-            f"<td>{html.escape(str(model.get('spec') or model.get('class')))}</td>"
-            f"<td>{html.escape(str(settings.get('target_layer') or 'evidence maps (SoftCAM head)'))}</td><td>{len(run)}</td><td>{len(run.skipped)}</td>"
-            f"<td>{timings.get('seconds', '')}</td><td>{timings.get('images_per_s', '')}</td>"
-            f"<td>{html.escape(', '.join(meta.get('device', [])))}</td>{acc}</tr>")
-    parts.append("</table>")
-    # --- predicted-class distribution
+        meta = run.meta
+        settings = meta.get("settings", {}) if isinstance(meta.get("settings"), dict) else {}
+        timings = meta.get("timings", {}) if isinstance(meta.get("timings"), dict) else {}
+        model = settings.get("model", {}) if isinstance(settings.get("model"), dict) else {}
+        accuracy = ""
+        known = [(p, label_of(s)) for p, s in zip(run.predicted.tolist(), run.ids) if label_of(s) is not None]
+        if known:
+            accuracy = f"{sum(p == y for p, y in known) / len(known):.3f}"
+        rows.append({
+            "method": display_name(run.method), "name": Path(run.path).name,
+            "model": _text(model.get("spec") or model.get("class")),
+            "layer": _text(settings.get("target_layer") or "evidence maps (SoftCAM head)"),
+            "explained": str(len(run)), "skipped": str(len(run.skipped)),
+            "seconds": _number(timings.get("seconds")), "images_per_s": _number(timings.get("images_per_s")),
+            "device": _text(meta.get("device")), "accuracy": accuracy,
+        })
+    return rows
+
+
+def _class_table(opened: Sequence[Run], name: Any) -> dict[str, Any]:
     classes = sorted({c for run in opened for c in run.predicted.tolist()})
-    parts.append("<h2>Predicted classes</h2><table><tr><th>method</th>"
-                 + "".join(f"<th>{html.escape(name(c))}</th>" for c in classes) + "<th>mean score</th></tr>")
+    rows = []
     for run in opened:
         counts = Counter(run.predicted.tolist())
         mean_score = float(run.scores.mean()) if len(run) else float("nan")
-        parts.append(f"<tr><td>{html.escape(display_name(run.method))}</td>"
-                     + "".join(f"<td>{counts.get(c, 0)}</td>" for c in classes)
-                     + f"<td>{mean_score:.3f}</td></tr>")
-    parts.append("</table>")
-    skipped = {s["id"]: s["error"] for run in opened for s in run.skipped}
-    if skipped:
-        parts.append("<h2>Skipped files</h2><table><tr><th>file</th><th>error</th></tr>"
-                     + "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(v)}</td></tr>"
-                               for k, v in sorted(skipped.items(), key=lambda kv: str(kv[0])))
-                     + "</table>")
-    # --- image grid
-    shown = ids[:max_images]
-    parts.append(f"<h2>Images ({len(shown)} of {len(ids)})</h2><table class='grid'><tr><th>image</th>"
-                 + ("<th>mask</th>" if masks_dir else "")
-                 + "".join(f"<th>{html.escape(display_name(run.method))}</th>" for run in opened) + "</tr>")
-    for sid in shown:
-        label = labels.get(sid) if labels else None
-        cap = html.escape(str(sid)) + (f"<br>label {html.escape(name(label))}" if label is not None else "")
-        cells = [f"<td>{_img(opened[0].directory.inputs / output_name(sid), base, str(sid))}"
-                 f"<div class='cap'>{cap}</div></td>"]
-        if masks_dir:
-            cells.append(f"<td>{_img(Path(masks_dir) / output_name(sid), base, 'mask')}</td>")
-        for run in opened:
-            i = rows[run.path][sid]
-            pred, score = int(run.predicted[i]), float(torch.softmax(run.logits[i], 0).max())
-            wrong = " wrong" if label is not None and pred != label else ""
-            cells.append(f"<td>{_img(run.directory.overlays / output_name(sid), base, display_name(run.method))}"
-                         f"<div class='cap{wrong}'>pred {html.escape(name(pred))} ({score:.2f})</div></td>")
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</table></body></html>")
-    out.write_text("\n".join(parts), encoding="utf-8")
+        rows.append({"method": display_name(run.method), "counts": [counts.get(c, 0) for c in classes],
+                     "mean_score": f"{mean_score:.3f}"})
+    return {"names": [name(c) for c in classes], "rows": rows}
+
+
+def _colorbars(opened: Sequence[Run]) -> list[dict[str, Any]]:
+    """One colour bar per distinct overlay colormap among the runs (usually one)."""
+    bars: dict[tuple[str, float], list[str]] = {}
+    for run in opened:
+        info = read_overlay_info(run.directory.overlays)
+        bars.setdefault((info["colormap"], info["alpha"]), []).append(display_name(run.method))
+    out = []
+    for (cmap, alpha), methods in bars.items():
+        try:
+            stops = colormap_stops(cmap)
+        except ValueError:
+            cmap, stops = f"{cmap} (unknown colormap; jet shown)", colormap_stops("jet")
+        out.append({"colormap": cmap, "alpha": f"{alpha:g}", "stops": stops, "methods": methods})
     return out
+
+
+def _evaluation_context(evaluation: ReportEvaluation, base: Path) -> dict[str, Any]:
+    return {
+        "header": evaluation.header, "rows": evaluation.rows, "notes": evaluation.notes,
+        "plots": [{"caption": caption, "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
+                  for caption, png in evaluation.plots],
+        "links": [{"text": text, "href": url(path, base)} for text, path in evaluation.links if Path(path).exists()],
+    }
+
+
+def _grid(opened: Sequence[Run], shown: Sequence[Any], base: Path, masks_dir: str | Path | None, label_of: Any,
+          name: Any, evaluation: ReportEvaluation | None) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The sort keys (select options) and the rows of the image grid."""
+    rows_of = [{sid: i for i, sid in enumerate(run.ids)} for run in opened]
+    probs = [torch.softmax(run.logits, dim=1) if len(run) else run.logits for run in opened]
+    scores = [(evaluation.per_image.get(str(Path(run.path).resolve()), {}) if evaluation else {}) for run in opened]
+    row_metrics = [m for m in ROW_METRICS if any(m in v for s in scores for v in s.values())]
+    multi = len(opened) > 1
+    sort_keys = [{"key": "", "text": "dataset order", "dir": "asc"}]
+    if any(label_of(sid) is not None for sid in shown):
+        sort_keys.append({"key": "label", "text": "label", "dir": "asc"})
+    for j, run in enumerate(opened):
+        who = display_name(run.method) + (f" ({Path(run.path).name})" if multi and sum(
+            r.method == run.method for r in opened) > 1 else "")
+        sort_keys.append({"key": f"p{j}", "text": f"{who}: predicted probability", "dir": "desc"})
+        for m in row_metrics:
+            if any(m in v for v in scores[j].values()):
+                title = evaluation.titles.get(m, m) if evaluation else m
+                sort_keys.append({"key": f"m{j}-{m}", "text": f"{who}: {title}", "dir": ROW_METRICS[m][1]})
+    rows = []
+    for sid in shown:
+        label = label_of(sid)
+        keys: dict[str, str] = {}
+        if label is not None:
+            keys["label"] = str(label)
+        mask = find_mask(Path(masks_dir), sid) if masks_dir is not None else None
+        row: dict[str, Any] = {
+            "id": str(sid), "label": name(label) if label is not None else None,
+            "input": [url(p, base) for p in sample_pngs(opened[0].directory.inputs, sid)],
+            "mask": [url(mask, base)] if mask is not None else [],
+        }
+        cells = []
+        for j, run in enumerate(opened):
+            i = rows_of[j][sid]
+            predicted = int(run.predicted[i])
+            explained = int(run.targets[i])
+            prob = float(probs[j][i, predicted]) if 0 <= predicted < probs[j].shape[1] else float("nan")
+            keys[f"p{j}"] = f"{prob:.6g}"
+            cell_scores = []
+            values = scores[j].get(str(sid), {})
+            for m in row_metrics:
+                if m in values:
+                    keys[f"m{j}-{m}"] = f"{values[m]:.6g}"
+                    short = ROW_METRICS[m][0]
+                    text = f"{values[m]:.0f}" if m == "pointing_game" else f"{values[m]:.3f}"
+                    cell_scores.append({"short": short, "title": evaluation.titles.get(m, m) if evaluation else m,
+                                        "text": text, "metric": m})
+            cells.append({
+                "method": display_name(run.method),
+                "images": [url(p, base) for p in sample_pngs(run.directory.overlays, sid)],
+                "explained": name(explained), "predicted": name(predicted), "prob": f"{prob:.2f}",
+                "wrong": label is not None and predicted != label, "scores": cell_scores,
+            })
+        row["cells"], row["sort"] = cells, keys
+        rows.append(row)
+    return sort_keys, rows
+
+
+# ------------------------------------------------------------------------------------------- config
+def _portable(path: str | os.PathLike[str] | None, base: Path) -> str | None:
+    """A path as written into the page: relative to the report's folder (the tree can move)."""
+    if path is None:
+        return None
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
+    except ValueError:  # another drive
+        return str(Path(path).resolve())
+
+
+def _config(opened: Sequence[Run], base: Path, title: str, masks_dir: Any, labels_file: Path | None, labels: Any,
+            names: dict[int, str], max_images: int) -> dict[str, Any]:
+    mapping = None
+    if labels_file is None and labels is not None:
+        mapping = [[k, int(v)] for k, v in labels.items()]
+    return {"version": CONFIG_VERSION, "runs": [_portable(run.path, base) for run in opened], "title": title,
+            "masks_dir": _portable(masks_dir, base), "labels_file": _portable(labels_file, base),
+            "labels": mapping, "class_names": [[k, v] for k, v in sorted(names.items())], "max_images": max_images}
+
+
+def read_config(report: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The arguments a report was written with (paths resolved), or None for a page without them
+    (not written by this version, or not a fastcam report)."""
+    report = Path(report)
+    try:
+        text = report.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.search(r'<script type="application/json" id="' + CONFIG_ID + r'">(.*?)</script>', text, flags=re.S)
+    if not found:
+        return None
+    try:
+        config = json.loads(found.group(1))
+    except ValueError:
+        return None
+    if not isinstance(config, dict) or config.get("version") != CONFIG_VERSION:
+        return None
+    base = report.parent
+
+    def resolve(p: Any) -> Path | None:
+        return None if p is None else base / str(p)
+
+    try:
+        labels: Any = resolve(config.get("labels_file"))
+        if labels is None and config.get("labels") is not None:
+            labels = {k: int(v) for k, v in config["labels"]}
+        return {"runs": [resolve(p) for p in config["runs"]], "title": str(config.get("title", "fastcam report")),
+                "masks_dir": resolve(config.get("masks_dir")), "labels": labels,
+                "class_names": {int(k): str(v) for k, v in config.get("class_names") or []},
+                "max_images": int(config.get("max_images", 200))}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def render_again(report: str | os.PathLike[str], evaluation: Any = None) -> bool:
+    """Write `report` again from the arguments it embeds, with `evaluation` (a `ReportEvaluation`, or a
+    callable taking the opened runs and returning one). False when the page embeds no arguments or its
+    runs cannot be opened any more."""
+    config = read_config(report)
+    if config is None:
+        return False
+    try:
+        runs = [open_run(p) for p in config.pop("runs")]
+    except (OSError, ValueError) as exc:  # a run moved or was deleted since: the page cannot be rebuilt
+        warnings.warn(f"{str(report)!r} cannot be rendered again ({exc}); its evaluation section is inserted "
+                      "instead", stacklevel=2)
+        return False
+    section = evaluation(runs) if callable(evaluation) else evaluation
+    write_report(runs, report, evaluation=section, **config)
+    return True
+
+
+__all__ = ["ReportEvaluation", "find_mask", "parse_class_names", "read_config", "read_labels",
+           "read_labels_and_names", "render_again", "sample_pngs", "url", "write_report"]

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from fastcam._backend import op
 from fastcam.cluster import BACKENDS as CLUSTER_BACKENDS
-from fastcam.cluster import dbscan, pairwise_quantile
+from fastcam.cluster import quantile_dbscan
 from fastcam.methods.base import CallContext, GradientCAM
 from fastcam.ops import accumulation, check_real
 from fastcam.ops.cfcam import DEFAULT_SIGMA, IMPORTANT, REFERENCE_RANGE_SIGMA, VARIANTS
@@ -84,8 +84,8 @@ def channel_labels(
 
     `IMPORTANT` (-2) for channels whose L2 norm is >= the `importance_percentile`-th percentile of the
     image's channel norms; the other m channels are clustered per image by
-    `fastcam.cluster.dbscan` (all images in one call) with
-    eps = max(`pairwise_quantile`(points, eps_percentile / 100), eps_floor) and
+    `fastcam.cluster.quantile_dbscan` (all images in one call, the distances computed once) with
+    eps = max(the eps_percentile-th percentile of the pairwise distances, eps_floor) and
     min_samples = max(min_samples_floor, ⌊min_samples_fraction · m⌋), giving `NOISE` (-1) or a
     cluster id 0, 1, ... numbered as scikit-learn does on the remaining channels in channel order.
 
@@ -120,16 +120,10 @@ def channel_labels(
     min_samples = torch.floor(remaining.to(torch.float64) * min_samples_fraction).to(torch.int64)
     min_samples = min_samples.clamp_min(min_samples_floor)
 
-    eps = torch.full((batch,), float(eps_floor), dtype=torch.float64, device=activations.device)
-    if size >= 2:
-        has_pairs = remaining >= 2
-        # images without a pair get two (finite, real) stand-in points so the batched call is defined;
-        # their quantile is discarded below
-        quantile_valid = valid | (~has_pairs.unsqueeze(1) & (slot < 2).unsqueeze(0))
-        quantile = pairwise_quantile(packed, eps_percentile / 100.0, quantile_valid)
-        eps = torch.where(has_pairs, quantile.clamp_min(eps_floor), eps)
-
-    clusters = dbscan(packed, eps, min_samples, backend=cluster_backend, valid=valid)
+    # one distance computation for eps and the clustering; an image with fewer than two remaining
+    # channels has no pairwise distance: its eps is eps_floor (the released code would crash there)
+    clusters, _ = quantile_dbscan(packed, eps_percentile / 100.0, min_samples, valid=valid,
+                                  eps_floor=eps_floor, backend=cluster_backend)
     labels.scatter_(1, order, torch.where(valid, clusters, IMPORTANT))
     return labels
 
@@ -161,8 +155,10 @@ class CFCAM(GradientCAM):
             "reference" (default 5.0).
         range_sigma: "reference" only: std of the range term (0.1).
         truncate: "paper" only: kernel radius = ⌊truncate · sigma + 0.5⌋ (4.0, scipy's default).
-        cluster_backend: `fastcam.cluster.dbscan` backend: "auto" (torch on CUDA, scikit-learn on CPU),
-            "torch", "sklearn", "cuml".
+        cluster_backend: the DBSCAN step's backend (`fastcam.cluster.quantile_dbscan`): "auto" and "torch"
+            (the fixed-shape torch engine on every device: one host read per call; label for label
+            scikit-learn's), "sklearn" (scikit-learn per image, on the CPU), "cuml" (untested: not
+            installable on our machines).
 
     Example:
         >>> with fastcam.CFCAM(model, "layer4", variant="reference") as cam:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import json
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,7 +20,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from fastcam.io.images import ImageFolder, Preprocess
-from fastcam.io.store import read_json
 
 #: (dataset indices of a batch's readable rows, their labels) -> targets for `explain`
 TargetsResolver = Callable[[Tensor, list[Any]], Any]
@@ -88,52 +91,141 @@ def dataset_and_ids(data: Any, preprocess: Preprocess | None) -> tuple[Dataset, 
 
 
 # ---------------------------------------------------------------------------------------------- targets
-def targets_resolver(targets: Any, ids: Sequence[Any]) -> tuple[TargetsResolver, Any]:
-    """A function (dataset indices of the ok rows, their labels) -> targets for `explain`, and a
-    JSON description of the choice (part of the run's settings)."""
-    if targets is None or targets == "predicted":
-        return (lambda idx, labels: None), "predicted"
+def targets_table(targets: Any, ids: Sequence[Any], source: str = "targets") -> int | Tensor:
+    """One class for all (int) or one per sample in dataset order (int64 tensor) of the per-sample kinds
+    of targets: an int, a sequence of N classes, a mapping sample id -> class, or a targets file
+    (`os.PathLike`, `read_targets_file`). A mapping must name every sample and nothing else."""
     if isinstance(targets, bool):
         raise TypeError("targets must be None, 'predicted', 'label', an int, a sequence or a mapping, got bool")
     if isinstance(targets, int):
-        return (lambda idx, labels: targets), int(targets)
-    if targets == "label":
+        return int(targets)
+    if isinstance(targets, os.PathLike):
+        source = f"targets file {str(targets)!r}"
+        targets = read_targets_file(targets)
+    if isinstance(targets, Mapping):
+        table = {str(k): v for k, v in targets.items()}
+        bad = [(k, v) for k, v in table.items() if not isinstance(v, int) or isinstance(v, bool)]
+        if bad:
+            raise ValueError(f"{source}: class {bad[0][1]!r} of {bad[0][0]!r} is not an integer class index")
+        known = {str(i) for i in ids}
+        unknown = sorted(k for k in table if k not in known)
+        if unknown:
+            raise ValueError(f"{source} names {len(unknown)} file(s) that are not in the data, e.g. {unknown[:3]}; "
+                             "paths must be relative to the data folder (remove or fix those rows)")
+        missing = [i for i in ids if str(i) not in table]
+        if missing:
+            raise ValueError(f"{source} has no class for {len(missing)} sample(s), e.g. {missing[:3]}; "
+                             "add a row for each")
+        return torch.tensor([table[str(i)] for i in ids], dtype=torch.long)
+    if isinstance(targets, (Sequence, Tensor)) and not isinstance(targets, str):
+        per_index = torch.as_tensor(list(targets) if not isinstance(targets, Tensor) else targets)
+        if per_index.is_floating_point() or per_index.dtype == torch.bool:
+            raise TypeError(f"{source} must hold integer class indices, got {per_index.dtype}")
+        per_index = per_index.long().flatten()
+        if per_index.numel() != len(ids):
+            raise ValueError(f"got {per_index.numel()} targets for a dataset of {len(ids)} samples")
+        return per_index
+    raise TypeError(f"targets must be None, 'predicted', 'label', an int, a sequence, a mapping or a targets file, "
+                    f"got {targets!r}")
+
+
+def targets_resolver(targets: Any, ids: Sequence[Any]) -> tuple[TargetsResolver, Any]:
+    """A function (dataset indices of the ok rows, their labels) -> targets for `explain`, and a
+    JSON description of the choice (part of the run's settings)."""
+    if targets is None or (isinstance(targets, str) and targets == "predicted"):
+        return (lambda idx, labels: None), "predicted"
+    if isinstance(targets, str) and targets == "label":
         def from_labels(idx: Tensor, labels: list[Any]) -> Tensor:
             if any(lab is None for lab in labels):
                 raise ValueError("targets='label' but the dataset's items carry no label")
             return torch.tensor([int(lab) for lab in labels], dtype=torch.long)
         return from_labels, "label"
-    if isinstance(targets, Mapping):
-        table = {str(k): int(v) for k, v in targets.items()}
-        missing = [i for i in ids if str(i) not in table]
-        if missing:
-            raise ValueError(f"targets has no class for {len(missing)} samples, e.g. {missing[:3]}")
-        per_index = torch.tensor([table[str(i)] for i in ids], dtype=torch.long)
-    elif isinstance(targets, (Sequence, Tensor)) and not isinstance(targets, str):
-        per_index = torch.as_tensor(list(targets) if not isinstance(targets, Tensor) else targets).long().flatten()
-        if per_index.numel() != len(ids):
-            raise ValueError(f"got {per_index.numel()} targets for a dataset of {len(ids)} samples")
-    else:
-        raise TypeError(f"targets must be None, 'predicted', 'label', an int, a sequence or a mapping, got {targets!r}")
+    table = targets_table(targets, ids)
+    if isinstance(table, int):
+        return (lambda idx, labels: table), table
+    per_index = table
     digest = hashlib.sha256(per_index.numpy().tobytes()).hexdigest()
     return (lambda idx, labels: per_index[idx]), {"per_sample_sha256": digest}
 
 
+def check_targets_range(targets: Any, ids: Sequence[Any], num_classes: int) -> None:
+    """Refuse, before anything is explained, a class outside [0, num_classes) anywhere in the targets,
+    naming the first offending sample (and the targets file it comes from)."""
+    if targets is None or isinstance(targets, str):
+        return  # the predicted class, or labels read with the images
+    source = f"targets file {str(targets)!r}" if isinstance(targets, os.PathLike) else "targets"
+    table = targets_table(targets, ids, source)
+    values = torch.as_tensor(table).view(-1)
+    bad = torch.nonzero((values < 0) | (values >= num_classes)).flatten()
+    if not bad.numel():
+        return
+    i = int(bad[0])
+    which = "" if isinstance(table, int) else f" of {ids[i]!r} (sample {i})"
+    more = f", and {bad.numel() - 1} more" if bad.numel() > 1 else ""
+    raise ValueError(f"{source}: class {int(values[i])}{which} is out of range for a model with {num_classes} "
+                     f"classes (0 to {num_classes - 1}){more}; fix the class or check --num-classes")
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf)", re.IGNORECASE)
+
+
 def read_targets_file(path: str | os.PathLike[str]) -> dict[str, int]:
-    """CSV (`relative/path,class` per line, optional header) or JSON ({path: class}) -> mapping."""
+    """A targets file -> {relative path: class}, parsed strictly.
+
+    CSV: one `relative/path,class` per line, an optional header line (a first line whose class field is
+    not a number), blank lines ignored; JSON: one object {path: class}. UTF-8, with or without a byte
+    order mark. Classes must be integers ("1.0" is refused); a path listed twice is refused. Errors
+    name the file and the line.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"targets file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"targets file {str(path)!r} is not UTF-8 text ({exc})") from None
     if path.suffix.lower() == ".json":
-        return {str(k): int(v) for k, v in read_json(path).items()}
+        def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            for key, value in pairs:
+                if key in seen:
+                    raise ValueError(f"targets file {str(path)!r} lists {key!r} twice")
+                seen[key] = value
+            return seen
+
+        try:
+            data = json.loads(text, object_pairs_hook=no_duplicates)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"targets file {str(path)!r} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"targets file {str(path)!r} must hold one JSON object {{\"relative/path.png\": class, "
+                             f"...}}, not a {type(data).__name__}")
+        for key, value in data.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"targets file {str(path)!r}: class {value!r} of {key!r} is not an integer "
+                                 "class index")
+        return data
     table: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) < 2 or not row[0].strip():
-                continue
-            try:
-                table[row[0].strip()] = int(row[1])
-            except ValueError:
-                if table:  # only a first (header) line may fail to parse
-                    raise ValueError(f"{str(path)!r}: class {row[1]!r} of {row[0]!r} is not an integer") from None
+    lines: dict[str, int] = {}
+    first = True
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        fields = [f.strip() for f in row]
+        if not any(fields):
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"targets file {str(path)!r} line {lineno}: expected 'relative/path,class', got "
+                             f"{len(fields)} field(s) {row!r}")
+        name, value = fields
+        header, first = first and not _NUMBER.fullmatch(value), False
+        if header:
+            continue
+        if not re.fullmatch(r"[+-]?\d+", value):
+            raise ValueError(f"targets file {str(path)!r} line {lineno}: class {value!r} of {name!r} is not an "
+                             "integer class index")
+        if name in table:
+            raise ValueError(f"targets file {str(path)!r} line {lineno}: {name!r} is listed twice (first on line "
+                             f"{lines[name]})")
+        table[name], lines[name] = int(value), lineno
     return table
 
 
@@ -146,9 +238,11 @@ def load_model(spec: str, weights: str | Path | None = None, num_classes: int | 
 
     SPEC (`fastcam.pipeline.specs`): `torchvision:NAME`, `timm:NAME`, `hf:PATH` (a local folder, never
     downloaded), `fastcam:NAME` (`fastcam.models` builders), `module:factory` (a callable returning an
-    nn.Module, or an nn.Module object), or a bare NAME: torchvision's, when torchvision is importable.
-    With `softcam=True` the built model is converted with `fastcam.softcam.convert` before the weights
-    (of the SoftCAM network) load.
+    nn.Module, or an nn.Module object; the module is imported as `python -m` would, the current directory
+    first), or a bare NAME: torchvision's, when torchvision is importable. With `softcam=True` the built
+    model is converted with `fastcam.softcam.convert` before the weights (of the SoftCAM network) load.
+    Weights that cannot be read, are refused (pickled objects) or do not fit the model raise a ValueError
+    saying so.
     """
     from fastcam.pipeline.specs import build
 
@@ -161,9 +255,27 @@ def load_model(spec: str, weights: str | Path | None = None, num_classes: int | 
         k = num_classes or _output_classes(model)
         model = sc.convert(model, k)
     if weights is not None:
-        model.load_state_dict(_load_state_dict(weights))
+        state = _load_state_dict(weights)
+        _check_fits(model, state, spec, weights)
+        model.load_state_dict(state)
         defaults["random_weights"] = False
     return model, defaults
+
+
+def _check_fits(model: nn.Module, state: Mapping[str, Any], spec: str, weights: str | Path) -> None:
+    """Refuse a state dict that does not fit the model, naming missing/unexpected keys and shape changes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}" for k in own
+              if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = [f"{len(missing)} missing key(s) (e.g. {missing[:3]})" if missing else "",
+             f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]})" if unexpected else "",
+             f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else ""]
+    raise ValueError(f"weights {str(weights)!r} do not fit the model {spec!r}: " + "; ".join(p for p in parts if p)
+                     + "; check --model, --num-classes and --in-channels (and --method softcam weights)")
 
 
 def _output_classes(model: nn.Module) -> int:
@@ -173,6 +285,14 @@ def _output_classes(model: nn.Module) -> int:
     return last[-1].out_features
 
 
+def _first_line(exc: BaseException) -> str:
+    """The informative line of a loader's error: the refused global of a weights-only unpickler, else the
+    first line."""
+    text = str(exc).strip()
+    refused = re.search(r"(unsupported GLOBAL [^\s]+|Unsupported global: GLOBAL [^\s]+)", text, re.IGNORECASE)
+    return refused.group(0) if refused else (text.splitlines()[0] if text else type(exc).__name__)
+
+
 def _load_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
@@ -180,8 +300,21 @@ def _load_state_dict(path: str | Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(f"cannot read weights {str(path)!r}: not a valid safetensors file ({_first_line(exc)}); "
+                             "check the file, or save it again with safetensors.torch.save_file") from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+            raise ValueError(f"refused to load weights {str(path)!r}: the file holds Python objects other than "
+                             f"tensors, which are never run ({_first_line(exc)}); save a plain state dict "
+                             "(torch.save(model.state_dict(), ...)) or a safetensors file") from exc
+        raise ValueError(f"cannot read weights {str(path)!r}: not a PyTorch file ({_first_line(exc)})") from exc
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise ValueError(f"cannot read weights {str(path)!r}: not a PyTorch file ({_first_line(exc)})") from exc
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -40,12 +40,31 @@ def rank_device(device: str | torch.device | None, ranks: Ranks) -> torch.device
     the CPU; a bare "cuda" also means cuda:LOCAL_RANK. A CUDA device is made current."""
     if device is None:
         device = f"cuda:{ranks.local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = parse_device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """A device the user named, refused with a ValueError saying what to do when it is not a device or is
+    not available here (CUDA without a GPU, a GPU index past the last one)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {str(device)!r} is not a device: use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} needs a CUDA GPU, but none is available here "
+                             "(torch.cuda.is_available() is False); use --device cpu") from None
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r} is not available here; use --device cpu")
+    return parsed
 
 
 @contextlib.contextmanager

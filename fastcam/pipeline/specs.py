@@ -11,7 +11,8 @@ A spec names where a model comes from; nothing is ever downloaded:
   safetensors only (a pickled `pytorch_model.bin` is refused); preprocessing from the folder's image
   processor config, read as JSON.
 - `fastcam:NAME`: a `fastcam.models` builder (plain torch, torchvision's layout).
-- `module:factory`: your own code (a callable returning an nn.Module, or a module object).
+- `module:factory`: your own code (a callable returning an nn.Module, or a module object), imported as
+  `python -m` would: modules of the current directory first.
 - a bare `NAME`: torchvision's model of that name when torchvision is importable; otherwise an error
   that suggests `fastcam:NAME`.
 
@@ -20,9 +21,13 @@ records it (`random_weights` in run.json).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,51 @@ from torch import nn
 from fastcam.io.images import IMAGENET_MEAN, IMAGENET_STD
 
 SCHEMES = ("torchvision", "timm", "hf", "fastcam")
+#: `module:callable` specs of fastcam's own model factories: not code named by a run directory
+_FASTCAM_FACTORIES = frozenset({"fastcam.demo:demo_cnn"})
+
+
+def spec_imports_code(spec: str) -> bool:
+    """Whether building the model of `spec` imports and calls code that the spec names (`module:callable`),
+    rather than a library's model by name (`torchvision:`, `timm:`, `fastcam:`, a bare torchvision name) or
+    a local Hugging Face folder (`hf:`: config and safetensors only, `trust_remote_code=False`).
+    `fastcam eval` does not do that for a spec read from a run directory unless the user names the model
+    or passes --trust-run."""
+    from fastcam import models as fc_models
+
+    scheme, sep, attr = spec.partition(":")
+    if not sep or scheme in SCHEMES:
+        return False
+    return not (spec in _FASTCAM_FACTORIES or (scheme == "fastcam.models" and attr in fc_models.BUILDERS))
+
+
+@contextlib.contextmanager
+def _current_directory_importable() -> Iterator[None]:
+    """Put the current directory first on sys.path, as `python -m` does, for the duration."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def import_from_spec(spec: str) -> Any:
+    """The object `module:attr` names, imported as `python -m` would (modules of the current directory
+    first)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        with _current_directory_importable():
+            return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load model spec {spec!r}: {exc} (the module is looked up in the current "
+                         "directory first, then on sys.path)") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        raise ValueError(f"cannot load model spec {spec!r}: importing {module_name!r} raised "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def _import(name: str, spec: str) -> Any:
@@ -81,11 +131,9 @@ def _fastcam(name: str, spec: str, num_classes: int | None, in_channels: int | N
 
 def _factory(module_name: str, attr: str, spec: str, num_classes: int | None,
              in_channels: int | None) -> tuple[nn.Module, dict[str, Any]]:
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load model spec {spec!r}: {exc}") from exc
-    model = obj if isinstance(obj, nn.Module) else obj(**_kwargs(num_classes, in_channels))
+    obj = import_from_spec(spec)
+    with _current_directory_importable():  # a factory may import its own modules lazily
+        model = obj if isinstance(obj, nn.Module) else obj(**_kwargs(num_classes, in_channels))
     # the factory may load weights itself: nothing is known about them, so nothing is claimed
     return model, {"source": "module", "random_weights": False}
 

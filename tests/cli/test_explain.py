@@ -28,7 +28,7 @@ def test_explain_overlays_report_and_resume(tmp_path: Path, folder: Path, weight
     assert run.meta["input_size"] == [32, 32] and run.meta["settings"]["model"]["spec"] == "fastcam:tiny_resnet"
     assert run.upsampled(0).shape == (32, 32)
     for sample_id in run.ids:
-        name = sample_id if sample_id.endswith(".png") else sample_id + ".png"
+        name = sample_id + ".png"  # one overlay name per id: "a.png" -> "a.png.png"
         with Image.open(out / "overlays" / name) as im:
             assert im.size == (32, 32) and im.mode == "RGB"
     report = parse_html(out / "report.html")

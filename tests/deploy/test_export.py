@@ -16,7 +16,6 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from torch import nn
 
 import fastcam
 from fastcam.deploy import OPSET, ExportInfo, export

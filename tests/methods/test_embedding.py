@@ -80,11 +80,12 @@ def test_explaining_does_not_disturb_inference_in_another_thread(method, resnet:
     expected_maps = cam(images)  # (Ablation-CAM's first call traces the model: before any other thread runs)
     with torch.no_grad():
         expected_logits = resnet(images)
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
     grad_seen: list[bool] = []
     logits_ok: list[bool] = []
 
     def explain() -> None:
+        started.wait(timeout=60)  # overlap for sure: the other thread is already running forwards
         try:
             for _ in range(4):
                 torch.testing.assert_close(cam(images), expected_maps)
@@ -92,7 +93,8 @@ def test_explaining_does_not_disturb_inference_in_another_thread(method, resnet:
             stop.set()
 
     def infer() -> None:
-        while not stop.is_set():
+        started.set()
+        while not stop.is_set() or len(logits_ok) < 4:
             for mode in (torch.no_grad, torch.inference_mode):
                 with mode():
                     grad_seen.append(torch.is_grad_enabled())

@@ -14,7 +14,7 @@ import fastcam
 from fastcam.cli import main
 from fastcam.io.volumes import VolumeFolder, VolumePreprocess
 from fastcam.models import tiny_resnet3d
-from fastcam.pipeline import explain_folder, open_run
+from fastcam.pipeline import open_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,8 +44,8 @@ def test_volume_folder_run_matches_the_explainer_and_reports_central_slices(volu
     assert run.lowres.shape == exp.lowres.shape and run.lowres.dim() == 4
     torch.testing.assert_close(run.lowres, exp.lowres, rtol=2e-3, atol=1e-6)  # float16 storage
     torch.testing.assert_close(run.upsampled("case1.npy"), exp.maps[1], rtol=2e-3, atol=2e-3)
-    overlays = sorted(p.name for p in run.directory.overlays.iterdir())
-    assert overlays == ["case0.npy.png", "case1.npy.png", "case2.nii.gz.png"]
+    overlays = sorted(p.name for p in run.directory.overlays.glob("*.png"))
+    assert overlays == ["case0.npy.png", "case1.npy.png", "case2.nii.gz.png"]  # one PNG per sample id
     from PIL import Image
 
     with Image.open(run.directory.overlays / "case0.npy.png") as png:  # axial | coronal | sagittal

@@ -1,4 +1,4 @@
-"""fastcam.cluster against scikit-learn (DBSCAN, label for label) and numpy (pairwise quantile, bit for bit)."""
+"""fastcam.cluster.dbscan against scikit-learn, label for label (moved from tests/test_cluster.py)."""
 from __future__ import annotations
 
 import math
@@ -8,27 +8,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn.cluster import DBSCAN
 
 from fastcam.cluster import dbscan, pairwise_quantile
 from fastcam.cluster.dbscan import cuml_available
+from fastcam_testkit import cluster as helpers
 
-SETTINGS = dict(deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
-
-
-def sklearn_labels(points: np.ndarray, eps, min_samples, valid: np.ndarray | None = None) -> np.ndarray:
-    """The oracle: sklearn.cluster.DBSCAN on each problem's valid points, float64."""
-    batch, count, _ = points.shape
-    eps = np.broadcast_to(np.asarray(eps, dtype=np.float64), (batch,))
-    min_samples = np.broadcast_to(np.asarray(min_samples), (batch,))
-    valid = np.ones((batch, count), dtype=bool) if valid is None else valid
-    out = np.full((batch, count), -1, dtype=np.int64)
-    for b in range(batch):
-        keep = np.flatnonzero(valid[b])
-        if keep.size:
-            model = DBSCAN(eps=float(eps[b]), min_samples=int(min_samples[b]))
-            out[b, keep] = model.fit(points[b, keep].astype(np.float64)).labels_
-    return out
+sklearn_labels = helpers.sklearn_labels
+SETTINGS = dict(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])
 
 
 def torch_labels(points: np.ndarray, eps, min_samples, valid=None, **kwargs) -> np.ndarray:
@@ -43,11 +29,6 @@ def torch_labels(points: np.ndarray, eps, min_samples, valid=None, **kwargs) -> 
     )
     assert isinstance(labels, torch.Tensor) and labels.dtype == torch.int64
     return labels.numpy()
-
-
-def explicit_distances(points: np.ndarray) -> np.ndarray:
-    """CF-CAM's reference: the full N×N matrix from the N×N×D difference array."""
-    return np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -145,7 +126,7 @@ def _two_clusters_and_a_shared_border() -> tuple[np.ndarray, int]:
     return line, 4
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=25)
 @given(st.permutations(list(range(9))), st.integers(1, 6), st.integers(0, 2**32 - 1))
 def test_border_point_between_two_clusters_in_every_order(order, dims, seed):
     line, border = _two_clusters_and_a_shared_border()
@@ -235,60 +216,6 @@ def test_output_type_and_device(backend, device):
 def test_integer_points_accepted_like_sklearn():
     points = np.random.default_rng(1).integers(-3, 4, size=(2, 30, 2))
     np.testing.assert_array_equal(dbscan(points, 1.5, 3, backend="torch"), sklearn_labels(points.astype(float), 1.5, 3))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# pairwise_quantile
-
-
-@settings(**SETTINGS)
-@given(
-    st.integers(0, 2**32 - 1),
-    st.integers(2, 50),
-    st.sampled_from([1, 3, 8, 49, 130]),
-    st.sampled_from(["int", "float32", "float64"]),
-    st.one_of(st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.floats(0, 1)),
-)
-def test_pairwise_quantile_is_numpy_bit_for_bit(seed, count, dims, kind, q):
-    rng = np.random.default_rng(seed)
-    points = rng.normal(size=(2, count, dims)) * rng.uniform(0.01, 100) + rng.normal(size=dims) * 10
-    if kind == "int":
-        points = np.round(points / np.abs(points).max() * 3)
-    elif kind == "float32":
-        points = np.maximum(points, 0).astype(np.float32)  # ReLU activations, as CF-CAM sees them
-    result = pairwise_quantile(torch.from_numpy(points), q)
-    assert isinstance(result, torch.Tensor) and result.dtype == torch.float64 and result.shape == (2,)
-    for b in range(2):
-        distances = explicit_distances(points[b].astype(np.float64))
-        expected = np.quantile(distances[~np.eye(count, dtype=bool)], q)
-        assert result[b].item() == expected  # exact, not approximately
-    assert pairwise_quantile(points[0], q) == np.quantile(  # (N, D) numpy in -> 0-d numpy out
-        explicit_distances(points[0].astype(np.float64))[~np.eye(count, dtype=bool)], q
-    )
-
-
-def test_pairwise_quantile_ragged_and_percentile():
-    rng = np.random.default_rng(5)
-    points = rng.normal(size=(3, 40, 7))
-    valid = rng.random((3, 40)) < 0.6
-    valid[:, :2] = True
-    points_padded = np.where(valid[..., None], points, np.inf)
-    result = pairwise_quantile(points_padded, 0.25, valid=valid)
-    for b in range(3):
-        kept = points[b][valid[b]]
-        distances = explicit_distances(kept)[~np.eye(len(kept), dtype=bool)]
-        assert result[b] == np.percentile(distances, 25)
-
-
-def test_pairwise_quantile_bad_input():
-    with pytest.raises(ValueError, match="at least 2 valid points"):
-        pairwise_quantile(np.zeros((2, 1, 3)), 0.5)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        pairwise_quantile(np.zeros((2, 5, 3)), 25)
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        pairwise_quantile(np.full((2, 5, 3), np.nan), 0.5)
-    with pytest.raises(TypeError):
-        pairwise_quantile(np.zeros((2, 5, 3)), "0.5")
 
 
 # ---------------------------------------------------------------------------------------------------------
