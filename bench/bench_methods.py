@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastcam.benchmark import CONTENDER_KEYS, Setting, Skip, build
+from fastcam.benchmark import DEFAULT_CONTENDER_KEYS, Setting, Skip, build
 
 
-@pytest.mark.parametrize("key", CONTENDER_KEYS)
+@pytest.mark.parametrize("key", DEFAULT_CONTENDER_KEYS)  # SS-CAM / IS-CAM: too slow for rounds
 def test_contender(benchmark, bench_setting: Setting, bench_rounds: int, key: str) -> None:  # noqa: ANN001
     try:
         run, close, note = build(key, bench_setting)

@@ -91,7 +91,7 @@ if has speed; then
     run 300 "$PY" -m fastcam bench --model tiny_resnet --size 32 --batch 2 --device cpu --warmup 1 --repeats 1 \
       --max-time 2 --quiet --channels-last --contenders inference,gradcam --out "$OUT/bench_dry_cl.json"
   else
-    FAST="inference,gradcam,gradcampp,cfcam,softcam-inference,softcam,layercam,xgradcam,torchcam-gradcam,torchcam-layercam,torchcam-xgradcam,captum-gradcam,pgc-gradcam,released-cfcam"
+    FAST="inference,gradcam,gradcampp,cfcam,softcam-inference,softcam,layercam,xgradcam,hirescam,gradcamelementwise,eigencam,eigengradcam,ablationcam,torchcam-gradcam,torchcam-layercam,torchcam-xgradcam,captum-gradcam,pgc-gradcam,released-cfcam"
     for batch in 64 256; do
       run 150 "$PY" -m fastcam bench --model resnet50 --size 224 --batch "$batch" --device cuda --warmup 3 --repeats 10 \
         --max-time 8 --quiet --contenders "$FAST" --out "$OUT/bench_resnet50_b${batch}_fp32.json"

@@ -52,8 +52,11 @@ from fastcam.models import BasicBlock, ResNet
 
 CLASS_NAMES = ("healthy", "lesion")
 _SPLITS = {"train": 1, "test": 2}
-#: the demo's constructor arguments per method: Score-CAM's masked forwards in large batches on the CPU
-_METHOD_KWARGS: dict[str, dict[str, Any]] = {"scorecam": {"batch_size": 256}}
+#: the demo's constructor arguments per method: perturbed forwards (Score-CAM's family, Ablation-CAM) in
+#: large batches on the CPU
+_METHOD_KWARGS: dict[str, dict[str, Any]] = {
+    m: {"batch_size": 256} for m in ("scorecam", "ablationcam", "sscam", "iscam")
+}
 
 
 @dataclass(frozen=True)
@@ -250,10 +253,22 @@ def _load_or_train(out: Path, config: DemoConfig, progress: bool, log: Any) -> t
 
 
 # ---------------------------------------------------------------------------------------------- job
+def demo_methods(methods: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The methods a demo explains with: None -> the registry's demo methods, ("all",) -> every registered
+    method, else the ids given (checked)."""
+    methods = method_names(demo=True) if methods is None else tuple(methods)
+    if methods == ("all",):
+        return method_names()
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown or not methods:
+        raise ValueError(f"unknown demo methods {unknown}; choose 'all' or from {', '.join(method_names())}")
+    return methods
+
+
 def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None, methods: tuple[str, ...] | None = None,
              device: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Generate, train, explain the test split with `methods` (default: every registered method), write
-    overlays and OUT/report.html.
+    """Generate, train, explain the test split with `methods` (default: the registry's demo methods,
+    `method_names(demo=True)`; "all" for every registered method), write overlays and OUT/report.html.
 
     The post-hoc methods explain the CNN at layer4; a self-explaining method (SoftCAM) its converted
     network. Returns a summary: paths, test accuracies, per-method timings.
@@ -263,10 +278,7 @@ def run_demo(out: str | Path = "runs/demo", config: DemoConfig | None = None, me
     from fastcam.pipeline import explain_dataset
 
     config = config or DemoConfig()
-    methods = method_names() if methods is None else tuple(methods)
-    unknown = [m for m in methods if m not in method_names()]
-    if unknown or not methods:
-        raise ValueError(f"unknown demo methods {unknown}; choose from {', '.join(method_names())}")
+    methods = demo_methods(methods)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 

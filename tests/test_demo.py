@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from fastcam.cli import main
-from fastcam.demo import DemoConfig, demo_cnn, make_sample, make_split
+from fastcam.demo import DemoConfig, demo_cnn, demo_methods, make_sample, make_split
 from fastcam.io.store import open_run
 from fastcam.methods.registry import method_names
 
-METHODS = method_names()  # the demo explains with every registered method
+METHODS = method_names(demo=True)  # the demo's default methods (--methods all: every registered one)
 
 
 def test_dataset_is_deterministic_with_masks_only_on_lesions() -> None:
@@ -78,3 +79,11 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys, parse_html: Callable) -> N
     for m in METHODS:
         after = json.loads((out / "runs" / m / "shard-00000-of-00001.progress.json").read_text())
         assert after["commits"] == json.loads(before[m])["commits"]
+
+
+def test_demo_methods_default_all_and_subsets() -> None:
+    assert demo_methods() == METHODS == ("gradcam", "gradcampp", "scorecam", "cfcam", "softcam")
+    assert demo_methods(("all",)) == method_names() and len(method_names()) > len(METHODS)
+    assert demo_methods(("layercam", "softcam")) == ("layercam", "softcam")
+    with pytest.raises(ValueError, match="unknown demo methods"):
+        demo_methods(("nope",))

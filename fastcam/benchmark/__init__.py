@@ -16,6 +16,7 @@ from fastcam._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "CONTENDERS": "fastcam.benchmark.contenders",
     "CONTENDER_KEYS": "fastcam.benchmark.contenders",
+    "DEFAULT_CONTENDER_KEYS": "fastcam.benchmark.contenders",
     "Contender": "fastcam.benchmark.contenders",
     "BenchConfig": "fastcam.benchmark.setting",
     "Setting": "fastcam.benchmark.setting",

@@ -8,6 +8,7 @@ method registry; the peers from their own libraries; the CF-CAM authors' loop fr
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -69,10 +70,12 @@ def _plain_inference(s: Setting) -> Built:
 
 def _fastcam_post_hoc(method: str) -> Callable[[Setting], Built]:
     def make(s: Setting) -> Built:
-        scorecam = method == "scorecam"
-        kwargs = {"batch_size": s.config.scorecam_batch_size} if scorecam else {}
-        cam = _fastcam_class(method)(s.model, s.layer_name, **kwargs)
-        note = f"{s.config.scorecam_batch_size} masked inputs per forward" if scorecam else ""
+        cls = _fastcam_class(method)
+        # methods that run perturbed forwards (Score-CAM's family, Ablation-CAM) pack them in batches
+        batched = "batch_size" in inspect.signature(cls.__init__).parameters
+        kwargs = {"batch_size": s.config.scorecam_batch_size} if batched else {}
+        cam = cls(s.model, s.layer_name, **kwargs)
+        note = f"{s.config.scorecam_batch_size} perturbed inputs per forward" if batched else ""
         return (lambda: cam(s.images, s.targets)), cam.close, note
     return make
 
@@ -149,6 +152,8 @@ _BUILDERS: dict[str, Callable[[Setting], Built]] = {
     "softcam": _fastcam_softcam,
     "torchcam-gradcam": _torchcam("gradcam"),
     "torchcam-scorecam": _torchcam("scorecam"),
+    "torchcam-layercam": _torchcam("layercam"),
+    "torchcam-xgradcam": _torchcam("xgradcam"),
     "captum-gradcam": _captum_gradcam,
     "pgc-gradcam": _pytorch_grad_cam("gradcam"),
     "pgc-scorecam": _pytorch_grad_cam("scorecam"),

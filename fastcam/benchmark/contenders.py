@@ -43,9 +43,14 @@ CONTENDERS: tuple[Contender, ...] = (
     _fastcam("softcam"),
     _torchcam("gradcam"),
     _torchcam("scorecam"),
+    _torchcam("layercam"),
+    _torchcam("xgradcam"),
     Contender("captum-gradcam", "captum LayerGradCam", "peer", "gradcam"),
     Contender("pgc-gradcam", "pytorch-grad-cam GradCAM", "peer", "gradcam"),
     Contender("pgc-scorecam", "pytorch-grad-cam ScoreCAM", "peer", "scorecam"),
     Contender("released-cfcam", "CF-CAM released code (per image)", "peer", "cfcam"),
 )
 CONTENDER_KEYS: tuple[str, ...] = tuple(c.key for c in CONTENDERS)
+#: what `fastcam bench` runs without --contenders: all but the registry's slow methods (SS-CAM, IS-CAM:
+#: tens of Score-CAMs per call), which run when asked for by name
+DEFAULT_CONTENDER_KEYS: tuple[str, ...] = tuple(c.key for c in CONTENDERS if not (c.method in METHODS and METHODS[c.method].slow))

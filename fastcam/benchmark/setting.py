@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fastcam.benchmark.contenders import CONTENDER_KEYS
+from fastcam.benchmark.contenders import CONTENDER_KEYS, DEFAULT_CONTENDER_KEYS
 from fastcam.pipeline.explain import AMP_DTYPES
 
 
@@ -20,9 +20,10 @@ class BenchConfig:
         device: "cuda" or "cpu"; amp: None, "bf16" or "fp16" (every contender's call autocast).
         layer: the target layer (default layer4); num_classes: the built model's classes.
         warmup, repeats: untimed and timed calls per contender.
-        scorecam_batch_size: fastcam ScoreCAM's masked inputs per forward; peer_scorecam_batch_size:
+        scorecam_batch_size: fastcam's perturbed inputs per forward (Score-CAM's family's masked inputs,
+            Ablation-CAM's ablated copies); peer_scorecam_batch_size:
             torchcam's / pytorch-grad-cam's (default: their own).
-        contenders: keys of `CONTENDERS` to run.
+        contenders: keys of `CONTENDERS` to run (default: `DEFAULT_CONTENDER_KEYS`).
         seed: of the random batch.
         interleave: one timed call per contender per round (False: each contender's calls in a row).
         max_time: stop timing a contender after this many seconds of timed calls (at least one call).
@@ -39,7 +40,7 @@ class BenchConfig:
     repeats: int = 10
     scorecam_batch_size: int = 64
     peer_scorecam_batch_size: int | None = None
-    contenders: tuple[str, ...] = CONTENDER_KEYS
+    contenders: tuple[str, ...] = DEFAULT_CONTENDER_KEYS
     seed: int = 0
     interleave: bool = True
     max_time: float | None = None

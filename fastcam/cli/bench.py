@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from fastcam.benchmark.contenders import CONTENDER_KEYS
+from fastcam.benchmark.contenders import CONTENDER_KEYS, DEFAULT_CONTENDER_KEYS
 
 NAME = "bench"
 
@@ -27,11 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast every contender's call")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per contender")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per contender")
-    p.add_argument("--scorecam-batch-size", type=int, default=64, help="fastcam ScoreCAM masked inputs per forward")
+    p.add_argument("--scorecam-batch-size", type=int, default=64,
+                   help="fastcam's perturbed inputs per forward (Score-CAM's masked inputs, Ablation-CAM's ablated copies)")
     p.add_argument("--peer-scorecam-batch-size", type=int, default=None,
                    help="torchcam / pytorch-grad-cam ScoreCAM batch size (default: their own, 32 / 16)")
     p.add_argument("--contenders", default=None, metavar="LIST",
-                   help=f"comma-separated subset of: {', '.join(CONTENDER_KEYS)} (default: all)")
+                   help=f"comma-separated subset of: {', '.join(CONTENDER_KEYS)} (default: all but "
+                   f"{', '.join(k for k in CONTENDER_KEYS if k not in DEFAULT_CONTENDER_KEYS) or 'none'})")
     p.add_argument("--out", default="bench/results", metavar="DIR|FILE.json", help="where the JSON goes")
     p.add_argument("--markdown", default=None, metavar="FILE.md", help="also write the Markdown tables here")
     p.add_argument("--seed", type=int, default=0)
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from fastcam.benchmark import BenchConfig, run_benchmark, write_results
 
     contenders = (tuple(c.strip() for c in args.contenders.split(",") if c.strip()) if args.contenders
-                  else CONTENDER_KEYS)
+                  else DEFAULT_CONTENDER_KEYS)
     config = BenchConfig(model=args.model, size=args.size, batch=args.batch,
                          device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), amp=args.amp,
                          layer=args.layer, num_classes=args.num_classes, warmup=args.warmup, repeats=args.repeats,

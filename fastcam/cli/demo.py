@@ -1,4 +1,4 @@
-"""`fastcam demo`: the built-in job, synthetic lesions explained by every method, with overlays and a report."""
+"""`fastcam demo`: the built-in job, synthetic lesions explained by the demo's methods (or all), with overlays and a report."""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +10,14 @@ NAME = "demo"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare `fastcam demo` and its flags."""
-    methods = method_names()
+    methods, shown = method_names(), method_names(demo=True)
     p = sub.add_parser(
         NAME,
-        help=f"the built-in job: synthetic lesions, a small CNN + SoftCAM, all {len(methods)} methods, overlays, "
-        "report",
+        help=f"the built-in job: synthetic lesions, a small CNN + SoftCAM, {len(shown)} methods (--methods all: "
+        f"{len(methods)}), overlays, report",
         description="Generate the deterministic synthetic lesion dataset (ground-truth masks kept), train a small "
         "CNN and its SoftCAM conversion on CPU, explain the test split with "
-        + ", ".join(display_name(m) for m in methods)
+        + ", ".join(display_name(m) for m in shown)
         + " (one run directory per method under OUT), write overlays and OUT/report.html.",
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR")
@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-test", type=int, default=None, help="test images explained (default 48; --quick 4)")
     p.add_argument("--image-size", type=int, default=None, help="square image side, a multiple of 8 (default 48; --quick 32)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs of the CNN (default 6; --quick 1)")
-    p.add_argument("--methods", default=",".join(methods), help="comma-separated subset of " + ",".join(methods))
+    p.add_argument("--methods", default=",".join(shown),
+                   help="'all', or a comma-separated subset of " + ",".join(methods) + f" (default: {','.join(shown)})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

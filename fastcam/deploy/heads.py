@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from fastcam._fx import LeafTracer
+
 __all__ = ["NotPooledLinearError", "PooledLinearHead", "pooled_linear_head"]
 
 _RELU_FUNCTIONS = (torch.relu, torch.relu_, F.relu)
@@ -63,17 +65,6 @@ class PooledLinearHead:
     linear: nn.Linear
     relu: bool
     steps: tuple[str, ...]
-
-
-class _LeafTracer(fx.Tracer):
-    """fx's tracer, with the target layer kept as one call (its output is the node to follow)."""
-
-    def __init__(self, target: nn.Module) -> None:
-        super().__init__()
-        self.target = target
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return m is self.target or super().is_leaf_module(m, module_qualified_name)
 
 
 def _is_shape_query(node: fx.Node) -> bool:
@@ -182,7 +173,7 @@ def _classify(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str | None,
 
 def _trace(model: nn.Module, layer: nn.Module) -> fx.GraphModule:
     try:
-        return fx.GraphModule(model, _LeafTracer(layer).trace(model))
+        return fx.GraphModule(model, LeafTracer(layer).trace(model))
     except Exception as exc:  # fx raises many types; any of them means "cannot verify"
         raise NotPooledLinearError(
             f"cannot trace {type(model).__name__} with torch.fx to verify what runs after the target layer "

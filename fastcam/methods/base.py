@@ -6,6 +6,13 @@ validate the images and the model (no host sync) → register the capture hooks 
 remove the hooks → one `torch.autograd.grad` to the target layers' outputs only (gradient methods) →
 one host sync for every NaN/Inf check of the call → `_get_weights(ctx)` → `combine` (weighted sum, ReLU,
 upsample, normalise; Triton or torch through the one dispatcher `fastcam._backend.op`) → `Explanation`.
+Methods whose map is not a per-channel weighted sum (HiResCAM, Layer-CAM, Eigen-CAM, ...) override
+`_get_lowres(ctx)` instead; their (B, *spatial) map goes through the shared `upsample_normalize` op.
+
+Options every method shares (see `fastcam.methods._smoothing`): `aug_smooth` runs pytorch-grad-cam's six
+augmented copies of the batch in the same forward and averages the de-augmented maps; `eigen_smooth`
+replaces the channel sum by the first principal component; gradient methods add SmoothGrad
+(`smooth=N` noisy copies in the same forward/backward).
 
 The explainer keeps no per-call state: everything a call computes travels in its `CallContext`, so one
 explainer may serve several threads, and other threads' forwards of the same model are never touched.
@@ -37,8 +44,19 @@ from fastcam._validation import (
 )
 from fastcam.explanation import Explanation
 from fastcam.methods._capture import capture
-from fastcam.ops import accumulation, check_real, upsample_normalize
-from fastcam.targets import Target, check_scores, resolve_target
+from fastcam.methods._smoothing import (
+    augment,
+    check_generator,
+    deaugment,
+    head_rows,
+    make_generator,
+    mean_over_copies,
+    owner,
+    per_image,
+    with_noise_copies,
+)
+from fastcam.ops import accumulation, channel_map, check_real, max_normalize, upsample
+from fastcam.targets import Target, check_scores, primary_tensor, resolve_target
 
 ReshapeTransform = Callable[[Tensor], Tensor]
 OutputFn = Callable[[Any], Tensor]
@@ -61,6 +79,11 @@ class CallContext:
         backend: "triton" or "torch", resolved once for the call.
         caller_amp: the caller's autocast dtype on this device, or None.
         layer_name: the target layer this context describes (multi-layer calls make one per layer).
+        extras: "output_fn"; "layer_output": the layer's raw output (before `reshape_transform`) for the
+            rows explained; with SmoothGrad, "gradient_samples" (N, B, C, *spatial): the N noisy copies'
+            gradients whose mean is `gradients` (Grad-CAM++ averages their powers).
+
+    With `aug_smooth`, B counts the augmented copies: every field describes the rows explained.
     """
 
     model: nn.Module
@@ -213,6 +236,11 @@ class BaseCAM(Explainer):
         output_fn: picks the (B, K) scores from the model's output when the defaults above do not.
         allow_train_mode: explain a model that is in training mode as it is (batch statistics, BatchNorm
             running statistics updated). By default such a model is refused: call `model.eval()`.
+        aug_smooth: pytorch-grad-cam's test-time augmentation: the maps of the batch's horizontal flips ×
+            intensity factors (0.9, 1, 1.1) (six copies, run in the same forward), flipped back, averaged
+            and max-normalised. The target is resolved once, on the unaugmented copy.
+        eigen_smooth: the map is the first principal component of the per-channel contributions
+            (w_c A_c, or the method's element-wise products) instead of their sum (`fastcam.ops.eigen`).
 
     No hook is installed outside a call. The model's train/eval mode and its parameters' `requires_grad`
     are left as they were; parameters' `.grad` are never computed.
@@ -227,6 +255,8 @@ class BaseCAM(Explainer):
         reshape_transform: ReshapeTransform | None = None,
         output_fn: OutputFn | None = None,
         allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -247,6 +277,13 @@ class BaseCAM(Explainer):
         self.reshape_transform = reshape_transform
         self.output_fn = output_fn
         self.allow_train_mode = bool(allow_train_mode)
+        for name, value in (("aug_smooth", aug_smooth), ("eigen_smooth", eigen_smooth)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
+
+    #: SmoothGrad noisy copies per image (gradient methods set it; 0 = none)
+    smooth: int = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.layer_name!r}, backend={self.backend!r})"
@@ -325,48 +362,72 @@ class BaseCAM(Explainer):
         """Gradient methods may transform dY/dA before any weighting (noise for robustness studies)."""
         return gradients
 
+    def _model_inputs(self, rows: Tensor) -> Tensor:
+        """What the forward runs: the rows explained, then any extra copies (SmoothGrad's noisy ones)."""
+        return rows
+
     def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
         images = check_image_batch(images)
         check_model_input(self.model, images, allow_train_mode=self.allow_train_mode)
         finite = FiniteCheck()
         finite.add("images (pixels)", images)
-        output, raws = self._forward(images)
-        for (name, _), raw in zip(self.layers, raws):  # reported in the order the values arise
-            finite.add(f"the activations of layer {name!r}", raw)
         batch = images.shape[0]
         size = tuple(images.shape[2:])
-        view = self.output_fn(output) if self.output_fn is not None else output
+        # Rows explained: the images, or with aug_smooth their augmented copies (copy 0: the images). The
+        # forward runs them and, for SmoothGrad, their noisy copies after them: one forward for all, and the
+        # target is resolved on the first `batch` rows (the images as given).
+        rows = augment(images) if self.aug_smooth else images
+        inputs = self._model_inputs(rows)
+        output, raws = self._forward(inputs)
+        for (name, _), raw in zip(self.layers, raws):  # reported in the order the values arise
+            finite.add(f"the activations of layer {name!r}", per_image(raw, batch))
+        view_all = self.output_fn(output) if self.output_fn is not None else output
+        view = view_all if inputs.shape[0] == batch else head_rows(view_all, batch)
         with torch.enable_grad() if self.uses_gradients else nullcontext():  # the score joins the graph
             target, logits = resolve_target(targets, view, batch)
-            scores = check_scores(target.score(view), batch)
+            if inputs.shape[0] != batch:
+                target = target.select(owner(inputs.shape[0], batch, images.device))
+            scores = check_scores(target.score(view_all), inputs.shape[0])
         if logits is not None:
             finite.add("the model's logits", logits)
         else:
-            finite.add("the target scores", scores)
+            finite.add("the target scores", per_image(scores, batch))
         classes = target.classes if target.classes is not None else torch.full((batch,), -1, dtype=torch.long)
+        classes = classes if classes.shape[0] == batch else classes[:batch]
         classes = classes.to(images.device)
         device_type = images.device.type
         amp = _caller_amp(device_type)
-        raw_grads = self._gradients(scores, raws) if self.uses_gradients else [None] * len(raws)
+        # SmoothGrad: only the noisy copies' scores are differentiated (the clean rows give the activations)
+        grad_scores = scores[rows.shape[0]:] if self.smooth else scores
+        raw_grads = self._gradients(grad_scores, raws) if self.uses_gradients else [None] * len(raws)
+        explained = rows.shape[0]
+        if explained != inputs.shape[0]:
+            view_all = head_rows(view_all, explained)
+            target = target.select(owner(explained, batch, images.device))
+        row_logits = logits if logits is None or explained == batch else primary_tensor(view_all)
         contexts = []
         alive: list[Tensor] = []  # per layer: the target's gradient there is not exactly zero for the whole batch
         for (name, _), raw, raw_grad in zip(self.layers, raws, raw_grads):
-            activations = self._layout(raw.detach(), name, size)
-            gradients = None
+            raw_rows = raw.detach() if explained == raw.shape[0] else raw.detach()[:explained]
+            activations = self._layout(raw_rows, name, size)
+            gradients, extras = None, {"output_fn": self.output_fn, "layer_output": raw_rows}
             if raw_grad is not None:
                 gradients = self._layout(raw_grad, name, size)
-                finite.add(f"the gradients at layer {name!r}", gradients)
+                finite.add(f"the gradients at layer {name!r}", per_image(gradients, batch))
                 alive.append(gradients.any())
-                gradients = self._transform_gradients(gradients, images)
+                if self.smooth:
+                    gradients, extras["gradient_samples"] = mean_over_copies(gradients, explained)
+                gradients = self._transform_gradients(gradients, rows)
             if activations.dim() != images.dim():
                 raise ValueError(
                     f"layer {name!r} gives {activations.dim() - 2}-D maps {tuple(activations.shape)} for "
                     f"{images.dim() - 2}-D images {tuple(images.shape)}"
                 )
             contexts.append(CallContext(
-                model=self.model, images=images, output=view, logits=logits, target=target, targets=classes,
-                activations=activations, gradients=gradients, backend=resolve_backend(self.backend, activations),
-                caller_amp=amp, layer_name=name, extras={"output_fn": self.output_fn},
+                model=self.model, images=rows, output=view_all, logits=row_logits, target=target,
+                targets=classes if explained == batch else classes.repeat(explained // batch),
+                activations=activations, gradients=gradients,
+                backend=resolve_backend(self.backend, activations), caller_amp=amp, layer_name=name, extras=extras,
             ))
         # the call's one host sync: nothing non-finite reaches the weights or the maps
         alive_layers = finite.raise_if_any(torch.stack(alive) if alive else None)
@@ -376,29 +437,46 @@ class BaseCAM(Explainer):
         # Weights and the combine are computed in float32 even inside a caller's autocast region; model
         # forwards inside `_get_weights` get the caller's autocast back through `ctx.model_autocast()`.
         with torch.autocast(device_type=device_type, enabled=False):
-            results = []
-            for ctx in contexts:
-                weights = self._get_weights(ctx)
-                results.append(op("combine", ctx.backend)(ctx.activations, weights, size))
-            lowres, maps = results[0] if len(results) == 1 else self._fuse(results, size)
-        scores_out = logits if logits is not None else scores.unsqueeze(1)
+            results = [self._combine(ctx, size) for ctx in contexts]
+            lowres, maps = results[0] if len(results) == 1 else self._fuse([low for low, _ in results], size)
+            if self.aug_smooth:
+                lowres, maps = deaugment(lowres, batch), deaugment(maps, batch)
+        scores_out = logits if logits is not None else scores[:batch].unsqueeze(1)
         return Explanation(maps=maps, lowres=lowres, logits=scores_out.detach().float(), targets=classes)
 
-    @staticmethod
-    def _fuse(results: list[tuple[Tensor, Tensor]], size: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-        r"""Multi-layer fusion: the mean of the per-layer maps (each already in [0, 1]), max-normalised
-        again; `lowres` is the same fusion at the finest layer's resolution.
+    def _combine(self, ctx: CallContext, size: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """(lowres, maps) of one layer. Weighted-sum methods take the fused `combine` op (weighted sum, ReLU,
+        upsample, normalise in one pass); methods overriding `_get_lowres`, and `eigen_smooth`, take
+        `_get_lowres` followed by the shared `upsample_normalize` op."""
+        if not self.eigen_smooth and type(self)._get_lowres is BaseCAM._get_lowres:
+            return op("combine", ctx.backend)(ctx.activations, self._get_weights(ctx), size)
+        lowres = self._get_lowres(ctx)
+        return lowres, op("upsample_normalize", ctx.backend)(lowres, size)
 
-        pytorch-grad-cam fuses min-max scaled per-layer maps the same way (mean, then scale); fastcam's maps
-        are ReLU'd and max-normalised (an all-zero map stays zero), and so is the fusion.
+    def _get_lowres(self, ctx: CallContext) -> Tensor:
+        r"""The extension point of maps that are not a per-channel weighted sum: (B, *spatial) float32 >= 0
+        at the layer's resolution. The default is $\mathrm{ReLU}(\sum_c w_c A_c)$ with $w$ from
+        `_get_weights` (or, with `eigen_smooth`, the ReLU'd first principal component of $w_c A_c$)."""
+        weights = self._get_weights(ctx)
+        contributions = weights.view(*weights.shape, *([1] * len(ctx.spatial_dims))) * accumulation(ctx.activations)
+        return channel_map(contributions, eigen=self.eigen_smooth)
+
+    @staticmethod
+    def _fuse(lowres: list[Tensor], size: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        r"""Multi-layer fusion, pytorch-grad-cam's aggregation: each layer's ReLU'd map normalised at its
+        own resolution, upsampled to the input, averaged over the layers, normalised again:
+
+        $$ M = \mathrm{norm}\Big(\frac1{n}\sum_l U\big(\mathrm{norm}(L_l)\big)\Big) $$
+
+        pytorch-grad-cam's norm is min-max, $(x - \min x) / (\max x - \min x + 10^{-7})$; fastcam's is
+        $x / \max x$ (maps are ReLU'd, so they already start at 0 unless no pixel is zero; an all-zero map
+        stays zero), as for single-layer maps. `lowres` is the same fusion at the finest layer's resolution.
         """
-        maps = torch.stack([m for _, m in results]).mean(dim=0)
-        finest = max((low.shape[1:] for low, _ in results), key=lambda s: torch.Size(s).numel())
-        lows = torch.stack([upsample_normalize(low, tuple(finest)) for low, _ in results]).mean(dim=0)
-        peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
-        low_peak = lows.flatten(1).amax(dim=1).clamp_min(torch.finfo(lows.dtype).tiny)
-        shape = (-1,) + (1,) * (maps.dim() - 1)
-        return lows / low_peak.view((-1,) + (1,) * (lows.dim() - 1)), maps / peak.view(shape)
+        finest = max((low.shape[1:] for low in lowres), key=lambda s: torch.Size(s).numel())
+        normed = [max_normalize(low.float()) for low in lowres]
+        maps = torch.stack([upsample(n, size) for n in normed]).mean(dim=0)
+        lows = torch.stack([upsample(n, tuple(finest)) for n in normed]).mean(dim=0)
+        return max_normalize(lows), max_normalize(maps)
 
     def _get_weights(self, ctx: CallContext) -> Tensor:
         """Per-channel weights (B, C), float32 or wider (`accumulation`)."""
@@ -406,26 +484,34 @@ class BaseCAM(Explainer):
 
 
 class GradientCAM(BaseCAM):
-    """Base class of the methods that weight channels from dY/dA (Grad-CAM, Grad-CAM++, CF-CAM, ...).
+    r"""Base class of the methods that weight channels from dY/dA (Grad-CAM, Grad-CAM++, CF-CAM, ...).
 
     Extra args:
+        smooth: SmoothGrad (Smilkov et al. 2017) as torchcam's Smooth Grad-CAM++ (Omeiza et al. 2019) uses
+            it: N noisy copies $x + \varepsilon_n$, $\varepsilon_n \sim \mathcal N(0, \sigma^2)$, of every
+            image run in the *same* forward and backward as the images (B·(N+1) rows); the method's formula
+            then takes $\bar g = \frac1N \sum_n \partial y / \partial A(x + \varepsilon_n)$ as the gradient
+            and the clean image's activations $A(x)$ (Grad-CAM++ averages $g^2$ and $g^3$ instead).
+            0 = off.
+        smooth_sigma: the noise std $\sigma$, in input units (torchcam's default 0.3).
         gradient_noise: std of Gaussian noise added to dY/dA before any weighting (robustness studies;
             0 = none), the same for every gradient method (see fastcam.metrics.gradient_noise_robustness).
-        generator: the noise's source: a `torch.Generator` on the activations' device (its state
-            advances), an int seed (a fresh generator each call: the same noise on every call with the same
-            shapes), or None (torch's global RNG).
+        generator: the source of both noises: a `torch.Generator` on the images' device (its state
+            advances), an int seed (a fresh generator each call and each noise: the same noise on every call
+            with the same shapes), or None (torch's global RNG).
     """
 
     uses_gradients = True
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, gradient_noise: float = 0.0,
-                 generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, target_layer: Any, *, smooth: int = 0, smooth_sigma: float = 0.3,
+                 gradient_noise: float = 0.0, generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
         super().__init__(model, target_layer, **kwargs)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
-                raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+        if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 0:
+            raise ValueError(f"smooth must be an int >= 0 (noisy copies per image), got {smooth!r}")
+        self.smooth = int(smooth)
+        self.smooth_sigma = check_real("smooth_sigma", smooth_sigma, low=0, low_inclusive=True)
         self.gradient_noise = check_real("gradient_noise", gradient_noise, low=0, low_inclusive=True)
-        self.generator = generator
+        self.generator = check_generator(generator)
 
     def with_gradient_noise(self, sigma: float, generator: torch.Generator | int | None = None) -> "GradientCAM":
         """A copy of this explainer whose gradients get N(0, sigma²) noise (this one is left unchanged)."""
@@ -434,12 +520,14 @@ class GradientCAM(BaseCAM):
         noisy.generator = generator
         return noisy
 
+    def _model_inputs(self, rows: Tensor) -> Tensor:
+        if not self.smooth:
+            return rows
+        return with_noise_copies(rows, self.smooth, self.smooth_sigma, make_generator(self.generator, rows.device))
+
     def _transform_gradients(self, gradients: Tensor, images: Tensor) -> Tensor:
         if not self.gradient_noise:
             return gradients
-        generator = self.generator
-        if generator is not None and not isinstance(generator, torch.Generator):
-            # a generator must live on the tensors' device, so a seed becomes one here, afresh each call
-            generator = torch.Generator(device=gradients.device).manual_seed(int(generator))
+        generator = make_generator(self.generator, gradients.device)
         noise = torch.randn(gradients.shape, generator=generator, device=gradients.device, dtype=gradients.dtype)
         return gradients + self.gradient_noise * noise

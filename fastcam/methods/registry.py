@@ -25,6 +25,9 @@ class MethodInfo:
             which explains its own self-explainable network (no target layer).
         reference: the paper.
         torchcam: the torchcam class of the same method (a benchmark contender and parity oracle), if any.
+        demo: shown by `fastcam demo` by default (every method with `--methods all`).
+        slow: averages many perturbed forwards per channel (SS-CAM, IS-CAM: 10-35 Score-CAMs' worth per
+            call); left out of `fastcam bench`'s default contenders.
     """
 
     name: str
@@ -33,6 +36,8 @@ class MethodInfo:
     post_hoc: bool = True
     reference: str = ""
     torchcam: str | None = None
+    demo: bool = False
+    slow: bool = False
 
     def load(self) -> type:
         """The explainer class (imports torch)."""
@@ -47,23 +52,42 @@ class MethodInfo:
 
 _METHODS: tuple[MethodInfo, ...] = (
     MethodInfo("gradcam", "Grad-CAM", "fastcam.methods.gradcam:GradCAM",
-               reference="Selvaraju et al., ICCV 2017", torchcam="GradCAM"),
+               reference="Selvaraju et al., ICCV 2017", torchcam="GradCAM", demo=True),
     MethodInfo("gradcampp", "Grad-CAM++", "fastcam.methods.gradcampp:GradCAMPlusPlus",
-               reference="Chattopadhay et al., WACV 2018", torchcam="GradCAMpp"),
+               reference="Chattopadhay et al., WACV 2018", torchcam="GradCAMpp", demo=True),
     MethodInfo("scorecam", "Score-CAM", "fastcam.methods.scorecam:ScoreCAM",
-               reference="Wang et al., CVPR-W 2020", torchcam="ScoreCAM"),
+               reference="Wang et al., CVPR-W 2020", torchcam="ScoreCAM", demo=True),
     MethodInfo("cfcam", "CF-CAM", "fastcam.methods.cfcam:CFCAM",
-               reference="He, Pan & Yao, arXiv 2504.00060, 2025"),
+               reference="He, Pan & Yao, arXiv 2504.00060, 2025", demo=True),
+    MethodInfo("layercam", "Layer-CAM", "fastcam.methods.layercam:LayerCAM",
+               reference="Jiang et al., IEEE TIP 2021", torchcam="LayerCAM"),
+    MethodInfo("xgradcam", "XGrad-CAM", "fastcam.methods.xgradcam:XGradCAM",
+               reference="Fu et al., BMVC 2020", torchcam="XGradCAM"),
+    MethodInfo("hirescam", "HiResCAM", "fastcam.methods.hirescam:HiResCAM",
+               reference="Draelos & Carin, arXiv 2011.08891, 2020"),
+    MethodInfo("gradcamelementwise", "Grad-CAM element-wise", "fastcam.methods.gradcam_elementwise:GradCAMElementWise",
+               reference="pytorch-grad-cam (Gildenblat et al.), GradCAMElementWise"),
+    MethodInfo("eigencam", "Eigen-CAM", "fastcam.methods.eigencam:EigenCAM",
+               reference="Muhammad & Yeasin, IJCNN 2020"),
+    MethodInfo("eigengradcam", "Eigen-Grad-CAM", "fastcam.methods.eigengradcam:EigenGradCAM",
+               reference="pytorch-grad-cam (Gildenblat et al.), EigenGradCAM"),
+    MethodInfo("ablationcam", "Ablation-CAM", "fastcam.methods.ablationcam:AblationCAM",
+               reference="Desai & Ramaswamy, WACV 2020"),
+    MethodInfo("sscam", "SS-CAM", "fastcam.methods.sscam:SSCAM",
+               reference="Wang, Naidu et al., arXiv 2006.14255, 2020", torchcam="SSCAM", slow=True),
+    MethodInfo("iscam", "IS-CAM", "fastcam.methods.iscam:ISCAM",
+               reference="Naidu et al., arXiv 2010.03023, 2020", torchcam="ISCAM", slow=True),
     MethodInfo("softcam", "SoftCAM", "fastcam.methods.softcam:SoftCAM", post_hoc=False,
-               reference="Djoumessi & Berens, MIDL 2026"),
+               reference="Djoumessi & Berens, MIDL 2026", demo=True),
 )
 
 METHODS: dict[str, MethodInfo] = {m.name: m for m in _METHODS}
 
 
-def method_names(*, post_hoc: bool | None = None) -> tuple[str, ...]:
-    """All method ids in registry order; `post_hoc=True/False` filters."""
-    return tuple(m.name for m in _METHODS if post_hoc is None or m.post_hoc == post_hoc)
+def method_names(*, post_hoc: bool | None = None, demo: bool | None = None, slow: bool | None = None) -> tuple[str, ...]:
+    """All method ids in registry order; `post_hoc=`, `demo=` and `slow=` True/False filter."""
+    wanted = {"post_hoc": post_hoc, "demo": demo, "slow": slow}
+    return tuple(m.name for m in _METHODS if all(v is None or getattr(m, k) == v for k, v in wanted.items()))
 
 
 def get_method(name: str) -> MethodInfo:

@@ -7,12 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastcam.methods._smoothing import make_generator
 from fastcam.methods.base import BaseCAM, CallContext
 from fastcam.ops import accumulation
 from fastcam.targets import Target, repeat_output
 
 SCORES = ("probability", "logit")
 _MODES = {4: "bilinear", 5: "trilinear"}
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """A positive int (not a bool), or a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
 
 
 def normalize_channels(activations: Tensor) -> Tensor:
@@ -48,11 +56,9 @@ class ScoreCAM(BaseCAM):
     def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, score: str = "probability",
                  **kwargs: Any) -> None:
         super().__init__(model, target_layer, **kwargs)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = check_positive_int("batch_size", batch_size)
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        self.batch_size = batch_size
         self.score = score
 
     def _target_score(self, target: Target, output: Any) -> Tensor:
@@ -60,34 +66,56 @@ class ScoreCAM(BaseCAM):
         scores = target.probability(output) if self.score == "probability" else target.score(output)
         return accumulation(scores)
 
+    #: a source of randomness for `_masked_inputs` (SS-CAM's noise); Score-CAM draws none
+    generator: torch.Generator | int | None = None
+    #: whether constant channels (all-zero masks) may share one forward of the zero image: true when the
+    #: masked input of a zero mask is the zero image whatever the image and the sample
+    zero_masks_give_zero_images: bool = True
+
+    @property
+    def samples(self) -> int:
+        """Masked inputs per channel and image (1; SS-CAM and IS-CAM average over several)."""
+        return 1
+
+    def _masked_inputs(self, images: Tensor, masks: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
+        r"""The masked inputs of one chunk: images (n, C, *size) of the rows, their upsampled masks
+        (n, 1, *size), the sample index of each row (n,). Score-CAM: $x \odot M$."""
+        return images * masks.to(images.dtype)
+
     @torch.no_grad()
     def _get_weights(self, ctx: CallContext) -> Tensor:
         images, activations, target = ctx.images, ctx.activations, ctx.target
         batch, channels = activations.shape[:2]
+        pairs, samples = batch * channels, self.samples
         masks = normalize_channels(activations).flatten(0, 1).unsqueeze(1)  # (B*C, 1, *spatial)
         owner = torch.arange(batch, device=images.device).repeat_interleave(channels)  # image of each mask
         # A constant channel normalises to an all-zero mask, so its masked input is the zero image whatever
         # the image: one forward of f(0) scores all of them (dead post-ReLU channels are common), exactly.
         flat = activations.flatten(2)
-        span = flat.amax(dim=2) - flat.amin(dim=2)
-        live = torch.nonzero(span.flatten() > 0).squeeze(1)  # one host sync: the loop needs the count
-        if live.numel() < batch * channels:
+        constant = (flat.amax(dim=2) - flat.amin(dim=2)).flatten() == 0
+        if not self.zero_masks_give_zero_images:
+            constant = torch.zeros_like(constant)
+        live = torch.nonzero(~constant).squeeze(1)  # one host sync: the loop needs the count
+        totals = torch.zeros(pairs, dtype=masks.dtype, device=images.device)  # summed over the samples
+        if live.numel() < pairs:
             zero_image = torch.zeros_like(images[:1])
             with ctx.model_autocast():
                 zero_output = ctx.model(zero_image)
             zero_scores = self._target_score(target, repeat_output(ctx.view(zero_output), batch))
-            scores = zero_scores.index_select(0, owner)
-        else:
-            scores = torch.empty(batch * channels, dtype=masks.dtype, device=images.device)
+            totals = torch.where(constant, samples * zero_scores.to(totals.dtype).index_select(0, owner), totals)
+        generator = make_generator(self.generator, images.device)
         size = tuple(images.shape[2:])
-        for start in range(0, live.numel(), self.batch_size):
-            chunk = live[start : start + self.batch_size]
-            idx = owner.index_select(0, chunk)
-            up = F.interpolate(masks.index_select(0, chunk), size=size, mode=_MODES[images.dim()], align_corners=False)
-            masked = images.index_select(0, idx) * up.to(images.dtype)
+        # Rows (sample, live pair), sample-major, packed into forwards of `batch_size` across every image,
+        # channel and sample of the batch.
+        rows = samples * live.numel()
+        for start in range(0, rows, self.batch_size):
+            row = torch.arange(start, min(start + self.batch_size, rows), device=images.device)
+            pair = live.index_select(0, row % live.numel())
+            idx = owner.index_select(0, pair)
+            up = F.interpolate(masks.index_select(0, pair), size=size, mode=_MODES[images.dim()], align_corners=False)
+            masked = self._masked_inputs(images.index_select(0, idx), up, row // live.numel(), generator)
             with ctx.model_autocast():  # masked forwards keep the caller's AMP
                 out = ctx.model(masked)
-            scores[chunk] = self._target_score(target.select(idx), ctx.view(out)).to(scores.dtype)
+            totals.index_add_(0, pair, self._target_score(target.select(idx), ctx.view(out)).to(totals.dtype))
         baseline = self._target_score(target, ctx.output)
-        return torch.softmax(scores.view(batch, channels) - baseline.unsqueeze(1), dim=1)
-
+        return torch.softmax((totals / samples).view(batch, channels) - baseline.unsqueeze(1), dim=1)

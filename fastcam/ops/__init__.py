@@ -18,12 +18,14 @@ from fastcam.ops.cfcam import (
     masked_softmax,
     reference_filtered_mean,
 )
-from fastcam.ops.combine import accumulation, combine, upsample_normalize, weighted_sum_relu
+from fastcam.ops.combine import accumulation, combine, max_normalize, upsample, upsample_normalize, weighted_sum_relu
+from fastcam.ops.eigen import channel_map, first_component
 from fastcam.ops.softcam import DEFAULT_TEMPERATURE, evidence_head, pool_evidence, softcam_maps
 
 __all__ = [
     "DEFAULT_SIGMA", "DEFAULT_TEMPERATURE", "FLOAT_DTYPES", "IMPORTANT", "NOISE", "POOLS", "REFERENCE_NORM_EPS",
     "REFERENCE_RANGE_SIGMA", "VARIANTS", "accumulation", "check_activations", "check_real", "check_size",
-    "cluster_filter_weights", "combine", "evidence_head", "gaussian_coverage", "gaussian_coverage_nd", "masked_softmax", "pool_evidence",
-    "reference_filtered_mean", "softcam_maps", "upsample_normalize", "weighted_sum_relu",
+    "channel_map", "cluster_filter_weights", "combine", "evidence_head", "first_component", "gaussian_coverage",
+    "gaussian_coverage_nd", "masked_softmax", "max_normalize", "pool_evidence", "reference_filtered_mean",
+    "softcam_maps", "upsample", "upsample_normalize", "weighted_sum_relu",
 ]

@@ -37,18 +37,25 @@ def weighted_sum_relu(activations: Tensor, weights: Tensor) -> Tensor:
     return torch.relu(summed).view(activations.shape[0], *activations.shape[2:]).float()
 
 
-def upsample_normalize(lowres: Tensor, size: Sequence[int]) -> Tensor:
-    """Upsampling (bilinear for (B, h, w), trilinear for (B, d, h, w); align_corners=False) of non-negative
-    maps to `size`, divided by each map's max. An all-zero map stays zero: the max is clamped to the
-    smallest normal float, so no division by zero and no NaN.
-    """
+def upsample(lowres: Tensor, size: Sequence[int]) -> Tensor:
+    """Upsampling (bilinear for (B, h, w), trilinear for (B, d, h, w); align_corners=False) of maps to
+    `size`, in float32, not normalised."""
     size = check_size(size)
     if lowres.dim() - 1 != len(size):
         raise ValueError(f"lowres {tuple(lowres.shape)} and size {tuple(size)} disagree on the number of spatial dims")
-    maps = F.interpolate(lowres.float().unsqueeze(1), size=size, mode=_MODES[len(size)], align_corners=False)
-    maps = maps.squeeze(1)
+    return F.interpolate(lowres.float().unsqueeze(1), size=size, mode=_MODES[len(size)], align_corners=False).squeeze(1)
+
+
+def max_normalize(maps: Tensor) -> Tensor:
+    """Each non-negative map (B, ...) divided by its max; an all-zero map stays zero (the max is clamped
+    to the smallest normal float: no division by zero, no NaN)."""
     peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
-    return maps / peak.view(-1, *([1] * len(size)))
+    return maps / peak.view(-1, *([1] * (maps.dim() - 1)))
+
+
+def upsample_normalize(lowres: Tensor, size: Sequence[int]) -> Tensor:
+    """`upsample` of non-negative maps to `size`, then `max_normalize`."""
+    return max_normalize(upsample(lowres, size))
 
 
 def combine(activations: Tensor, weights: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -22,3 +22,28 @@ def test_every_contender_has_one_builder() -> None:
                                        contenders=("inference",)))
     with pytest.raises(ValueError, match="unknown contender 'fastgradcam'"):
         build("fastgradcam", setting)
+
+
+def test_torchcam_contenders_and_the_default_selection() -> None:
+    from fastcam.benchmark.contenders import DEFAULT_CONTENDER_KEYS
+
+    peers = {c.key: c for c in CONTENDERS if c.group == "peer"}
+    for method in ("gradcam", "scorecam", "layercam", "xgradcam"):
+        assert peers[f"torchcam-{method}"].name == f"torchcam {METHODS[method].torchcam}"
+    slow = set(method_names(slow=True))
+    assert slow == {"sscam", "iscam"}
+    assert set(CONTENDER_KEYS) - set(DEFAULT_CONTENDER_KEYS) == slow
+    assert BenchConfig().contenders == DEFAULT_CONTENDER_KEYS
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("key", ["torchcam-layercam", "torchcam-xgradcam", "ablationcam", "layercam"])
+def test_new_contenders_run(key: str) -> None:
+    setting = make_setting(BenchConfig(model="tiny_resnet", size=32, batch=2, device="cpu", scorecam_batch_size=16,
+                                       contenders=(key,)))
+    run, close, note = build(key, setting)
+    try:
+        assert run() is not None
+    finally:
+        close()
+    assert ("16 perturbed inputs per forward" in note) == (key == "ablationcam")

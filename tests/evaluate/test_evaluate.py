@@ -146,3 +146,30 @@ def test_bootstrap_intervals() -> None:
     assert c_low.shape == (2,) and c_low[0] == pytest.approx(low) and c_high[1] == pytest.approx(2 * high)
     assert bootstrap_mean_ci([0.3]) == (0.3, 0.3)
     assert all(np.isnan(bootstrap_mean_ci([])))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the empty insertion panel (deletion only asked)
+def test_eval_scores_runs_of_the_new_methods(tmp_path: Path) -> None:
+    """A Layer-CAM run with its options is re-explained for robustness (a gradient method); Eigen-CAM
+    and Ablation-CAM runs get the note (no gradients)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(data / f"im{i}.png")
+    torch.manual_seed(0)
+    model = tiny_resnet(num_classes=3).eval()
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    info = {"spec": "fastcam:tiny_resnet", "weights": str(tmp_path / "w.safetensors")}
+    for method, kwargs in (("layercam", {"eigen_smooth": True}), ("eigencam", {}), ("ablationcam", {"batch_size": 64})):
+        fastcam.explain_dataset(model, str(data), method=method, target_layer="layer3", out=tmp_path / "runs" / method,
+                                batch_size=2, device="cpu", preprocess=Preprocess(channels=3), progress=False,
+                                method_kwargs=kwargs, model_info=info)
+    results, _ = evaluate(tmp_path / "runs", "robustness,deletion", steps=3, sigmas=(0.5,), progress=False)
+    by_method = {r.method: r for r in results}
+    assert set(by_method) == {"layercam", "eigencam", "ablationcam"}
+    assert len(by_method["layercam"].values["robustness"]) == 2 and not by_method["layercam"].notes
+    for method, name in (("eigencam", "Eigen-CAM"), ("ablationcam", "Ablation-CAM")):
+        assert "robustness" not in by_method[method].values and len(by_method[method].values["deletion"]) == 2
+        assert by_method[method].notes == [f"robustness: {name} uses no gradients, so gradient-noise robustness is undefined"]

@@ -81,3 +81,21 @@ def test_upsample_normalize_bad_input():
         upsample_normalize(lowres, (5, 5), out=torch.empty(2, 5, 4))
     with pytest.raises(ValueError, match="out"):
         upsample_normalize(lowres, (5, 5), out=torch.empty(2, 5, 5, dtype=torch.float16))
+
+
+# ------------------------------------------------------------------------------------ through the methods
+@pytest.mark.parametrize("method,kwargs", [("LayerCAM", {}), ("EigenCAM", {}), ("GradCAM", {"eigen_smooth": True})])
+def test_lowres_methods_take_the_triton_upsample_normalize(method, kwargs, resnet, images, monkeypatch):
+    """Methods with their own `_get_lowres` (and eigen_smooth) reach the maps through this kernel."""
+    import fastcam
+    from fastcam.kernels import upsample_normalize as module
+    from fastcam_testkit.kernels import spy
+
+    with getattr(fastcam, method)(resnet, "layer3", backend="torch", **kwargs) as cam:
+        expected = cam.explain(images, [0, 1, 2, 3])
+    calls = spy(monkeypatch, module, "upsample_normalize")
+    with getattr(fastcam, method)(resnet, "layer3", backend="triton", **kwargs) as cam:
+        got = cam.explain(images, [0, 1, 2, 3])
+    assert calls == [1]
+    assert_close(got.lowres, expected.lowres)
+    assert_close(got.maps, expected.maps)

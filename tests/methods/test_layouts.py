@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 import fastcam
-from fastcam.methods.registry import method_class, method_names
+from fastcam.methods.registry import method_names
 from fastcam_testkit.byom import Case, assert_maps_close, class_score, hand_gradcam, hf_model
 from fastcam_testkit.common import gen
+from fastcam_testkit.methods import make_method as _make
 
 pytest.importorskip("transformers")
 
@@ -26,12 +27,6 @@ POST_HOC = method_names(post_hoc=True)
 @pytest.fixture(scope="module", params=KINDS)
 def case(request: pytest.FixtureRequest) -> Case:
     return hf_model(request.param)
-
-
-def _make(name: str, model: nn.Module, layer: str, **kw: object) -> fastcam.BaseCAM:
-    if name == "scorecam":
-        kw.setdefault("batch_size", 64)
-    return method_class(name)(model, layer, **kw)
 
 
 def test_gradcam_matches_hand_computation_in_float64(case: Case, one_thread: None) -> None:

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 import fastcam
-from fastcam.methods.registry import method_class, method_names
+from fastcam.methods.registry import method_names
 from fastcam.models import tiny_resnet
 from fastcam_testkit.common import gen
+from fastcam_testkit.methods import make_method as _make
 
 POST_HOC = method_names(post_hoc=True)
 
@@ -54,12 +55,6 @@ def net() -> nn.Module:
 @pytest.fixture(scope="module")
 def x() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=gen(0))
-
-
-def _make(name: str, model: nn.Module, layer: str, **kw: Any) -> Any:
-    if name == "scorecam":
-        kw.setdefault("batch_size", 64)
-    return method_class(name)(model, layer, **kw)
 
 
 @pytest.mark.parametrize("name", POST_HOC)

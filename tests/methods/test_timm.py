@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 import fastcam
-from fastcam.methods.registry import method_class, method_names
+from fastcam.methods.registry import method_names
 from fastcam_testkit.byom import assert_maps_close, class_score, hand_gradcam, import_or_skip
 from fastcam_testkit.common import gen
+from fastcam_testkit.methods import make_method
 
 timm = import_or_skip("timm")
 
@@ -81,8 +82,7 @@ def test_gradcam_matches_hand_computation(case: tuple[nn.Module, str, tuple[int,
 def test_every_method_runs(case: tuple[nn.Module, str, tuple[int, int], Any, Any], name: str) -> None:
     model, layer, size, _, transform = case
     x = torch.randn(2, 3, *size, generator=gen(1)).to(DEVICE)
-    kw = {"batch_size": 64} if name == "scorecam" else {}
-    exp = method_class(name)(model, layer, reshape_transform=transform, **kw).explain(x)
+    exp = make_method(name, model, layer, reshape_transform=transform).explain(x)
     assert exp.maps.shape == (2, *size) and torch.isfinite(exp.maps).all() and exp.maps.max() <= 1
     assert all(p.grad is None for p in model.parameters())
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import fastcam
-from fastcam.methods.registry import method_class, method_names
+from fastcam.methods.registry import method_names
 from fastcam_testkit.byom import assert_maps_close, class_score, hand_gradcam, import_or_skip
 from fastcam_testkit.common import gen
+from fastcam_testkit.methods import make_method
 
 tv_models = import_or_skip("torchvision.models")
 
@@ -37,7 +38,7 @@ def test_vit_matches_hand_computation_and_every_method_runs() -> None:
         fastcam.GradCAM(model, "encoder.layers.encoder_layer_1", reshape_transform=fastcam.reshape.vit(1))(x)
     model.float()
     for name in method_names(post_hoc=True):
-        got = method_class(name)(model, layer, reshape_transform=fastcam.reshape.vit(1))(x.float())
+        got = make_method(name, model, layer, reshape_transform=fastcam.reshape.vit(1))(x.float())
         assert got.shape == (2, 32, 32) and torch.isfinite(got).all()
 
 

@@ -272,3 +272,25 @@ def test_memory_stays_flat_while_streaming(tmp_path: Path, classifier: Classifie
     growth = ds.rss[599] - ds.rss[150]
     # 450 images of 12 KiB each (5.3 MiB) pass through after the first mark: none of them may stay
     assert growth < 4 * 2 ** 20, f"RSS grew by {growth / 2 ** 20:.1f} MiB over 450 images"
+
+
+# ------------------------------------------------------------------------------------------ new methods
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("method,kwargs", [
+    ("layercam", {"aug_smooth": True}), ("ablationcam", {"batch_size": 64}), ("eigencam", {}),
+    ("xgradcam", {"smooth": 2, "generator": 0}),
+])
+def test_registered_methods_run_through_the_pipeline(method: str, kwargs: dict, tmp_path: Path,
+                                                     classifier: Classifier, write_images: WriteImages) -> None:
+    """Any registered method, with its options, is stored as a direct call computes it."""
+    data = tmp_path / "data"
+    names = write_images(data, 3, size=48)
+    model = classifier()
+    run = explain_dataset(model, data, method=method, target_layer="layer3", out=tmp_path / "run", batch_size=2,
+                          dtype="float32", method_kwargs=kwargs, progress=False)
+    assert run.ids == names and run.method == method and run.meta["settings"]["method_kwargs"] == kwargs
+    images = torch.stack([read_image(data / name) for name in names])
+    # the pipeline explains in batches of 2: compare per batch (SmoothGrad's seeded noise depends on the batch)
+    expected = torch.cat([make_explainer(model, method, "layer3", kwargs).explain(images[i : i + 2]).lowres
+                          for i in range(0, 3, 2)])
+    torch.testing.assert_close(run.lowres, expected, rtol=1e-5, atol=1e-6)

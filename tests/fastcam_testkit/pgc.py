@@ -1,0 +1,112 @@
+"""Float64 oracles: pytorch-grad-cam's formulas written out from its source (pytorch_grad_cam/*.py), and
+activations/gradients captured with plain hooks and `backward()` (pytorch-grad-cam's own way), so no
+fastcam code computes the expected values.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def activations_and_grads(model: nn.Module, layers: Sequence[str], x: torch.Tensor,
+                          targets: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """The layers' outputs, d(sum of target logits)/d(output) and the logits, in the model's dtype (hooks +
+    backward, as pytorch-grad-cam's ActivationsAndGradients)."""
+    modules = dict(model.named_modules())
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):  # noqa: ANN202
+        def hook(m: nn.Module, i: object, o: torch.Tensor) -> torch.Tensor:
+            o = o.clone()  # a later in-place ReLU must not touch what is kept
+            o.retain_grad()
+            acts[name] = o
+            return o
+        return hook
+
+    handles = [modules[name].register_forward_hook(keep(name)) for name in layers]
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            logits.gather(1, targets[:, None]).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    model.zero_grad(set_to_none=True)
+    return [acts[n].detach() for n in layers], [acts[n].grad.detach() for n in layers], logits.detach()
+
+
+def get_2d_projection(activation_batch: np.ndarray) -> np.ndarray:
+    """pytorch_grad_cam.utils.svd_on_activations.get_2d_projection, verbatim (float64, LAPACK's sign)."""
+    activation_batch = activation_batch.copy()
+    activation_batch[np.isnan(activation_batch)] = 0
+    projections = []
+    for activations in activation_batch:
+        reshaped_activations = activations.reshape(activations.shape[0], -1).transpose()
+        reshaped_activations = reshaped_activations - reshaped_activations.mean(axis=0)
+        U, S, VT = np.linalg.svd(reshaped_activations, full_matrices=True)
+        projection = reshaped_activations @ VT[0, :]
+        projections.append(projection.reshape(activations.shape[1:]))
+    return np.float64(projections)
+
+
+def signed_projection(x: torch.Tensor) -> torch.Tensor:
+    """`get_2d_projection` with fastcam's documented sign: the one under which the *uncentred* projection
+    (each pixel's channel vector times the first right singular vector) sums to >= 0."""
+    proj = torch.from_numpy(get_2d_projection(x.double().numpy()))
+    out = []
+    for b in range(x.shape[0]):
+        flat = x[b].double().flatten(1).T  # (hw, C)
+        centred = flat - flat.mean(0)
+        _, _, vt = np.linalg.svd(centred.numpy(), full_matrices=True)
+        v = torch.from_numpy(vt[0])
+        same = torch.allclose(centred @ v, proj[b].flatten())  # the oracle's projection used this v
+        sign = 1.0 if float((flat @ v).sum()) >= 0 else -1.0
+        out.append(proj[b] * (sign if same else -sign))
+    return torch.stack(out)
+
+
+def cam_image(method: str, acts: torch.Tensor, grads: torch.Tensor, eigen_smooth: bool = False) -> torch.Tensor:
+    """pytorch-grad-cam's `get_cam_image` of `method` (before its ReLU), float64, with fastcam's sign for
+    the projections."""
+    a, g = acts.double(), grads.double()
+    project = signed_projection
+    if method == "eigencam":
+        return project(a)
+    if method == "eigengradcam":
+        return project(g * a)
+    if method in ("hirescam", "gradcamelementwise", "layercam"):
+        per = {"hirescam": g * a, "gradcamelementwise": torch.relu(g * a), "layercam": torch.relu(g) * a}[method]
+        return project(per) if eigen_smooth else per.sum(1)
+    if method == "gradcam":
+        w = g.mean((2, 3))
+    elif method == "xgradcam":
+        w = (g * a / (a.sum((2, 3), keepdim=True) + 1e-7)).sum((2, 3))
+    else:
+        raise ValueError(method)
+    weighted = w[:, :, None, None] * a
+    return project(weighted) if eigen_smooth else weighted.sum(1)
+
+
+def scale(cam: torch.Tensor, size: tuple[int, int] | None = None, norm: str = "max") -> torch.Tensor:
+    """`scale_cam_image`: normalise each map, then resize (cv2's INTER_LINEAR = half-pixel bilinear).
+    `norm`: "minmax" (pytorch-grad-cam: (x - min) / (1e-7 + max - min)) or "max" (fastcam: x / max)."""
+    if norm == "minmax":
+        low = cam.flatten(1).min(1).values[:, None, None]
+        cam = cam - low
+        cam = cam / (1e-7 + cam.flatten(1).max(1).values[:, None, None])
+    else:
+        cam = cam / cam.flatten(1).max(1).values.clamp_min(1e-300)[:, None, None]
+    if size is not None:
+        cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return cam
+
+
+def aggregate(cams: Sequence[torch.Tensor], size: tuple[int, int], norm: str = "max") -> torch.Tensor:
+    """`compute_cam_per_layer` + `aggregate_multi_layers`: ReLU, scale each layer to the input, ReLU, mean,
+    scale again."""
+    per_layer = torch.stack([scale(torch.relu(c), size, norm) for c in cams], dim=1)
+    return scale(torch.relu(per_layer).mean(1), None, norm)
