@@ -18,6 +18,8 @@ class BenchConfig:
         model: a model spec (`fastcam.pipeline.load_model`), built with random weights.
         size, batch: square input side and images per batch.
         device: "cuda" or "cpu"; amp: None, "bf16" or "fp16" (every contender's call autocast).
+        channels_last: the model and the batch in channels_last memory format (the fast layout for
+            convolutions under bf16/fp16 on tensor cores).
         layer: the target layer (default layer4); num_classes: the built model's classes.
         warmup, repeats: untimed and timed calls per contender.
         scorecam_batch_size: fastcam's perturbed inputs per forward (Score-CAM's family's masked inputs,
@@ -34,6 +36,7 @@ class BenchConfig:
     batch: int = 64
     device: str = "cuda"
     amp: str | None = None
+    channels_last: bool = False
     layer: str | None = None
     num_classes: int | None = None
     warmup: int = 2
@@ -98,10 +101,12 @@ def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting
         # same on every machine); any other spec is taken as given
         spec = config.model if ":" in config.model else f"fastcam:{config.model}"
         model, _ = load_model(spec, num_classes=config.num_classes)
-    model = model.to(device).eval()
+    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(device).eval().to(memory_format=fmt)
     layer_name, layer = resolve_layer(model, resolve_layer_name(model, config.layer))
     generator = torch.Generator().manual_seed(config.seed)
     images = torch.randn(config.batch, 3, config.size, config.size, generator=generator).to(device)
+    images = images.contiguous(memory_format=fmt)
     with torch.inference_mode():
         logits = model(images)
     return Setting(model=model, layer_name=layer_name, layer=layer, images=images,

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=64, help="images per batch")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast every contender's call")
+    p.add_argument("--channels-last", action="store_true",
+                   help="the model and the batch in channels_last memory format (with --amp: tensor-core layout)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per contender")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per contender")
     p.add_argument("--scorecam-batch-size", type=int, default=64,
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
                   else DEFAULT_CONTENDER_KEYS)
     config = BenchConfig(model=args.model, size=args.size, batch=args.batch,
                          device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), amp=args.amp,
+                         channels_last=args.channels_last,
                          layer=args.layer, num_classes=args.num_classes, warmup=args.warmup, repeats=args.repeats,
                          scorecam_batch_size=args.scorecam_batch_size,
                          peer_scorecam_batch_size=args.peer_scorecam_batch_size, contenders=contenders,
