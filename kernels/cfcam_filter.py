@@ -459,8 +459,10 @@ def _coverage(height: int, width: int, sigma: float, truncate: float, dtype: tor
 def _blocks(channels: int, height: int, width: int, on_gpu: bool) -> tuple[int, int, int, int, int]:
     """(BLOCK_C, BLOCK_L, BLOCK_H, BLOCK_W, num_warps): gradient tiles of ~4,096 elements on GPU (the
     whole padded map per channel); in the interpreter (~1.5 ms a program step) tiles 4x larger.
-    8 warps for 4,096-element tiles and for reference windows above 8,192 elements: compiled for sm_90,
-    a pipelined 64x64 tile on 4 warps needs 255 registers and spills (bench/compile_sm90.py)."""
+    8 warps for 4,096-element tiles and for reference windows above 8,192 elements: compiled for sm_90
+    (bench/compile_sm90.py), the fused kernel with a pipelined 64x64 tile on 4 warps sits at 254-255
+    registers (one CTA of 4 warps per 64 K registers), 16x16 reference maps on 4 warps spill; 8 warps use
+    184-227 registers and spill nothing."""
     block_h, block_w = triton.next_power_of_2(height), triton.next_power_of_2(width)
     budget = 4096 if on_gpu else 16384
     block_c = min(triton.next_power_of_2(channels), max(1, budget // (block_h * block_w)))
