@@ -216,7 +216,8 @@ def shape_tuned(
     def decorate(fn: Any) -> ShapeTuner:
         return ShapeTuner(
             fn, heuristic, configs=configs, key=key, reset_to_zero=None, restore_value=None,
-            prune_configs_by={"early_config_prune": pruner(heuristic, fits)}, do_bench=bench_timer,
+            prune_configs_by={"early_config_prune": pruner(heuristic, fits)},
+            do_bench=lambda kernel_call, quantiles=None: bench_timer(kernel_call, quantiles),  # looked up per call
         )
 
     return decorate
