@@ -41,6 +41,7 @@ __all__ = [
     "ChannelSplit",
     "bench_timer",
     "channel_split",
+    "config_dict",
     "gpu_geometry",
     "interpreting",
     "plan_as_gpu",
@@ -48,6 +49,8 @@ __all__ = [
     "shape_tuned",
     "sm_count",
     "tuning_enabled",
+    "unsplit",
+    "untuned",
     "workspace",
 ]
 
@@ -61,6 +64,7 @@ INTERPRETER_SMS = 132
 MAX_PARTS = 64
 
 _ASSUME_GPU = False  # tooling only (`plan_as_gpu`): plan CPU tensors' launches as on a GPU
+_SPLIT = True  # `unsplit()` turns the channel split off (benchmarks measure what it buys)
 
 
 def interpreting() -> bool:
@@ -86,6 +90,32 @@ def plan_as_gpu() -> Iterator[None]:
         yield
     finally:
         _ASSUME_GPU = previous
+
+
+@contextlib.contextmanager
+def unsplit() -> Iterator[None]:
+    """Launch every reduction unsplit (one program per image / tile) inside the block: for benchmarks that
+    time the split against the plain grid in one run."""
+    global _SPLIT
+    previous, _SPLIT = _SPLIT, False
+    try:
+        yield
+    finally:
+        _SPLIT = previous
+
+
+@contextlib.contextmanager
+def untuned() -> Iterator[None]:
+    """Run the heuristic configurations inside the block (as FASTCAM_AUTOTUNE=0): for benchmarks."""
+    previous = os.environ.get("FASTCAM_AUTOTUNE")
+    os.environ["FASTCAM_AUTOTUNE"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FASTCAM_AUTOTUNE", None)
+        else:
+            os.environ["FASTCAM_AUTOTUNE"] = previous
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,7 +155,7 @@ def channel_split(programs: int, channels: int, sms: int, *, min_chunk: int, ali
     block size the kernels step by) and the part count recomputed from it, so no slice is empty.
     """
     target = FILL_FACTOR * sms
-    if programs >= target:
+    if programs >= target or not _SPLIT:
         return ChannelSplit(1, channels)
     parts = min(triton.cdiv(target, max(programs, 1)), channels // max(min_chunk, 1), MAX_PARTS)
     if parts < 2:
@@ -199,6 +229,13 @@ class ShapeTuner(Autotuner):
     def chosen_config(self, key: tuple[Any, ...] | None = None) -> triton.Config | None:
         """The configuration of the last launch (or the cached one for a tuning key)."""
         return self.cache.get(key) if key is not None else getattr(self, "best_config", None)
+
+
+def config_dict(config: triton.Config | None) -> dict[str, Any] | None:
+    """A configuration as plain data (for benchmark records)."""
+    if config is None:
+        return None
+    return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
 
 
 def shape_tuned(

@@ -296,7 +296,7 @@ _CFCAM_CONFIGS = [
     triton.Config({"BLOCK_C": 32, "STAGES": 3}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_C": 64, "STAGES": 3}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_C": 32, "STAGES": 3}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_C": 64, "STAGES": 2}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_C": 64, "STAGES": 3}, num_warps=8, num_stages=3),
 ]
 _CFCAM_KEY = ["C", "CHUNK", "h", "w", "stride_gc", "stride_gw"]
 

@@ -187,14 +187,19 @@ def _head_config(args: dict[str, Any]) -> triton.Config:
 
 def _head_fits(config: triton.Config, args: dict[str, Any]) -> bool:
     """A candidate fits when its channel step is within the channels walked (power of two) and its pipeline
-    buffers ((BLOCK_K + BLOCK_P) x BLOCK_C float32 per stage) stay under 160 KiB of shared memory; 128-class
-    tiles take 8 warps and channel steps <= 32 (compiled for sm_90 with TF32, 4 warps or 64-channel steps
-    spill there: bench/compile_sm90.py)."""
+    buffers ((BLOCK_K + BLOCK_P) x BLOCK_C float32 per stage) stay under 160 KiB of shared memory, and its
+    registers hold: 128-class tiles take 8 warps and channel steps <= 32; smaller class tiles keep the
+    accumulator plus one operand stage within 64 values a thread (compiled for sm_90 with TF32, the
+    candidates beyond these limits spilled: bench/compile_sm90.py)."""
     block_c, stages = config.kwargs["BLOCK_C"], config.kwargs["STAGES"]
+    block_k, block_p, threads = args["BLOCK_K"], args["BLOCK_P"], 32 * config.num_warps
     walk = triton.next_power_of_2(min(args["C"], args["CHUNK"]))
-    smem = (args["BLOCK_K"] + args["BLOCK_P"]) * block_c * 4 * stages
-    big = args["BLOCK_K"] >= 128
-    return block_c <= max(16, walk) and smem <= 160 * 1024 and (not big or (config.num_warps == 8 and block_c <= 32))
+    smem = (block_k + block_p) * block_c * 4 * stages
+    if block_k >= 128:  # wgmma tiles
+        return block_c <= max(16, walk) and smem <= 160 * 1024 and config.num_warps == 8 and block_c <= 32
+    # mma.sync tiles: accumulator + one operand stage per thread <= 64 values (more spilled at 16x16 maps)
+    per_thread = (block_k * block_p + block_c * block_p) // threads
+    return block_c <= max(16, walk) and smem <= 160 * 1024 and per_thread <= 64
 
 
 #: GPU candidates for the channel loop (BLOCK_K and BLOCK_P come from `_head_blocks`), none of which
@@ -550,14 +555,16 @@ def _head_forward(features: Tensor, weight: Tensor, bias: Tensor | None, pool: s
             partials.stride(0), partials.stride(1),
             FLAT_PIXELS=pixel_stride is not None, INPUT_PRECISION=_dot_precision(features), **blocks,
         )
-        # the reduce holds no dot accumulator: (BLOCK_K, <= 2,048 / BLOCK_K) tiles, 16 values a thread
+        # the reduce's pooling epilogue (lse: expm1 series) is register-hungry: (BLOCK_K, ~1,024 / BLOCK_K)
+        # tiles, 8 values a thread (2,048-value tiles on 4 warps spilled when compiled for sm_90)
+        reduce_p = max(16, min(geometry.block_p, 1024 // geometry.block_k))
         _evidence_reduce_kernel[(B * geometry.class_blocks,)](
             partials, bias if bias is not None else weight, evidence, logits,
             K, HW, geometry.class_blocks, geometry.split.parts,
             partials.stride(0), partials.stride(1),
             1.0 / HW, temperature, 1.0 / temperature,
             POOL=_POOL_CODE[pool], HAS_BIAS=bias is not None,
-            BLOCK_K=geometry.block_k, BLOCK_P=max(16, min(geometry.block_p, 2048 // geometry.block_k)),
+            BLOCK_K=geometry.block_k, BLOCK_P=reduce_p, num_warps=8 if geometry.block_k * reduce_p > 1024 else 4,
         )
     return logits, evidence
 

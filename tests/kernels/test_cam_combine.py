@@ -150,13 +150,16 @@ def test_split_is_bit_stable_and_both_folds_agree(monkeypatch):
 
 def test_split_choice_fills_the_gpu():
     """`channel_split` at ResNet layer4 shapes on 132 SMs, and its invariants on a sweep of shapes."""
-    from fastcam.kernels._launch import INTERPRETER_SMS, ChannelSplit, channel_split, sm_count
+    from fastcam.kernels._launch import INTERPRETER_SMS, ChannelSplit, channel_split, sm_count, unsplit
 
     assert sm_count(torch.device("cpu")) == INTERPRETER_SMS == 132
     plans = {n: cam_combine.plan(torch.empty(n, 2048, 7, 7)) for n in (1, 8, 64, 264)}
     assert {n: (p.grid, p.split.chunk) for n, p in plans.items()} == {
         1: ((1, 1, 64), 32), 8: ((8, 1, 32), 64), 64: ((64, 1, 5), 416), 264: ((264, 1, 1), 2048)}
     assert [cam_combine.plan(torch.empty(n, 512, 7, 7)).grid for n in (1, 8, 64)] == [(1, 1, 16), (8, 1, 16), (64, 1, 4)]
+    with unsplit():  # the benchmarks' plain-grid baseline
+        assert cam_combine.plan(torch.empty(1, 2048, 7, 7)).grid == (1, 1, 1)
+    assert cam_combine.plan(torch.empty(1, 2048, 7, 7)).grid == (1, 1, 64)
     for programs in (1, 3, 50, 263, 264, 1000):
         for channels in (1, 31, 37, 64, 100, 2048, 4099):
             s = channel_split(programs, channels, 132, min_chunk=32, align=32)
