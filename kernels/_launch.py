@@ -40,6 +40,7 @@ __all__ = [
     "INTERPRETER_SMS",
     "ChannelSplit",
     "bench_timer",
+    "channel_config",
     "channel_split",
     "config_dict",
     "gpu_geometry",
@@ -229,6 +230,12 @@ class ShapeTuner(Autotuner):
     def chosen_config(self, key: tuple[Any, ...] | None = None) -> triton.Config | None:
         """The configuration of the last launch (or the cached one for a tuning key)."""
         return self.cache.get(key) if key is not None else getattr(self, "best_config", None)
+
+
+def channel_config(block_c: int, stages: int, warps: int) -> triton.Config:
+    """A channel-loop configuration: BLOCK_C channels a step, a `tl.range` pipeline STAGES deep (the kernel's
+    own num_stages too), `warps` warps."""
+    return triton.Config({"BLOCK_C": block_c, "STAGES": stages}, num_warps=warps, num_stages=stages)
 
 
 def config_dict(config: triton.Config | None) -> dict[str, Any] | None:

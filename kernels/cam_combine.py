@@ -45,7 +45,7 @@ import triton.language as tl
 from torch import Tensor
 
 from fastcam.kernels import _launch
-from fastcam.kernels._launch import ChannelSplit, gpu_geometry, shape_tuned
+from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.upsample_normalize import fold_partials, launch_guard, launch_upsample_normalize
 from fastcam.ops import combine as combine_reference
 from fastcam.ops import weighted_sum_relu as weighted_sum_relu_reference
@@ -58,7 +58,7 @@ def _combine_config(args: dict[str, Any]) -> triton.Config:
     """The heuristic configuration (`_reduction_blocks`' channel block, 3-stage channel loop)."""
     channels = min(args["C"], args["CHUNK"])
     block_c, _, warps = _reduction_blocks(channels, args["HW"], gpu_geometry(args["act_ptr"]))
-    return triton.Config({"BLOCK_C": block_c, "STAGES": 3}, num_warps=warps, num_stages=3)
+    return channel_config(block_c, 3, warps)
 
 
 def _combine_fits(config: triton.Config, args: dict[str, Any]) -> bool:
@@ -72,11 +72,11 @@ def _combine_fits(config: triton.Config, args: dict[str, Any]) -> bool:
 #: GPU candidates for the channel loop (BLOCK_P is fixed by the grid): small blocks with deep pipelines for
 #: short slices, wide blocks for long channel walks; 8 warps where a tile has >= 4,096 elements
 _COMBINE_CONFIGS = [
-    triton.Config({"BLOCK_C": 16, "STAGES": 4}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_C": 32, "STAGES": 3}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_C": 64, "STAGES": 3}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_C": 64, "STAGES": 2}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_C": 128, "STAGES": 2}, num_warps=8, num_stages=2),
+    channel_config(16, 4, 4),
+    channel_config(32, 3, 4),
+    channel_config(64, 3, 4),
+    channel_config(64, 2, 8),
+    channel_config(128, 2, 8),
 ]
 
 
@@ -175,17 +175,6 @@ def _fold_partials_kernel(
     mask = pos < HW
     value = fold_partials(part_ptr, stride_ps, stride_pb, b, pos, mask, PARTS)
     tl.store(low_ptr + b * stride_lb + (pos // W) * stride_lh + (pos % W) * stride_lw, value, mask=mask)
-
-
-def _check_out(out: Tensor | None, shape: tuple[int, ...], device: torch.device, name: str) -> Tensor:
-    if out is None:
-        return torch.empty(shape, dtype=torch.float32, device=device)
-    if not isinstance(out, Tensor) or tuple(out.shape) != shape or out.dtype != torch.float32:
-        got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"{name} must be a {shape} float32 tensor, got {got}")
-    if out.device != device:
-        raise ValueError(f"{name} is on {out.device} but the activations are on {device}")
-    return out
 
 
 def _reduction_blocks(channels: int, positions: int, on_gpu: bool) -> tuple[int, int, int]:

@@ -63,7 +63,7 @@ import triton.language as tl
 from torch import Tensor
 
 from fastcam.kernels import _launch
-from fastcam.kernels._launch import ChannelSplit, gpu_geometry, shape_tuned
+from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.cam_combine import combine
 from fastcam.kernels.upsample_normalize import launch_guard
 from fastcam.ops._checks import check_activations, check_real, check_size
@@ -278,7 +278,7 @@ def _map_geometry(h, w, stride_gh, stride_gw, SIGMA_TERM: tl.constexpr, FILTER: 
 def _cfcam_config(args: dict[str, Any]) -> triton.Config:
     """The heuristic configuration: `_blocks`' channel block and warps, a 3-stage channel loop."""
     block_c, _, _, _, warps = _blocks(min(args["C"], args["CHUNK"]), args["h"], args["w"], gpu_geometry(args["grad_ptr"]))
-    return triton.Config({"BLOCK_C": block_c, "STAGES": 3}, num_warps=warps, num_stages=3)
+    return channel_config(block_c, 3, warps)
 
 
 def _cfcam_fits(config: triton.Config, args: dict[str, Any]) -> bool:
@@ -292,11 +292,11 @@ def _cfcam_fits(config: triton.Config, args: dict[str, Any]) -> bool:
 
 
 _CFCAM_CONFIGS = [
-    triton.Config({"BLOCK_C": 16, "STAGES": 3}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_C": 32, "STAGES": 3}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_C": 64, "STAGES": 3}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_C": 32, "STAGES": 3}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_C": 64, "STAGES": 3}, num_warps=8, num_stages=3),
+    channel_config(16, 3, 4),
+    channel_config(32, 3, 4),
+    channel_config(64, 3, 4),
+    channel_config(32, 3, 8),
+    channel_config(64, 3, 8),
 ]
 _CFCAM_KEY = ["C", "CHUNK", "h", "w", "stride_gc", "stride_gw"]
 

@@ -73,7 +73,7 @@ import triton.language as tl
 from torch import Tensor
 
 from fastcam.kernels import _launch
-from fastcam.kernels._launch import ChannelSplit, gpu_geometry, shape_tuned
+from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.upsample_normalize import launch_guard, upsample_normalize
 from fastcam.ops._checks import POOLS, check_class_targets, check_head_inputs, check_pool, check_size
 from fastcam.ops.softcam import evidence_head as evidence_head_reference
@@ -138,6 +138,33 @@ def _evidence_tile(feat_base, weight_ptr, offs_k, k_mask, p_off, p_mask, c_begin
 
 
 @triton.jit
+def _class_block(K, NUM_K_BLOCKS, BLOCK_K: tl.constexpr):
+    """(image, class offsets, class mask) of this program. Axis 0 enumerates (image, class block) with the
+    class blocks fastest: programs running together share one image, whose features then come from L2
+    for every class block after the first (matters for K = 1000)."""
+    pid = tl.program_id(0)
+    pid_b = (pid // NUM_K_BLOCKS).to(tl.int64)
+    offs_k = (pid % NUM_K_BLOCKS) * BLOCK_K + tl.arange(0, BLOCK_K)
+    return pid_b, offs_k, offs_k < K
+
+
+@triton.jit
+def _pool_start(bias_ptr, offs_k, k_mask, HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The class block's bias (zeros without one) and empty pooling statistics: running sum, running max,
+    lse's run_s = sum_p expm1((E_p - run_max)/T) <= 0 over the pixels seen so far, and a NaN flag (a GPU's
+    max ignores NaN (fmaxf); torch.amax propagates it: tracked so "max"/"lse" never hide one)."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_k, mask=k_mask, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    run_sum = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    run_max = tl.full((BLOCK_K,), float("-inf"), dtype=tl.float32)
+    run_s = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    run_nan = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    return bias, run_sum, run_max, run_s, run_nan
+
+
+@triton.jit
 def _pool_update(acc, p_mask, p0, run_sum, run_max, run_s, run_nan, inv_temperature, POOL: tl.constexpr):
     """Fold one finished (BLOCK_K, BLOCK_P) evidence tile (pixels p0 ...) into the pooling statistics."""
     if POOL == 0:
@@ -182,7 +209,7 @@ def _head_config(args: dict[str, Any]) -> triton.Config:
     """The heuristic configuration: `_head_blocks`' channel step and warps, a 3-stage channel loop."""
     _, block_c, _, warps = _head_blocks(args["K"], min(args["C"], args["CHUNK"]), args["HW"],
                                         gpu_geometry(args["feat_ptr"]))
-    return triton.Config({"BLOCK_C": block_c, "STAGES": 3}, num_warps=warps, num_stages=3)
+    return channel_config(block_c, 3, warps)
 
 
 def _head_fits(config: triton.Config, args: dict[str, Any]) -> bool:
@@ -206,12 +233,12 @@ def _head_fits(config: triton.Config, args: dict[str, Any]) -> bool:
 #: spills at the ResNet layer4 shapes (bench/compile_sm90.py): 4 warps for the bandwidth-bound few-class
 #: heads, 8 for 128-class tiles, 2-4 pipeline stages
 _HEAD_CONFIGS = [
-    triton.Config({"BLOCK_C": 16, "STAGES": 3}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_C": 32, "STAGES": 3}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_C": 16, "STAGES": 4}, num_warps=8, num_stages=4),
-    triton.Config({"BLOCK_C": 32, "STAGES": 2}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_C": 32, "STAGES": 3}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_C": 64, "STAGES": 2}, num_warps=8, num_stages=2),
+    channel_config(16, 3, 4),
+    channel_config(32, 3, 4),
+    channel_config(16, 4, 8),
+    channel_config(32, 2, 8),
+    channel_config(32, 3, 8),
+    channel_config(64, 2, 8),
 ]
 _HEAD_KEY = ["C", "K", "HW", "CHUNK", "stride_fc", "stride_fw"]
 
@@ -235,27 +262,10 @@ def _evidence_head_fwd_kernel(
     BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Grid (B · class blocks,): evidence tiles over all channels (CHUNK == C) and the pooled logits."""
-    # 1-D grid, class blocks fastest: programs running together share one image, whose features then
-    # come from L2 for every class block after the first (matters for K = 1000).
-    pid = tl.program_id(0)
-    pid_k = pid % NUM_K_BLOCKS
-    pid_b = (pid // NUM_K_BLOCKS).to(tl.int64)
-
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    k_mask = offs_k < K
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_k, mask=k_mask, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
-
+    pid_b, offs_k, k_mask = _class_block(K, NUM_K_BLOCKS, BLOCK_K)
+    bias, run_sum, run_max, run_s, run_nan = _pool_start(bias_ptr, offs_k, k_mask, HAS_BIAS, BLOCK_K)
     feat_base = feat_ptr + pid_b * stride_fb
     evid_base = evidence_ptr + pid_b * K * HW
-    run_sum = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    run_max = tl.full((BLOCK_K,), float("-inf"), dtype=tl.float32)
-    # lse: run_s = sum_p expm1((E_p - run_max)/T) <= 0 over the pixels seen so far (see `_pool_update`)
-    run_s = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    # a GPU's max ignores NaN (fmaxf); torch.amax propagates it: track NaN so "max"/"lse" never hide one
-    run_nan = tl.zeros((BLOCK_K,), dtype=tl.float32)
 
     for p0 in range(0, HW, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
@@ -289,12 +299,8 @@ def _evidence_partial_kernel(
 ):
     """Grid (B · class blocks, parts), split path, launch 1: the evidence of channel slice s (no bias) for
     every pixel, stored to the (parts, B, K, HW) float32 workspace."""
-    pid = tl.program_id(0)
+    pid_b, offs_k, k_mask = _class_block(K, NUM_K_BLOCKS, BLOCK_K)
     part = tl.program_id(1)
-    pid_k = pid % NUM_K_BLOCKS
-    pid_b = (pid // NUM_K_BLOCKS).to(tl.int64)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    k_mask = offs_k < K
     c_begin = part * CHUNK
     c_end = tl.minimum(c_begin + CHUNK, C)
     feat_base = feat_ptr + pid_b * stride_fb
@@ -320,21 +326,10 @@ def _evidence_reduce_kernel(
 ):
     """Grid (B · class blocks,), split path, launch 2: E = (sum over slices s = 0, 1, ... of the partial
     evidence, in slice order) + bias, stored, and pooled into the logits as in the fused kernel."""
-    pid = tl.program_id(0)
-    pid_k = pid % NUM_K_BLOCKS
-    pid_b = (pid // NUM_K_BLOCKS).to(tl.int64)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    k_mask = offs_k < K
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_k, mask=k_mask, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    pid_b, offs_k, k_mask = _class_block(K, NUM_K_BLOCKS, BLOCK_K)
+    bias, run_sum, run_max, run_s, run_nan = _pool_start(bias_ptr, offs_k, k_mask, HAS_BIAS, BLOCK_K)
     part_base = part_ptr + pid_b * stride_pb
     evid_base = evidence_ptr + pid_b * K * HW
-    run_sum = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    run_max = tl.full((BLOCK_K,), float("-inf"), dtype=tl.float32)
-    run_s = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    run_nan = tl.zeros((BLOCK_K,), dtype=tl.float32)
     for p0 in range(0, HW, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
         p_mask = offs_p < HW
