@@ -231,16 +231,14 @@ def _head_fits(config: triton.Config, args: dict[str, Any]) -> bool:
 
 #: GPU candidates for the channel loop (BLOCK_K and BLOCK_P come from `_head_blocks`), none of which
 #: spills at the ResNet layer4 shapes (bench/compile_sm90.py): 4 warps for the bandwidth-bound few-class
-#: heads, 8 for 128-class tiles, 2-4 pipeline stages
+#: heads, 8 for 128-class tiles, 3-4 pipeline stages; four, so a new shape compiles at most four variants
 _HEAD_CONFIGS = [
     channel_config(16, 3, 4),
     channel_config(32, 3, 4),
     channel_config(16, 4, 8),
-    channel_config(32, 2, 8),
     channel_config(32, 3, 8),
-    channel_config(64, 2, 8),
 ]
-_HEAD_KEY = ["C", "K", "HW", "CHUNK", "stride_fc", "stride_fw"]
+_HEAD_KEY = ["C", "K", "HW", "CHUNK", "stride_fc", "stride_fw", "POOL"]
 
 
 @shape_tuned(
