@@ -1,7 +1,8 @@
 """Benchmark: the post-hoc combine kernels (Triton) against the torch path, on a GPU.
 
 What is timed, per shape (ResNet-50 layer4: C = 2048, h×w = 7×7 (224² input) and 16×16 (512² input);
-batch 256; activations/gradients in `--dtype`):
+batches 1, 8, 64 and 256 (below 2 × the SM count the kernels split the channel reduction across
+programs); activations/gradients in `--dtype`):
 
 - combine (Grad-CAM, Grad-CAM++, Score-CAM): activations (B, C, h, w) + weights (B, C) ->
   lowres (B, h, w) + maps (B, H, W).
@@ -20,7 +21,11 @@ the copy-bandwidth probe of bench/bench_softcam_head.py). Achieved bandwidth = t
 move at the least (inputs read once, lowres written and read once, maps written once) / time; the same
 byte count is used for both paths, so their GB/s compare directly. The device's peak is measured in the
 same run as a large device-to-device copy. The largest |difference| between the two paths' outputs is
-recorded for every shape.
+recorded for every shape, with the launch geometry (`plan`: grid, channel slices) and the configuration
+the autotuner chose for the channel-reduction kernel (tuned on the first call per shape, which the
+warm-up absorbs; `tuning` says whether tuning was on). Where the channels are split, `triton_unsplit_ms`
+times the same call on the plain grid (`fastcam.kernels._launch.unsplit`); where tuning is on,
+`triton_heuristic_ms` times it with the heuristic configuration: one run shows what each change buys.
 
 Results go to bench/results/kernels_combine-<gpu>-<date>.json with GPU name, versions, git commit, date.
 
@@ -37,7 +42,7 @@ from bench_softcam_head import Timer, benchmark_device, peak_bandwidth, write_re
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--channels", type=int, default=2048)
     parser.add_argument("--sizes", type=int, nargs="+", default=[7, 16], help="feature map sides h = w")
     parser.add_argument("--stride", type=int, default=32, help="input size = stride × h (ResNet-50: 32)")
@@ -52,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="CPU smoke run of the code path at trivial sizes (Triton interpreter); not a measurement")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.batch, args.channels, args.sizes, args.stride = 3, 37, [5], 4
+        args.batch, args.channels, args.sizes, args.stride = [1, 3], 67, [5], 4  # 67 channels: 2 slices
         args.clusters, args.repeats, args.warmup, args.copy_mib = 3, 2, 1, 4
     return args
 
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = benchmark_device(args.smoke)
     import torch
 
+    from fastcam.kernels import _launch, cam_combine, cfcam_filter
     from fastcam.kernels.cam_combine import combine
     from fastcam.kernels.cfcam_filter import cfcam_combine
     from fastcam.ops import combine as torch_path_combine
@@ -89,8 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = []
     gen = torch.Generator(device=device).manual_seed(0)
-    for side in args.sizes:
-        B, C, h, w = args.batch, args.channels, side, side
+    for side, B in [(side, batch) for side in args.sizes for batch in args.batch]:
+        C, h, w = args.channels, side, side
         size = (args.stride * h, args.stride * w)
         H, W = size
         activations = torch.randn(B, C, h, w, device=device, generator=gen).relu_().to(dtype)  # post-ReLU
@@ -102,12 +108,18 @@ def main(argv: list[str] | None = None) -> dict:
         combine_bytes = B * C * h * w * elt + B * C * 4 + maps_bytes
         cfcam_bytes = 2 * B * C * h * w * elt + B * C * 8 + B * C * 4 * 2 + maps_bytes  # + labels, weights w+r
 
-        def record(name: str, nbytes: int, triton_fn, torch_fn, agreement: dict) -> None:  # noqa: ANN001
+        def record(name: str, nbytes: int, triton_fn, torch_fn, agreement: dict, launch: dict) -> None:  # noqa: ANN001
             with torch.no_grad():
                 times = {"triton_ms": timer(triton_fn), "torch_ms": timer(torch_fn)}
+                if launch["plan"]["parts"] > 1:  # what the split buys: the same call on the plain grid
+                    with _launch.unsplit():
+                        times["triton_unsplit_ms"] = timer(triton_fn)
+                if launch["tuning"]:  # what tuning buys: the heuristic configuration
+                    with _launch.untuned():
+                        times["triton_heuristic_ms"] = timer(triton_fn)
             row = {
                 "case": name, "batch": B, "channels": C, "h": h, "w": w, "input_size": [H, W], "dtype": args.dtype,
-                "bytes": nbytes, **times,
+                "bytes": nbytes, **times, "launch": launch,
                 "speedup": times["torch_ms"] / times["triton_ms"],
                 "triton_gbps": nbytes / times["triton_ms"] / 1e6,
                 "torch_gbps": nbytes / times["torch_ms"] / 1e6,
@@ -116,9 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
             row["triton_fraction_of_peak"] = row["triton_gbps"] / peak["peak_gbps"]
             rows.append(row)
             print(
-                f"{name:16s} {h}x{w}: triton {times['triton_ms']:.3f} ms ({row['triton_gbps']:.0f} GB/s, "
+                f"{name:16s} B={B:<4d} {h}x{w}: triton {times['triton_ms']:.3f} ms ({row['triton_gbps']:.0f} GB/s, "
                 f"{100 * row['triton_fraction_of_peak']:.0f}% of peak), torch {times['torch_ms']:.3f} ms "
-                f"({row['torch_gbps']:.0f} GB/s), speedup {row['speedup']:.2f}x | {agreement}"
+                f"({row['torch_gbps']:.0f} GB/s), speedup {row['speedup']:.2f}x | {agreement} | "
+                f"grid {launch['plan']['grid']} config {launch['config']}"
             )
 
         with torch.no_grad():
@@ -126,8 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
             lowres_r, maps_r = torch_path_combine(activations, weights, size)
             agreement = {"lowres_max_abs_diff": max_diff(lowres_t, lowres_r), "lowres_scale": float(lowres_r.abs().max()),
                          "maps_max_abs_diff": max_diff(maps_t, maps_r)}
+        launch = {"plan": cam_combine.plan(activations).as_dict(), "tuning": _launch.tuning_enabled(),
+                  "config": _launch.config_dict(cam_combine._weighted_sum_kernel.best_config)}
         record("combine", combine_bytes, lambda: combine(activations, weights, size),
-               lambda: torch_path_combine(activations, weights, size), agreement)
+               lambda: torch_path_combine(activations, weights, size), agreement, launch)
 
         for variant in ("paper", "reference"):
             def fused(variant=variant):  # noqa: ANN202
@@ -142,7 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
                 agreement = {"weights_max_abs_diff": max_diff(got[0], expected[0]), "weights_max": float(expected[0].max()),
                              "maps_max_abs_diff": max_diff(got[2], expected[2])}
                 del got, expected
-            record(f"cfcam_{variant}", cfcam_bytes, fused, eager, agreement)
+            geometry = cfcam_filter.plan(gradients)
+            tuner = cfcam_filter._cfcam_scores_kernel if geometry.split.split else cfcam_filter._cfcam_weights_kernel
+            launch = {"plan": geometry.as_dict(), "tuning": _launch.tuning_enabled(),
+                      "config": _launch.config_dict(getattr(tuner, "best_config", None))}
+            record(f"cfcam_{variant}", cfcam_bytes, fused, eager, agreement, launch)
         del activations, gradients
 
     return write_result("kernels_combine", args, device, peak, rows)

@@ -9,11 +9,19 @@ Source coordinates follow PyTorch exactly: with $s = h / H$ (in float32),
 $y_{src} = \max(s\,(y + \tfrac12) - \tfrac12,\ 0)$, $y_0 = \lfloor y_{src} \rfloor$,
 $y_1 = \min(y_0 + 1, h - 1)$, $\lambda_y = y_{src} - y_0$; the same along x.
 
-One program per image; it walks the output in (BLOCK_H, BLOCK_W) tiles twice: the first pass finds the
+One program per image (grid (B,)); it walks the output in (BLOCK_H, BLOCK_W) tiles twice: the first pass finds the
 upsampled map's max, the second recomputes each tile and stores it divided by that max. Recomputing from
 the tiny low-resolution map (it stays in L1/L2) is cheaper than writing the unnormalised map and reading it
 back, so the (B, H, W) output crosses memory exactly once, in one launch, with no atomics and no host sync.
 Row/column indices and weights are computed once per tile row/column (the interpolation is separable).
+
+With `partials` (from `fastcam.kernels.cam_combine` when its channel sum was split across programs), a
+prologue first folds the (parts, B, h·w) partial sums into the low-resolution map (slice order, ReLU),
+stores it, and synchronises the program: the split costs no extra launch. The grid stays one program per
+image even at small batches: splitting the output across programs would need the image's max first, i.e.
+either a second launch or every program recomputing the whole upsampled map (as much work again as the
+writes it would parallelise); the max of the upsampled map cannot be taken from a few sample points
+bit-exactly (rounding), and the normalised peak must be exactly 1.
 
 Torch reference: `fastcam.ops.upsample_normalize` (re-exported here as
 `upsample_normalize_reference`). SoftCAM's explanation maps reuse `upsample_normalize` from this module.
@@ -27,37 +35,72 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from fastcam.kernels._launch import gpu_geometry
 from fastcam.ops import upsample_normalize as upsample_normalize_reference
 from fastcam.ops._checks import check_size
 
-__all__ = ["upsample_normalize", "upsample_normalize_reference", "check_size", "launch_guard"]
+__all__ = [
+    "check_size",
+    "fold_partials",
+    "launch_guard",
+    "launch_upsample_normalize",
+    "upsample_normalize",
+    "upsample_normalize_reference",
+]
 
 _TINY = torch.finfo(torch.float32).tiny
+
+
+@triton.jit
+def fold_partials(part_ptr, stride_ps, stride_pb, b, pos, mask, PARTS):
+    """ReLU(sum_s partial[s, b, pos]) as float32, over the slices of a split channel reduction
+    (`fastcam.kernels._launch.channel_split`), added in slice order 0, 1, ..., PARTS - 1 in the
+    workspace's dtype: the same order in every consumer, so results are bit-identical."""
+    ptrs = part_ptr + b * stride_pb + pos
+    acc = tl.load(ptrs, mask=mask, other=0.0)
+    for s in range(1, PARTS):
+        acc += tl.load(ptrs + s * stride_ps, mask=mask, other=0.0)
+    return tl.maximum(acc, 0.0).to(tl.float32)
 
 
 @triton.jit
 def _upsample_normalize_kernel(
     low_ptr,
     out_ptr,
+    part_ptr,
     h,
     w,
     H,
     W,
+    PARTS,
     stride_lb,
     stride_lh,
     stride_lw,
     stride_ob,
     stride_oh,
     stride_ow,
+    stride_ps,
+    stride_pb,
     scale_h,
     scale_w,
     tiny,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    FOLD: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     low = low_ptr + b * stride_lb
     out = out_ptr + b * stride_ob
+    if FOLD:
+        # Prologue: the low-resolution map is the ReLU'd sum of a split channel reduction's slices; add them
+        # up (slice order), store the map (it is returned too), then read it back below like any input.
+        for f_start in range(0, h * w, BLOCK_F):
+            pos = f_start + tl.arange(0, BLOCK_F)
+            pos_mask = pos < h * w
+            value = fold_partials(part_ptr, stride_ps, stride_pb, b, pos, pos_mask, PARTS)
+            tl.store(low + (pos // w) * stride_lh + (pos % w) * stride_lw, value, mask=pos_mask)
+        tl.debug_barrier()  # the whole map is written before any thread reads it
     offs_h = tl.arange(0, BLOCK_H)
     offs_w = tl.arange(0, BLOCK_W)
     running = tl.full((BLOCK_H, BLOCK_W), float("-inf"), tl.float32)
@@ -160,22 +203,41 @@ def upsample_normalize(lowres: Tensor, size: Sequence[int], *, out: Tensor | Non
         raise ValueError(f"out is on {out.device} but lowres is on {lowres.device}")
     if batch == 0:
         return out
-    block_h, block_w, warps = _tile_shape(height, width, lowres.is_cuda)
+    return launch_upsample_normalize(lowres, out)
+
+
+def launch_upsample_normalize(lowres: Tensor, out: Tensor, partials: Tensor | None = None) -> Tensor:
+    """Launch the kernel on validated arguments: lowres (B, h, w) and out (B, H, W) float32. With
+    `partials` ((parts, B, h·w) contiguous, float32/float64), lowres (float32) is first written as
+    ReLU(sum of the parts), then upsampled."""
+    batch, low_h, low_w = lowres.shape
+    height, width = out.shape[1:]
+    if batch == 0:
+        return out
+    on_gpu = gpu_geometry(lowres)
+    block_h, block_w, warps = _tile_shape(height, width, on_gpu)
+    block_f = min(triton.next_power_of_2(low_h * low_w), 1024 if on_gpu else 4096)
+    fold = partials is not None
     with launch_guard(lowres):
         _upsample_normalize_kernel[(batch,)](
             lowres,
             out,
+            partials if fold else lowres,
             low_h,
             low_w,
             height,
             width,
+            partials.shape[0] if fold else 1,
             *lowres.stride(),
             *out.stride(),
+            *(partials.stride()[:2] if fold else (0, 0)),
             low_h / height,  # PyTorch's scale: in/out, rounded to float32 (exact ints, same rounding)
             low_w / width,
             _TINY,
             BLOCK_H=block_h,
             BLOCK_W=block_w,
+            BLOCK_F=block_f,
+            FOLD=fold,
             num_warps=warps,
         )
     return out

@@ -71,3 +71,25 @@ def spy(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]
 
     monkeypatch.setattr(module, name, counted)
     return calls
+
+
+def force_split(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> list[tuple[int, int]]:
+    """Make every kernel's channel reduction split into slices of `chunk` channels (an odd chunk leaves a
+    ragged last slice), or never split (`chunk=None`), whatever the SM count; and make every partial-sum
+    workspace start as NaN, so a slice left unwritten shows. Returns the (parts, chunk) choices made."""
+    from fastcam.kernels import _launch
+
+    chosen: list[tuple[int, int]] = []
+
+    def split(programs: int, channels: int, sms: int, *, min_chunk: int, align: int) -> _launch.ChannelSplit:
+        parts = 1 if chunk is None else -(-channels // chunk)
+        choice = _launch.ChannelSplit(parts, chunk) if parts > 1 else _launch.ChannelSplit(1, channels)
+        chosen.append((choice.parts, choice.chunk))
+        return choice
+
+    def nan_workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(_launch, "channel_split", split)
+    monkeypatch.setattr(_launch, "workspace", nan_workspace)
+    return chosen

@@ -19,6 +19,7 @@ from fastcam_testkit.kernels import (  # noqa: E402,F401
     assert_close,
     bilinear_float64,
     combine_inputs,
+    force_split,
     gen,
     h,
     poisoned,
@@ -164,6 +165,50 @@ def test_cfcam_method_triton_equals_torch(variant, resnet, images, monkeypatch):
     assert combine_calls == [1] and filter_calls == [1]
     assert_close(got.lowres, expected.lowres)
     assert_close(got.maps, expected.maps)
+
+
+# ------------------------------------------------------------------------------------ split phase 1
+@pytest.mark.parametrize(
+    "variant,dtype,chunk",
+    [("paper", torch.float32, 13), ("paper", torch.bfloat16, 5), ("reference", torch.float32, 13),
+     ("reference", torch.float16, 32)],
+)
+def test_split_cluster_filter_weights_match_reference_and_float64(variant, dtype, chunk, monkeypatch):
+    """Phase 1 cut into channel slices (37 = 13 + 13 + 11, 8 x 5 - 3, 32 + 5: ragged last slices), a NaN
+    output row: the scores launch writes every channel once and the finishing launch (clusters, softmax)
+    agrees with the reference and the float64 oracle."""
+    chosen = force_split(monkeypatch, chunk)
+    grad, labels = _cfcam_inputs(dtype, seed=31)
+    got = cluster_filter_weights(grad, labels, variant=variant, out=poisoned(B, C))
+    assert chosen == [(-(-C // chunk), chunk)]
+    assert_close(got, cluster_filter_weights_reference(grad, labels, variant=variant))
+    sigma = 1.0 if variant == "paper" else 5.0
+    assert_close(got, cfcam_weights_float64(grad, labels, variant, sigma).float())
+    assert (got[labels == NOISE] == 0).all() and (got[2] == 0).all()
+    again = cluster_filter_weights(grad, labels, variant=variant)
+    assert torch.equal(got, again)  # deterministic: no atomics
+
+
+def test_split_and_fused_paths_agree_with_small_blocks(monkeypatch):
+    """Split phase 1 with tiny blocks (every loop iterates, ragged chunks) against the fused one-launch
+    path: the same per-channel maths, so equal to rounding."""
+    monkeypatch.setattr(cfcam_filter, "_blocks", lambda c, hh, ww, on_gpu: (4, 16, triton_pow2(hh), triton_pow2(ww), 4))
+    grad, labels = _cfcam_inputs(torch.float32, seed=32)
+    force_split(monkeypatch, None)
+    fused = {v: cluster_filter_weights(grad, labels, variant=v, out=poisoned(B, C)) for v in ("paper", "reference")}
+    force_split(monkeypatch, 9)
+    for variant, expected in fused.items():
+        got = cluster_filter_weights(grad, labels, variant=variant, out=poisoned(B, C))
+        assert_close(got, expected)
+        assert_close(got, cluster_filter_weights_reference(grad, labels, variant=variant))
+
+
+def test_cfcam_plan_fills_the_gpu():
+    """ResNet-50 / ResNet-18 layer4 at B = 1, 8, 64: phase 1 split to >= 2x 132 programs where the channels
+    allow; B >= 264: one fused launch."""
+    grids = {(c, n): cfcam_filter.plan(torch.empty(n, c, 7, 7)).grid for c in (2048, 512) for n in (1, 8, 64, 264)}
+    assert grids == {(2048, 1): (1, 64), (2048, 8): (8, 32), (2048, 64): (64, 5), (2048, 264): (264,),
+                     (512, 1): (1, 16), (512, 8): (8, 16), (512, 64): (64, 4), (512, 264): (264,)}
 
 
 # ------------------------------------------------------------------------------------ multi-step loops
