@@ -19,6 +19,10 @@ B, C, h, w, H, W = 3, 37, 5, 7, 33, 29  # odd, non-power-of-two sizes everywhere
 # Triton 3.6's interpreter converts runtime loop bounds with a numpy call that numpy 2.3 deprecates (2.4
 # removes it: hence numpy<2.4 in constraints.txt); the warning is the interpreter's, not ours.
 INTERPRETER_WARNING = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
+#: these modules run the kernels on CPU tensors in Triton's interpreter; where a GPU is present the
+#: interpreter is off and tests/kernels/test_gpu_kernels.py runs the compiled kernels instead
+INTERPRETER_ONLY = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="interpreter tests on CPU tensors; on a GPU test_gpu_kernels.py runs the compiled kernels")
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> None:

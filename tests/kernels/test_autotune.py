@@ -14,6 +14,7 @@ import torch
 pytest.importorskip("triton")
 
 from fastcam_testkit.kernels import (  # noqa: E402
+    INTERPRETER_ONLY,
     INTERPRETER_WARNING,
     B,
     H,
@@ -27,7 +28,7 @@ from fastcam_testkit.kernels import (  # noqa: E402
 
 from fastcam.kernels import _launch, cam_combine  # noqa: E402
 
-pytestmark = INTERPRETER_WARNING
+pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
 
 
 def test_tuning_switches(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ pytest.importorskip("triton")
 from fastcam_testkit.kernels import (  # noqa: E402,F401
     DTYPES,
     HALF,
+    INTERPRETER_ONLY,
     INTERPRETER_WARNING,
     B,
     C,
@@ -28,7 +29,7 @@ from fastcam_testkit.kernels import (  # noqa: E402,F401
 
 import fastcam  # noqa: E402
 
-pytestmark = INTERPRETER_WARNING
+pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
 from fastcam.kernels import cam_combine  # noqa: E402
 from fastcam.kernels.cam_combine import (  # noqa: E402
     combine,

@@ -11,6 +11,7 @@ pytest.importorskip("triton")
 from fastcam_testkit.kernels import (  # noqa: E402,F401
     DTYPES,
     HALF,
+    INTERPRETER_ONLY,
     INTERPRETER_WARNING,
     B,
     C,
@@ -29,7 +30,7 @@ from fastcam_testkit.kernels import (  # noqa: E402,F401
 
 import fastcam  # noqa: E402
 
-pytestmark = INTERPRETER_WARNING
+pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
 from fastcam.kernels import cam_combine, cfcam_filter  # noqa: E402
 from fastcam.kernels.cam_combine import combine, combine_reference  # noqa: E402
 from fastcam.kernels.cfcam_filter import (  # noqa: E402

@@ -10,6 +10,7 @@ pytest.importorskip("triton")
 from fastcam_testkit.kernels import (  # noqa: E402,F401
     DTYPES,
     HALF,
+    INTERPRETER_ONLY,
     INTERPRETER_WARNING,
     B,
     C,
@@ -23,7 +24,7 @@ from fastcam_testkit.kernels import (  # noqa: E402,F401
     w,
 )
 
-pytestmark = INTERPRETER_WARNING
+pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
 from fastcam.kernels.upsample_normalize import (  # noqa: E402
     upsample_normalize,
     upsample_normalize_reference,
