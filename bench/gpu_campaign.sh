@@ -15,7 +15,7 @@
 #   bash bench/gpu_campaign.sh [--sections tests,speed,scale] [--out DIR] [--dry-run]
 #   --dry-run  the same code paths on the CPU at tiny sizes (tests/bench/test_gpu_campaign.py runs it in CI)
 #
-# On a lent H100/H200 (README "GPU campaign"): the image lacks a few packages; carry them as wheels in .whl/
+# On a lent H100/H200 (docs/gpu-campaign.md): the image lacks a few packages; carry them as wheels in .whl/
 # (bash bench/fetch_gpu_wheels.sh, here; the exact list is bench/gpu_wheels.txt) and the commit in
 # bench/.campaign-commit (the copy there has no .git). Planned time on an H100/H200: tests ~3 min, speed
 # ~3 min, scale ~2 min (each section has its own time limit below, so one slow section cannot eat the rest).

@@ -20,3 +20,24 @@ def test_mkdocs_builds_strict(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "api" / "methods" / "index.html").is_file()
+
+
+def test_readme_keeps_the_essentials_and_links_resolve() -> None:
+    """The README keeps the quick start, API essentials, guarantees and status; the rest lives in docs/,
+    and every relative link of the README points at a file that exists."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", readme, flags=re.M)
+    for wanted in ("Quick start", "Python API", "Guarantees for embedding", "Documentation", "Layout",
+                   "Status", "Troubleshooting"):
+        assert any(h.startswith(wanted) for h in headings), f"README.md lost its {wanted!r} section"
+    for guarantee in ("Hooks live for one call", "Thread safety", "Model-side errors"):
+        assert guarantee in readme
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme)
+    assert links, "the README links no docs page"
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert not missing, f"README.md links missing files: {missing}"
+    anchors = re.findall(r"\]\(#([^)]+)\)", readme)
+    slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+    assert set(anchors) <= slugs, f"README.md anchors without a heading: {set(anchors) - slugs}"

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigmas", default=None, help="gradient-noise sigmas (default 0.1,1,2,...,10)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads of torch (default: torch's own choice; 1 is fastest for small models on a busy "
-                   "machine, see the README)")
+                   "machine, see docs/metrics.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -1,15 +1,12 @@
-"""The README's "Bring your own model" examples run exactly as written (each ```python block after its
-marker). The torchvision and timm ones run where those import (the GPU machine); the others everywhere."""
+"""The "Bring your own model" examples of docs/models.md run exactly as written (each ```python block
+after its marker). The torchvision and timm ones run where those import (the GPU machine); the others everywhere."""
 from __future__ import annotations
 
 import importlib
-import re
-from pathlib import Path
 
 import pytest
 import torch
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from fastcam_testkit.docs import DOCS, example_block, marked_names
 
 #: marker name -> the modules its example imports beyond fastcam and torch
 EXAMPLES = {
@@ -21,29 +18,20 @@ EXAMPLES = {
 }
 
 
-def readme_block(name: str) -> str:
-    marker = f"<!-- readme-test: {name} -->"
-    text = README.read_text(encoding="utf-8")
-    assert text.count(marker) == 1, f"README.md must hold {marker!r} once"
-    found = re.search(r"```python\n(.*?)```", text[text.index(marker):], flags=re.S)
-    assert found, f"no ```python block after {marker!r}"
-    return found.group(1)
-
-
 def test_every_marked_example_is_listed() -> None:
-    assert set(re.findall(r"<!-- readme-test: (byom-[\w-]+) -->", README.read_text(encoding="utf-8"))) == set(EXAMPLES)
+    assert marked_names("models.md", "byom-") == set(EXAMPLES)
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
-def test_readme_example_runs_as_written(name: str, one_thread: None) -> None:
+def test_models_example_runs_as_written(name: str, one_thread: None) -> None:
     for module in EXAMPLES[name]:
         try:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - absent, or built for another torch
             pytest.skip(f"{module} does not import here ({type(exc).__name__}); the example runs where it does")
     torch.manual_seed(0)
-    namespace: dict[str, object] = {"__name__": f"readme_{name}"}
-    exec(compile(readme_block(name), str(README), "exec"), namespace)  # the repository's own README
+    namespace: dict[str, object] = {"__name__": f"docs_{name}"}
+    exec(compile(example_block("models.md", name), str(DOCS / "models.md"), "exec"), namespace)  # our own docs
     maps = [v for k, v in namespace.items() if k.endswith("maps") and isinstance(v, torch.Tensor)]
     assert maps, "the example computes no maps"
     for m in maps:
