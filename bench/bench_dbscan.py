@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark

@@ -3,7 +3,6 @@ max-normalisation in place of its min-max scaling), in one forward and one backw
 import pytest
 import torch
 
-import fastcam
 from fastcam.methods.registry import method_class
 from fastcam_testkit.pgc import activations_and_grads, aggregate, cam_image
 

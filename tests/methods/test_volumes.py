@@ -3,7 +3,6 @@ computations (Grad-CAM, Grad-CAM++, Score-CAM with trilinear masks, CF-CAM with 
 scipy's 3-D Gaussian filter)."""
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import pytest
