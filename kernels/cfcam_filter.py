@@ -66,16 +66,8 @@ from fastcam.kernels import _launch
 from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.cam_combine import combine
 from fastcam.kernels.upsample_normalize import launch_guard
-from fastcam.ops._checks import check_activations, check_real, check_size
-from fastcam.ops.cfcam import (
-    DEFAULT_SIGMA,
-    IMPORTANT,
-    NOISE,
-    REFERENCE_NORM_EPS,
-    REFERENCE_RANGE_SIGMA,
-    VARIANTS,
-    gaussian_coverage,
-)
+from fastcam.ops._checks import check_activations, check_size
+from fastcam.ops.cfcam import IMPORTANT, NOISE, REFERENCE_NORM_EPS, REFERENCE_RANGE_SIGMA, filter_options, gaussian_coverage
 from fastcam.ops.cfcam import cluster_filter_weights as cluster_filter_weights_reference
 
 __all__ = ["CfcamPlan", "cfcam_combine", "cluster_filter_weights", "cluster_filter_weights_reference", "plan"]
@@ -524,8 +516,7 @@ def cluster_filter_weights(
     its window reduction would not fit in registers. Labels are taken as `channel_labels` makes them (-2, -1 or a cluster id >= 0); their values are not
     checked here, which would cost a host sync.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    sigma, range_sigma, truncate = filter_options(variant, sigma, range_sigma, truncate)
     check_activations(gradients, "gradients", dims=(4,))
     batch, channels, height, width = gradients.shape
     if not isinstance(labels, Tensor) or labels.shape != (batch, channels):
@@ -535,9 +526,6 @@ def cluster_filter_weights(
         raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
     if labels.device != gradients.device:
         raise ValueError(f"labels are on {labels.device} but the gradients are on {gradients.device}")
-    sigma = check_real("sigma", DEFAULT_SIGMA[variant] if sigma is None else sigma, low=0, low_inclusive=False)
-    range_sigma = check_real("range_sigma", range_sigma, low=0, low_inclusive=False)
-    truncate = check_real("truncate", truncate, low=0, low_inclusive=True)
     acc_dtype = torch.float64 if gradients.dtype == torch.float64 else torch.float32
     if out is None:
         out = torch.empty((batch, channels), dtype=acc_dtype, device=gradients.device)

@@ -127,6 +127,17 @@ def masked_softmax(scores: Tensor, keep: Tensor) -> Tensor:
     return expd / expd.sum(dim=1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
 
 
+def filter_options(variant: str, sigma: float | None, range_sigma: float, truncate: float) -> tuple[float, float, float]:
+    """Checked (sigma, range_sigma, truncate) of a CF-CAM filter, `sigma` None resolved to the variant's
+    default; shared by the torch reference and the Triton kernel so that both refuse the same input."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    sigma = check_real("sigma", DEFAULT_SIGMA[variant] if sigma is None else sigma, low=0, low_inclusive=False)
+    range_sigma = check_real("range_sigma", range_sigma, low=0, low_inclusive=False)
+    truncate = check_real("truncate", truncate, low=0, low_inclusive=True)
+    return sigma, range_sigma, truncate
+
+
 def cluster_filter_weights(
     gradients: Tensor,
     labels: Tensor,
@@ -154,16 +165,12 @@ def cluster_filter_weights(
     torch reference of the fused Triton kernel `fastcam.kernels.cfcam_filter.cluster_filter_weights` (2-D
     only: `fastcam._backend.resolve_backend` sends volumes here).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    sigma, range_sigma, truncate = filter_options(variant, sigma, range_sigma, truncate)
     if gradients.dim() not in (4, 5) or labels.shape != gradients.shape[:2]:
         raise ValueError(
             "gradients must be (B, C, h, w) (or (B, C, d, h, w)) and labels (B, C); got "
             f"{tuple(gradients.shape)} and {tuple(labels.shape)}"
         )
-    sigma = DEFAULT_SIGMA[variant] if sigma is None else check_real("sigma", sigma, low=0, low_inclusive=False)
-    check_real("range_sigma", range_sigma, low=0, low_inclusive=False)
-    check_real("truncate", truncate, low=0, low_inclusive=True)
     grad = accumulation(gradients.detach())
     batch, channels = grad.shape[:2]
     spatial_shape = tuple(grad.shape[2:])
