@@ -1,6 +1,6 @@
 """Fixed-shape, sync-free selection primitives for batches of problems.
 
-* `radix_select`: order statistics of float32 keys by two 16-bit histogram passes (no sort, no host k).
+* `radix_select`: order statistics of float32 keys by three 11/11/10-bit histogram passes (no sort, no host k).
 * `compact`: the positions of the first C True entries of a bool mask, in order (no `nonzero`).
 * `MaskBuffer`: a (b, N, N) bool buffer whose rows are whole int64 words, so that row counts are two
   vectorised reductions (bytes summed as 8 lanes of an int64) instead of a slow bool -> int sum.
@@ -40,47 +40,51 @@ def radix_select(keys: Tensor, ranks: Tensor, digits: int = 3) -> Tensor:
     `digits` < 3 stops early and returns (b, R, 2) bounds instead: the smallest and largest float32 values
     with the chosen leading digits, which bracket the rank-th key (two digits: within 2⁻¹³ relative).
 
-    Radix selection on the order-preserving bit pattern (shifted to [0, 2³²) in int64), one 11/11/10-bit
-    digit at a time: a histogram of the digit over the keys that share the digits chosen so far (one
-    histogram per rank after the first digit; the other keys go to a dump bin), its running sum locating
-    the digit that holds the rank and the number of keys below it. Three levels of 2,048 bins keep the
-    histograms small (cheap to clear and scan at any L); each level is one scatter-add over the keys.
+    Radix selection on s, the order-preserving int32 bit pattern of the keys, one 11/11/10-bit digit at a
+    time (levels of 2,048 bins: small histograms, cheap to clear and scan at any L). Level k histograms the
+    digit over the keys whose higher digits equal those chosen so far (per rank after the first level),
+    and its running sum locates the digit holding the rank and the number of keys below it. All of it is
+    int32 arithmetic and one scatter-add a level, without boolean masks: with P the prefix s >> (shift +
+    bits) (an arithmetic shift is a floor, so prefixes are monotone in s) and v the chosen prefix,
+    clamp(P − v, −1, 1) is −1, 0 or 1 for keys below, inside or above the chosen bin, and
+    clamp((bins + 1)·that + digit + 1, 0, bins + 1) puts them in bin 0, 1 + digit or bins + 1.
     Exact for any keys without NaN (ties, ±inf); ranks must lie in [0, L) (callers clamp them).
     """
     batch, length = keys.shape
     count = ranks.shape[1]
     device = keys.device
+    signed = order_bits(keys)  # (b, L) int32, monotone in the key
     one = torch.ones((), dtype=torch.int64, device=device)
-    pattern = order_bits(keys).long() + (1 << 31)  # monotone in the key, in [0, 2^32)
-    wanted = ranks  # (b, R): rank still to find among the keys that match the digits chosen so far
-    value = match = None
+    wanted = ranks  # (b, R): rank still to find among the keys that share the digits chosen so far
+    prefix = None  # (b, R) int64: the signed prefix s >> shift of the digits chosen so far
     levels = LEVELS[:digits]
-    for level, (shift, bits) in enumerate(levels):
+    for shift, bits in levels:
         bins = 1 << bits
-        digit = (pattern >> shift) & (bins - 1)  # (b, L)
-        if match is None:  # first digit: one histogram serves every rank
-            hist = torch.zeros(batch, bins, dtype=torch.int64, device=device).scatter_add_(1, digit, one.expand(batch, length))
+        shifted = signed >> shift
+        if prefix is None:  # first digit: one histogram serves every rank; s >> 21 lies in [−1024, 1024)
+            column = (shifted + bins // 2).long()
+            hist = torch.zeros(batch, bins, dtype=torch.int64, device=device).scatter_add_(1, column, one.expand(batch, length))
             cum = hist.cumsum(1)
             chosen = torch.searchsorted(cum, wanted, right=True)
             wanted = wanted - (cum - hist).gather(1, chosen)
+            prefix = chosen - bins // 2
         else:
-            column = (digit.unsqueeze(1) + offsets).masked_fill_(~match, count * bins)  # off-prefix keys: dump bin
-            hist = torch.zeros(batch, count * bins + 1, dtype=torch.int64, device=device)
-            hist = hist.scatter_add_(1, column.view(batch, -1), one.expand(batch, count * length))[:, :-1]
-            hist = hist.view(batch, count, bins)
+            side = ((shifted >> bits).unsqueeze(1) - prefix.int().unsqueeze(-1)).clamp_(-1, 1)  # (b, R, L)
+            column = side.mul_(bins + 1).add_((shifted & (bins - 1)).add_(1).unsqueeze(1)).clamp_(0, bins + 1)
+            if count > 1:  # rank r's histogram at columns r·(bins + 2) ...
+                column += torch.arange(0, count * (bins + 2), bins + 2, device=device, dtype=torch.int32).view(1, -1, 1)
+            column = column.long()
+            hist = torch.zeros(batch, count * (bins + 2), dtype=torch.int64, device=device)
+            hist = hist.scatter_add_(1, column.view(batch, -1), one.expand(batch, count * length))
+            hist = hist.view(batch, count, bins + 2)[..., 1:-1]  # the keys inside the chosen prefix
             cum = hist.cumsum(-1)
             chosen = torch.searchsorted(cum, wanted.unsqueeze(-1), right=True)
             wanted = wanted - (cum - hist).gather(-1, chosen).squeeze(-1)
-            chosen = chosen.squeeze(-1)
-        value = chosen if value is None else (value << bits) | chosen
-        if level + 1 < len(levels):
-            same = digit.unsqueeze(1) == chosen.unsqueeze(-1)  # (b, R, L)
-            match = same if match is None else match & same
-            offsets = torch.arange(0, count * (1 << LEVELS[level + 1][1]), 1 << LEVELS[level + 1][1], device=device).view(1, -1, 1)
+            prefix = prefix * bins + chosen.squeeze(-1)
     if digits == len(LEVELS):
-        return from_order_bits((value - (1 << 31)).int())
+        return from_order_bits(prefix.int())
     rest = levels[-1][0]  # bits not chosen: 0 for the floor, all ones for the ceiling of the bin
-    bounds = from_order_bits((torch.stack([value << rest, (value << rest) | ((1 << rest) - 1)], -1) - (1 << 31)).int())
+    bounds = from_order_bits(torch.stack([prefix << rest, (prefix << rest) | ((1 << rest) - 1)], -1).int())
     # the bins of ±inf reach into NaN patterns: their floor/ceiling is ∓inf then
     outward = (torch.arange(2, device=device) * 2 - 1) * math.inf  # (−inf, +inf) without a host tensor literal
     return torch.where(bounds.isnan(), outward, bounds)

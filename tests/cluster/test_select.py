@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from fastcam.cluster._exact import numpy_pairwise_sum, sqrt_correctly_rounded
 from fastcam.cluster._gemm import pair_keys
-from fastcam.cluster._select import MaskBuffer, compact, radix_select, to_float32_rounded
+from fastcam.cluster._select import (
+    MaskBuffer,
+    compact,
+    from_order_bits,
+    order_bits,
+    radix_select,
+    to_float32_rounded,
+)
 
 
 @settings(deadline=None, max_examples=25)
@@ -29,9 +36,15 @@ def test_radix_select_equals_sort(length, seed, kind):
     ranks = torch.randint(0, length, (3, 4), generator=g)
     expected = keys.sort(1).values.gather(1, ranks)
     assert torch.equal(radix_select(keys, ranks), expected)
-    for digits in (1, 2):  # early stop: floor and ceiling of the digit's bin bracket the answer
+    for digits, rest in ((1, 21), (2, 10)):  # early stop: floor and ceiling of the answer's bin
         bounds = radix_select(keys, ranks, digits=digits)
         assert (bounds[..., 0] <= expected).all() and (bounds[..., 1] >= expected).all()
+        # exactly the bin: the order patterns with the answer's leading bits (±inf where they reach NaN)
+        low = from_order_bits((order_bits(expected) >> rest) << rest)
+        high = from_order_bits(((order_bits(expected) >> rest) << rest) | ((1 << rest) - 1))
+        low = torch.where(low.isnan(), -math.inf, low)
+        high = torch.where(high.isnan(), math.inf, high)
+        assert torch.equal(bounds[..., 0], low) and torch.equal(bounds[..., 1], high)
 
 
 @settings(deadline=None, max_examples=25)
