@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 from typing import Callable
 
@@ -28,9 +29,10 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path, classifie
     good = write_images(data, 7)
     valid_png = (data / good[0]).read_bytes()
     (data / "truncated.png").write_bytes(valid_png[: len(valid_png) // 2])
-    (data / "garbage.jpg").write_bytes(os.urandom(300))
+    noise = random.Random(0)  # fixed bytes: the same corrupt files every run
+    (data / "garbage.jpg").write_bytes(noise.randbytes(300))
     (data / "empty.tif").write_bytes(b"")
-    (data / "fake.dcm").write_bytes(b"\0" * 128 + b"DICM" + os.urandom(64))
+    (data / "fake.dcm").write_bytes(b"\0" * 128 + b"DICM" + noise.randbytes(64))
     bad = {"truncated.png", "garbage.jpg", "empty.tif", "fake.dcm"}
     model = classifier()
     run = explain_dataset(model, data, method="gradcam", target_layer="layer4", out=tmp_path / "run", batch_size=4,
