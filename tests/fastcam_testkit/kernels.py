@@ -23,6 +23,8 @@ INTERPRETER_WARNING = pytest.mark.filterwarnings("ignore:Conversion of an array 
 #: interpreter is off and tests/kernels/test_gpu_kernels.py runs the compiled kernels instead
 INTERPRETER_ONLY = pytest.mark.skipif(
     torch.cuda.is_available(), reason="interpreter tests on CPU tensors; on a GPU test_gpu_kernels.py runs the compiled kernels")
+#: the marks of every interpreter-run kernel test module: `pytestmark = INTERPRETER_TESTS`
+INTERPRETER_TESTS = [INTERPRETER_WARNING, INTERPRETER_ONLY]
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> None:

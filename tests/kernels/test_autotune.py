@@ -13,9 +13,9 @@ import torch
 
 pytest.importorskip("triton")
 
+from fastcam.kernels import _launch, cam_combine  # noqa: E402
 from fastcam_testkit.kernels import (  # noqa: E402
-    INTERPRETER_ONLY,
-    INTERPRETER_WARNING,
+    INTERPRETER_TESTS,
     B,
     H,
     W,
@@ -26,9 +26,7 @@ from fastcam_testkit.kernels import (  # noqa: E402
     w,
 )
 
-from fastcam.kernels import _launch, cam_combine  # noqa: E402
-
-pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
+pytestmark = INTERPRETER_TESTS
 
 
 def test_tuning_switches(monkeypatch: pytest.MonkeyPatch) -> None:

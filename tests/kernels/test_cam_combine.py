@@ -7,17 +7,21 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastcam_testkit.kernels import (  # noqa: E402,F401
+from fastcam.kernels import cam_combine  # noqa: E402
+from fastcam.kernels.cam_combine import (  # noqa: E402
+    combine,
+    combine_reference,
+    weighted_sum_relu,
+    weighted_sum_relu_reference,
+)
+from fastcam_testkit.kernels import (  # noqa: E402
     DTYPES,
-    HALF,
-    INTERPRETER_ONLY,
-    INTERPRETER_WARNING,
+    INTERPRETER_TESTS,
     B,
     C,
     H,
     W,
     assert_close,
-    bilinear_float64,
     combine_inputs,
     force_split,
     gen,
@@ -29,14 +33,7 @@ from fastcam_testkit.kernels import (  # noqa: E402,F401
 
 import fastcam  # noqa: E402
 
-pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
-from fastcam.kernels import cam_combine  # noqa: E402
-from fastcam.kernels.cam_combine import (  # noqa: E402
-    combine,
-    combine_reference,
-    weighted_sum_relu,
-    weighted_sum_relu_reference,
-)
+pytestmark = INTERPRETER_TESTS
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -151,7 +148,13 @@ def test_split_is_bit_stable_and_both_folds_agree(monkeypatch):
 
 def test_split_choice_fills_the_gpu():
     """`channel_split` at ResNet layer4 shapes on 132 SMs, and its invariants on a sweep of shapes."""
-    from fastcam.kernels._launch import INTERPRETER_SMS, ChannelSplit, channel_split, sm_count, unsplit
+    from fastcam.kernels._launch import (
+        INTERPRETER_SMS,
+        ChannelSplit,
+        channel_split,
+        sm_count,
+        unsplit,
+    )
 
     assert sm_count(torch.device("cpu")) == INTERPRETER_SMS == 132
     plans = {n: cam_combine.plan(torch.empty(n, 2048, 7, 7)) for n in (1, 8, 64, 264)}

@@ -8,17 +8,20 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from fastcam_testkit.kernels import (  # noqa: E402,F401
-    DTYPES,
-    HALF,
-    INTERPRETER_ONLY,
-    INTERPRETER_WARNING,
+from fastcam.kernels import cam_combine, cfcam_filter  # noqa: E402
+from fastcam.kernels.cam_combine import combine, combine_reference  # noqa: E402
+from fastcam.kernels.cfcam_filter import (  # noqa: E402
+    cfcam_combine,
+    cluster_filter_weights,
+    cluster_filter_weights_reference,
+)
+from fastcam_testkit.kernels import (  # noqa: E402
+    INTERPRETER_TESTS,
     B,
     C,
     H,
     W,
     assert_close,
-    bilinear_float64,
     combine_inputs,
     force_split,
     gen,
@@ -29,17 +32,9 @@ from fastcam_testkit.kernels import (  # noqa: E402,F401
 )
 
 import fastcam  # noqa: E402
-
-pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
-from fastcam.kernels import cam_combine, cfcam_filter  # noqa: E402
-from fastcam.kernels.cam_combine import combine, combine_reference  # noqa: E402
-from fastcam.kernels.cfcam_filter import (  # noqa: E402
-    cfcam_combine,
-    cluster_filter_weights,
-    cluster_filter_weights_reference,
-)
-
 from fastcam.ops import IMPORTANT, NOISE  # noqa: E402
+
+pytestmark = INTERPRETER_TESTS
 
 # ------------------------------------------------------------------------------------ CF-CAM cluster filter
 

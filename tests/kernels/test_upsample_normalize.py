@@ -7,13 +7,14 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastcam_testkit.kernels import (  # noqa: E402,F401
+from fastcam.kernels.upsample_normalize import (  # noqa: E402
+    upsample_normalize,
+    upsample_normalize_reference,
+)
+from fastcam_testkit.kernels import (  # noqa: E402
     DTYPES,
-    HALF,
-    INTERPRETER_ONLY,
-    INTERPRETER_WARNING,
+    INTERPRETER_TESTS,
     B,
-    C,
     H,
     W,
     assert_close,
@@ -24,11 +25,7 @@ from fastcam_testkit.kernels import (  # noqa: E402,F401
     w,
 )
 
-pytestmark = [INTERPRETER_WARNING, INTERPRETER_ONLY]
-from fastcam.kernels.upsample_normalize import (  # noqa: E402
-    upsample_normalize,
-    upsample_normalize_reference,
-)
+pytestmark = INTERPRETER_TESTS
 
 
 # ------------------------------------------------------------------------------------ upsample-normalise
@@ -88,9 +85,10 @@ def test_upsample_normalize_bad_input():
 @pytest.mark.parametrize("method,kwargs", [("LayerCAM", {}), ("EigenCAM", {}), ("GradCAM", {"eigen_smooth": True})])
 def test_lowres_methods_take_the_triton_upsample_normalize(method, kwargs, resnet, images, monkeypatch):
     """Methods with their own `_get_lowres` (and eigen_smooth) reach the maps through this kernel."""
-    import fastcam
     from fastcam.kernels import upsample_normalize as module
     from fastcam_testkit.kernels import spy
+
+    import fastcam
 
     with getattr(fastcam, method)(resnet, "layer3", backend="torch", **kwargs) as cam:
         expected = cam.explain(images, [0, 1, 2, 3])
