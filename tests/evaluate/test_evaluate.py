@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastcam_testkit.runs import random_pngs, saved_tiny_resnet
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -24,22 +25,17 @@ from fastcam.models import tiny_resnet
 def _tiny_run(tmp_path: Path, report: bool = False) -> tuple[Path, Path, Path, torch.nn.Module, fastcam.Run]:
     """(data, masks, run directory, model, run): 3 random images, a mask for im0 only (im1's is empty)."""
     data, masks = tmp_path / "data", tmp_path / "masks"
-    data.mkdir()
+    random_pngs(data, 3, 64)
     masks.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(data / f"im{i}.png")
     m = np.zeros((64, 64), np.uint8)
     m[0:32, 0:32] = 255                                     # top-left quadrant, for im0 only
     Image.fromarray(m).save(masks / "im0.png")
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(masks / "im1.png")   # empty: left out
-    torch.manual_seed(0)
-    model = tiny_resnet(num_classes=3).eval()
-    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    model, weights = saved_tiny_resnet(tmp_path)
     run_dir = tmp_path / "runs" / "gradcam"
     run = fastcam.explain_dataset(model, str(data), method="gradcam", target_layer="layer4", out=run_dir,
                                   batch_size=2, device="cpu", preprocess=Preprocess(channels=3), progress=False,
-                                  model_info={"spec": "fastcam:tiny_resnet", "weights": str(tmp_path / "w.safetensors")},
+                                  model_info={"spec": "fastcam:tiny_resnet", "weights": str(weights)},
                                   report=report)
     return data, masks, run_dir, model, run
 
@@ -154,14 +150,9 @@ def test_eval_scores_runs_of_the_new_methods(tmp_path: Path) -> None:
     """A Layer-CAM run with its options is re-explained for robustness (a gradient method); Eigen-CAM
     and Ablation-CAM runs get the note (no gradients)."""
     data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(data / f"im{i}.png")
-    torch.manual_seed(0)
-    model = tiny_resnet(num_classes=3).eval()
-    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    info = {"spec": "fastcam:tiny_resnet", "weights": str(tmp_path / "w.safetensors")}
+    random_pngs(data, 2, 32, seed=1)
+    model, weights = saved_tiny_resnet(tmp_path)
+    info = {"spec": "fastcam:tiny_resnet", "weights": str(weights)}
     for method, kwargs in (("layercam", {"eigen_smooth": True}), ("eigencam", {}), ("ablationcam", {"batch_size": 64})):
         fastcam.explain_dataset(model, str(data), method=method, target_layer="layer3", out=tmp_path / "runs" / method,
                                 batch_size=2, device="cpu", preprocess=Preprocess(channels=3), progress=False,

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
-from safetensors.torch import save_file
+from fastcam_testkit.runs import random_pngs, saved_tiny_resnet
 
 import fastcam
 from fastcam.cli import main
 from fastcam.errors import UntrustedRunError
 from fastcam.evaluate import evaluate
 from fastcam.io.images import Preprocess
-from fastcam.models import tiny_resnet
 
 # imported only with --trust-run: leaves a mark, and builds the run's model
 PLANTED = '''
@@ -32,17 +28,12 @@ def factory(num_classes=3):
 
 def _run(root: Path, spec: str) -> Path:
     data = root / "data"
-    data.mkdir(exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(data / f"im{i}.png")
-    torch.manual_seed(0)
-    model = tiny_resnet(num_classes=3).eval()
-    save_file(model.state_dict(), str(root / "w.safetensors"))
+    random_pngs(data, 2, 16)
+    model, weights = saved_tiny_resnet(root)
     out = root / spec.replace(":", "_")
     fastcam.explain_dataset(model, str(data), method="gradcam", target_layer="layer4", out=out, batch_size=2,
                             device="cpu", preprocess=Preprocess(channels=3), progress=False,
-                            model_info={"spec": spec, "weights": str(root / "w.safetensors")})
+                            model_info={"spec": spec, "weights": str(weights)})
     return out
 
 
