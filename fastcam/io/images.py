@@ -19,10 +19,11 @@ dataset is scaled the same way):
 from __future__ import annotations
 
 import errno
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import torch
@@ -98,19 +99,24 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
     return out
 
 
-def _is_dicom(path: Path) -> bool:
+def _is_dicom(path: Path, source: Path | BinaryIO) -> bool:
+    """Whether the file named `path` (read from `source`: the path itself, or its bytes) is DICOM."""
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
-    with path.open("rb") as f:  # DICOM part 10: 128-byte preamble then "DICM"
-        head = f.read(132)
+    if isinstance(source, Path):
+        with source.open("rb") as f:  # DICOM part 10: 128-byte preamble then "DICM"
+            head = f.read(132)
+    else:
+        head = source.read(132)
+        source.seek(0)
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+def _read_dicom(source: Path | BinaryIO) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ds = pydicom.dcmread(str(path))
+    ds = pydicom.dcmread(str(source) if isinstance(source, Path) else source)
     pixels = ds.pixel_array
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -145,10 +151,10 @@ def _read_dicom(path: Path) -> np.ndarray:
     return scaled
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+def _read_pillow(source: Path | BinaryIO) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(source) as img:
         img.load()  # decode now: a truncated/corrupt file raises here, inside the caller's try
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
@@ -162,10 +168,17 @@ def _read_pillow(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def read_image(path: str | Path) -> Tensor:
-    """One image as a float32 (C, H, W) tensor in [0, 1] (C = 1 for grayscale, 3 for colour)."""
+def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
+    """One image as a float32 (C, H, W) tensor in [0, 1] (C = 1 for grayscale, 3 for colour).
+
+    Args:
+        path: the image file; with `data`, only its name (the suffix tells DICOM files).
+        data: the file's encoded bytes, already read (from object storage, a Ray dataset): decoded exactly
+            as the file would be.
+    """
     path = Path(path)
-    array = _read_dicom(path) if _is_dicom(path) else _read_pillow(path)
+    source: Path | BinaryIO = path if data is None else io.BytesIO(data)
+    array = _read_dicom(source) if _is_dicom(path, source) else _read_pillow(source)
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and array.shape[-1] in (3, 4):
@@ -336,11 +349,15 @@ class ImageFolder(FolderItems, Dataset):
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(self.root)!r}")
         self.size = self.preprocess.size or self._first_size()
 
+    def _read(self, path: Path) -> Tensor:
+        """The decoded image of one file (a subclass may fetch it elsewhere: `fastcam.ray`'s URIs)."""
+        return read_image(path)
+
     def _read_size(self, path: Path) -> tuple[int, ...]:
-        return tuple(read_image(path).shape[-2:])
+        return tuple(self._read(path).shape[-2:])
 
     def _load(self, path: Path) -> Tensor:
-        image = self.preprocess.display(read_image(path))
+        image = self.preprocess.display(self._read(path))
         if tuple(image.shape[-2:]) != tuple(self.size):
             return image  # refused by the caller, with the sizes
         return self.preprocess.normalize(image)

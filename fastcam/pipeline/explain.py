@@ -19,7 +19,7 @@ import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -235,30 +235,23 @@ def explain_dataset(
     resolve_targets, targets_info = targets_resolver(targets, ids)
 
     model = model.to(device).eval()
-    num_classes = _num_classes(model, dataset, device) if not (targets is None or isinstance(targets, str)) else None
+    num_classes = model_classes(model, dataset, device) if not (targets is None or isinstance(targets, str)) else None
     if num_classes is not None:
         check_targets_range(targets, ids, num_classes)  # the whole dataset, before the first batch
     explainer = make_explainer(model, method, target_layer, method_kwargs)
-    layer_name = getattr(explainer, "layer_name", None)
     ids_json = [i if isinstance(i, int) else str(i) for i in ids]
-    settings = jsonable({
-        "method": method, "method_kwargs": dict(method_kwargs or {}), "target_layer": layer_name,
-        "model": {"class": type(model).__qualname__, "state_sha256": state_hash(model), **dict(model_info or {})},
-        "data": {**data_info, "n": len(ids),
-                 "ids_sha256": hashlib.sha256(json.dumps(ids_json).encode()).hexdigest()},
-        "targets": targets_info, "batch_size": batch_size, "world_size": ranks.world, "dtype": dtype, "amp": amp,
-        "fingerprint": fingerprint, "format": STORE_FORMAT,
-    })
+    settings = run_settings(model, explainer, method, method_kwargs, model_info, data_info, ids_json, targets_info,
+                            batch_size, ranks.world, dtype, amp, fingerprint)
 
     try:
         with process_group(ranks.world, device) as barrier, directory.writer_lock(ranks.rank, ranks.world):
             if ranks.is_main:
-                _create_or_resume(directory, settings, ids_json, resume, data_info)
+                create_or_resume(directory, settings, ids_json, resume, data_info)
             barrier()
             check_settings(directory.root, settings)  # every rank checks: a refusal is the same on all of them
             mine = list(shard_indices(len(ids), ranks.rank, ranks.world))
             writer = ShardWriter(directory.root, ranks.rank, ranks.world, len(ids), batch_size, dtype,
-                                 fingerprints=_fingerprints(dataset, mine, fingerprint))
+                                 fingerprints=input_fingerprints(dataset, mine, fingerprint))
             todo = writer.plan()
             label = method + (f"[{ranks.rank}]" if ranks.world > 1 else "")
             _explain_shard(writer, todo, explainer, dataset, ids, device, amp, resolve_targets, num_workers,
@@ -280,7 +273,24 @@ def explain_dataset(
     return result
 
 
-def _num_classes(model: nn.Module, dataset: Dataset, device: torch.device) -> int | None:
+def run_settings(model: nn.Module, explainer: Any, method: str, method_kwargs: Mapping[str, Any] | None,
+                 model_info: Mapping[str, Any] | None, data_info: Mapping[str, Any], ids_json: list[Any],
+                 targets_info: Any, batch_size: int, world_size: int, dtype: str, amp: str | None,
+                 fingerprint: str) -> dict[str, Any]:
+    """The settings record of a run (run.json "settings"): everything that changes its results, as every
+    engine (local, torchrun, `fastcam.ray`) writes and checks it."""
+    return jsonable({
+        "method": method, "method_kwargs": dict(method_kwargs or {}),
+        "target_layer": getattr(explainer, "layer_name", None),
+        "model": {"class": type(model).__qualname__, "state_sha256": state_hash(model), **dict(model_info or {})},
+        "data": {**data_info, "n": len(ids_json),
+                 "ids_sha256": hashlib.sha256(json.dumps(ids_json).encode()).hexdigest()},
+        "targets": targets_info, "batch_size": batch_size, "world_size": world_size, "dtype": dtype, "amp": amp,
+        "fingerprint": fingerprint, "format": STORE_FORMAT,
+    })
+
+
+def model_classes(model: nn.Module, dataset: Dataset, device: torch.device) -> int | None:
     """The model's number of classes, from one forward pass of the first readable sample (None if none of
     the first 16 can be read: the targets are then checked batch by batch)."""
     items = SafeItems(dataset)
@@ -294,7 +304,7 @@ def _num_classes(model: nn.Module, dataset: Dataset, device: torch.device) -> in
     return None
 
 
-def _fingerprints(dataset: Dataset, indices: Sequence[int], mode: str) -> Any:
+def input_fingerprints(dataset: Dataset, indices: Sequence[int], mode: str) -> Any:
     """The input fingerprints of the dataset indices (folder datasets; None for other datasets)."""
     if not isinstance(dataset, ImageFolder):
         return None
@@ -303,7 +313,7 @@ def _fingerprints(dataset: Dataset, indices: Sequence[int], mode: str) -> Any:
     return file_fingerprints(dataset.root, [files[i] for i in indices], mode)
 
 
-def _create_or_resume(directory: RunDirectory, settings: dict[str, Any], ids: list[Any], resume: bool,
+def create_or_resume(directory: RunDirectory, settings: dict[str, Any], ids: list[Any], resume: bool,
                       data_info: dict[str, Any]) -> None:
     """Set up a new run directory, or accept an existing run with the same settings for resuming (its
     ids.json is rewritten if damaged). Called with the run's writer lock held."""
@@ -481,6 +491,35 @@ def explain_folder(
     stored intensities). A spec with random weights and no `weights` file warns (`RandomWeightsWarning`)
     and records it in run.json. The other arguments are `explain_dataset`'s.
     """
+    built, dataset, preprocess, kwargs, model_info = prepare_folder(
+        model, data, weights=weights, num_classes=num_classes, in_channels=in_channels, method=method,
+        method_kwargs=method_kwargs, size=size, mean=mean, std=std, reshape=reshape, volumes=volumes)
+    return explain_dataset(
+        built, dataset, method=method, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,
+        targets=targets, resume=resume, method_kwargs=kwargs, dtype=dtype, preprocess=preprocess,
+        num_workers=workers, overlays=overlays, colormap=colormap, alpha=alpha, report=report, progress=progress,
+        fingerprint=fingerprint, model_info=model_info,
+    )
+
+
+class PreparedFolder(NamedTuple):
+    """What `prepare_folder` builds from `fastcam explain`'s flags: the model, the data (a folder path, or a
+    `VolumeFolder`), its preprocessing, the method's keyword arguments and the model's run.json record."""
+
+    model: nn.Module
+    data: Any
+    preprocess: Preprocess | None
+    method_kwargs: dict[str, Any]
+    model_info: dict[str, Any]
+
+
+def prepare_folder(model: str, data: str | Path, *, weights: str | Path | None = None, num_classes: int | None = None,
+                   in_channels: int | None = None, method: str = "gradcam",
+                   method_kwargs: Mapping[str, Any] | None = None, size: int | Sequence[int] | None = None,
+                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                   reshape: str | None = None, volumes: bool = False) -> PreparedFolder:
+    """The model built from its spec and the folder's preprocessing, as `explain_folder` explains them (and
+    `fastcam.ray.explain_dataset`, so both engines agree); the arguments are `explain_folder`'s."""
     # a method that is not post-hoc explains its own network: the built model is converted to it
     built, defaults = load_model(model, weights, num_classes, in_channels, softcam=not get_method(method).post_hoc)
     model_info: dict[str, Any] = {"spec": model, "weights": str(Path(weights).resolve()) if weights else None,
@@ -488,7 +527,7 @@ def explain_folder(
     if defaults.get("random_weights"):
         message = (f"model {model!r} has random weights (no --weights file was given): its explanations show "
                    "what an untrained network responds to, not what a trained one uses")
-        warnings.warn(message, RandomWeightsWarning, stacklevel=2)
+        warnings.warn(message, RandomWeightsWarning, stacklevel=3)
         model_info.update(random_weights=True, warning=message)
     kwargs = dict(method_kwargs or {})
     if reshape is not None:
@@ -514,12 +553,7 @@ def explain_folder(
                                 # --size overrides the model's recipe: a plain resize, no centre crop
                                 resize=defaults.get("resize") if size is None else None)
         dataset = data
-    return explain_dataset(
-        built, dataset, method=method, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,
-        targets=targets, resume=resume, method_kwargs=kwargs, dtype=dtype, preprocess=preprocess,
-        num_workers=workers, overlays=overlays, colormap=colormap, alpha=alpha, report=report, progress=progress,
-        fingerprint=fingerprint, model_info=model_info,
-    )
+    return PreparedFolder(built, dataset, preprocess, kwargs, model_info)
 
 
 class RandomWeightsWarning(UserWarning):
