@@ -381,29 +381,19 @@ def _explain_shard(writer: ShardWriter, todo: Sequence[int], explainer: Any, dat
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastcam-store") as pool:
         try:
             for batch_no, indices, batch in zip(todo, batches, loader):
-                ok: Tensor = batch["ok"].clone()
-                errors: list[str] = list(batch["errors"])
+                done = explain_batch(explainer, batch, indices, resolve_targets, device, amp_dtype, oom_state)
+                ok, errors = done.ok, done.errors
                 results = ready = overlay_job = None
-                if batch["images"] is not None:
-                    ok_rows = torch.nonzero(ok).flatten()  # the batch rows of the loaded images, in order
-                    images = batch["images"].to(device, non_blocking=True)
-                    ok_index = torch.tensor(indices, dtype=torch.long)[ok_rows]
-                    kept, explained, dropped = explain_finite(
-                        explainer, images, _to_device(resolve_targets(ok_index, batch["labels"]), device), amp_dtype,
-                        oom_state)
-                    for image_row, reason in dropped.items():
-                        ok[ok_rows[image_row]] = False
-                        errors[int(ok_rows[image_row])] = f"non-finite explanation: {reason} contain NaN or Inf"
-                    if explained is not None:
-                        maps, lowres, logits, tgt = explained
-                        # the results travel to the host asynchronously; the writer waits for them (`ready`)
-                        results = tuple(t.to("cpu", non_blocking=True) for t in (lowres, logits, tgt))
-                        if overlays:
-                            overlay_job = (batch["images"][kept], maps.to("cpu", non_blocking=True),
-                                           [ids[i] for i in ok_index[kept].tolist()])
-                        if device.type == "cuda":
-                            ready = torch.cuda.Event()
-                            ready.record()
+                if done.explained is not None:
+                    maps, lowres, logits, tgt = done.explained
+                    # the results travel to the host asynchronously; the writer waits for them (`ready`)
+                    results = tuple(t.to("cpu", non_blocking=True) for t in (lowres, logits, tgt))
+                    if overlays:
+                        overlay_job = (batch["images"][done.kept], maps.to("cpu", non_blocking=True),
+                                       [ids[i] for i in done.kept_index.tolist()])
+                    if device.type == "cuda":
+                        ready = torch.cuda.Event()
+                        ready.record()
                 if pending is not None:
                     pending.result()  # the previous batch is committed (or its error raised) before the next
                 pending = pool.submit(store, batch_no, indices, ok, errors, results, ready, overlay_job)
@@ -418,6 +408,38 @@ def _explain_shard(writer: ShardWriter, todo: Sequence[int], explainer: Any, dat
                 except Exception:  # noqa: BLE001 - the first error (this thread's) is the one raised
                     pass
             bar.close()
+
+
+class BatchResult(NamedTuple):
+    """One loaded batch explained (`explain_batch`): every row's ok flag and error (non-finite explanations
+    turned into skipped rows), the batch rows of the loaded images kept and their dataset indices, and
+    their (maps, lowres, logits, targets) on the device (None when no row is explained)."""
+
+    ok: Tensor
+    errors: list[str]
+    kept: Tensor
+    kept_index: Tensor
+    explained: Explained | None
+
+
+def explain_batch(explainer: Any, batch: Mapping[str, Any], indices: Sequence[int], resolve_targets: TargetsResolver,
+                  device: torch.device, amp: torch.dtype | None, oom_state: dict[str, int]) -> BatchResult:
+    """Explain one batch as `collate` gives it (rows `indices` of the dataset): the step every engine
+    (the local loop, `fastcam.ray`'s actors) runs, so they agree bit for bit on the same batches."""
+    ok: Tensor = batch["ok"].clone()
+    errors: list[str] = list(batch["errors"])
+    empty = torch.zeros(0, dtype=torch.long)
+    if batch["images"] is None:
+        return BatchResult(ok, errors, empty, empty, None)
+    ok_rows = torch.nonzero(ok).flatten()  # the batch rows of the loaded images, in order
+    images = batch["images"].to(device, non_blocking=True)
+    ok_index = torch.tensor(list(indices), dtype=torch.long)[ok_rows]
+    kept, explained, dropped = explain_finite(
+        explainer, images, _to_device(resolve_targets(ok_index, batch["labels"]), device), amp, oom_state)
+    for image_row, reason in dropped.items():
+        ok[ok_rows[image_row]] = False
+        errors[int(ok_rows[image_row])] = f"non-finite explanation: {reason} contain NaN or Inf"
+    return BatchResult(ok, errors, kept, ok_index[kept], explained)
 
 
 def _save_overlays(run_dir: Path, cpu_images: Tensor, maps: Tensor, sample_ids: list[Any], display: Any,
