@@ -141,6 +141,17 @@ def _select_targets(targets: Any, rows: Tensor) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- main API
+def check_options(method: str, amp: str | None, dtype: str, fingerprint: str) -> None:
+    """Refuse an unknown method, amp, storage dtype or fingerprint mode before anything is loaded."""
+    get_method(method)
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    if fingerprint not in FINGERPRINT_MODES:
+        raise ValueError(f"fingerprint must be one of {FINGERPRINT_MODES}, got {fingerprint!r}")
+
+
 def explain_dataset(
     model: nn.Module,
     data: Any,
@@ -205,15 +216,9 @@ def explain_dataset(
     with other settings is refused with a ValueError listing the differences. Unreadable samples and
     samples whose explanation is non-finite are skipped and listed with the reason (`Run.skipped`).
     """
-    get_method(method)  # an unknown method is refused before anything is loaded
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
-    if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+    check_options(method, amp, dtype, fingerprint)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if fingerprint not in FINGERPRINT_MODES:
-        raise ValueError(f"fingerprint must be one of {FINGERPRINT_MODES}, got {fingerprint!r}")
     directory = RunDirectory(Path(out))
     directory.check_out()  # a file, or a folder of something else: refused before any work
     report = bool(report)

@@ -1,0 +1,497 @@
+"""`explain_dataset` on Ray Data: the run of `fastcam explain`, with reading and decoding in CPU tasks, the
+model on a pool of actors (one per GPU), and the results written through a `Datasink` into a run directory in
+fastcam's own store format.
+
+The job is cut into the run's store batches (rows [b*B, (b+1)*B) of the dataset), and a store batch is one row
+of the Ray dataset from start to end: a CPU task loads it (`fastcam.io.images`, exactly as the local engine's
+DataLoader: `SafeItems` + `collate`), an actor explains it (`fastcam.pipeline.explain.explain_batch`), and the
+sink hands it to the run's committer. Every image is therefore explained in the same batch as by the local
+engine, and the results are bit-identical however many actors there are and however Ray splits the blocks.
+
+The committer is one actor on the driver's node: it holds the shard's writer lock and the shard's
+`ShardWriter` (the local engine's writer), writes each batch's chunks when it arrives and commits batches in
+order (a batch that arrives early waits, written, for the ones before it). A task or actor lost with its node
+is run again by Ray; a batch delivered twice is stored once. A killed driver takes its actors with it; the
+same call resumes from the last commit. The driver holds the run's lock for the whole call, so a second
+driver on the same run directory is refused with `fastcam.errors.RunLockedError`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fastcam.errors import RunLockedError
+from fastcam.io.images import IMAGE_SUFFIXES, ImageFolder, Preprocess, read_image
+from fastcam.io.store import Run, RunDirectory, ShardWriter, WriterLock, open_run, read_json, write_json_atomic
+from fastcam.pipeline.data import (
+    SafeItems,
+    TargetsResolver,
+    check_targets_range,
+    collate,
+    dataset_and_ids,
+    targets_resolver,
+)
+from fastcam.pipeline.explain import (
+    check_options,
+    create_or_resume,
+    explain_batch,
+    input_fingerprints,
+    make_explainer,
+    model_classes,
+    prepare_folder,
+    run_settings,
+)
+from fastcam.ray.explainer import BatchExplainer
+
+#: the CPUs one decode task asks Ray for (decoding a store batch is light next to explaining it)
+DECODE_CPUS = 0.25
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def read_bytes(uri: str) -> bytes:
+    """The bytes of a local path or of a URI of any file system pyarrow reads (s3://, gs://, hdfs://, ...)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return Path(uri.removeprefix("file://")).read_bytes()
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    with filesystem.open_input_stream(path) as stream:
+        return bytes(stream.read())
+
+
+class UriImages(ImageFolder):
+    """Images named by local paths or URIs (any file system pyarrow reads), in the given order, read and
+    preprocessed exactly as `ImageFolder` reads a folder's files; their ids are the paths or URIs as given."""
+
+    def __init__(self, uris: Sequence[str], preprocess: Preprocess) -> None:
+        self._uris = {Path(u).as_posix(): u for u in uris}  # the item's path mangles "s3://" into "s3:/"
+        super().__init__(root="", preprocess=preprocess, files=list(uris))
+
+    def _read(self, path: Path) -> Tensor:
+        uri = self._uris.get(path.as_posix(), str(path))
+        return read_image(path, read_bytes(uri))
+
+
+def list_uris(folder: str) -> list[str]:
+    """The image files under a folder URI (s3://bucket/prefix/), recursive, sorted."""
+    from pyarrow import fs
+
+    filesystem, root = fs.FileSystem.from_uri(folder)
+    scheme = folder.split("://", 1)[0]
+    infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
+    return sorted(f"{scheme}://{info.path}" for info in infos
+                  if info.type == fs.FileType.File and Path(info.path).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _dataset(data: Any, preprocess: Preprocess) -> tuple[Any, list[Any], dict[str, Any]]:
+    """(dataset, ids, description) of a folder, a folder URI or a list of paths/URIs."""
+    if isinstance(data, (str, os.PathLike)) and "://" not in str(data):
+        dataset, ids, info, _ = dataset_and_ids(data, preprocess)  # the local engine's folder: same settings
+        return dataset, ids, info
+    if isinstance(data, (str, os.PathLike)):
+        uris = list_uris(str(data))
+        if not uris:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(data)!r}")
+        kind: dict[str, Any] = {"kind": "uri-folder", "root": str(data)}
+    elif isinstance(data, Sequence) and data and all(isinstance(u, (str, os.PathLike)) for u in data):
+        uris = [str(u) for u in data]
+        kind = {"kind": "uris"}
+    else:
+        raise TypeError("data must be a folder, a folder URI or a non-empty list of image paths/URIs, got "
+                        f"{type(data).__name__}; to explain a ray.data.Dataset, map it with "
+                        "fastcam.ray.BatchExplainer in your own pipeline")
+    dataset = UriImages(uris, preprocess)
+    return dataset, list(uris), {**kind, "preprocess": preprocess.as_dict(), "size": list(dataset.size)}
+
+
+# ---------------------------------------------------------------------------------------------- Ray stages
+class _LoadBatch:
+    """CPU task: one store batch's images, loaded as the local engine's DataLoader loads them."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.items = SafeItems(dataset)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        indices = [int(i) for i in row["indices"]]
+        loaded = collate([self.items[i] for i in indices])
+        return {"batch": row["batch"], "payload": pickle.dumps({"indices": indices, "loaded": loaded}, protocol=5)}
+
+
+class _StoreBatchExplainer(BatchExplainer):
+    """Actor: explains whole store batches (one per row) with the run's targets."""
+
+    def __init__(self, model: str, *, resolve_targets: TargetsResolver, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.resolve = resolve_targets
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[override]
+        out = []
+        for payload in batch["payload"]:
+            job = pickle.loads(payload)
+            done = explain_batch(self.explainer, job["loaded"], job["indices"], self.resolve, self.device, self.amp,
+                                 self._oom)
+            results = None if done.explained is None else tuple(t.detach().cpu() for t in done.explained[1:])
+            out.append(pickle.dumps({"ok": done.ok, "errors": done.errors, "indices": job["indices"],
+                                     "results": results, "device": str(self.device)}, protocol=5))
+        return {"batch": np.asarray(batch["batch"]), "payload": np.asarray(out, dtype=object)}
+
+
+class _RunCommitter:
+    """The run's one writer (a Ray actor on the driver's node): writes each explained batch with the shard's
+    `ShardWriter` and commits them in order; a batch delivered again (a retried task) is ignored."""
+
+    def __init__(self, run_dir: str, n_items: int, batch_size: int, dtype: str,
+                 fingerprints: np.ndarray | None) -> None:
+        directory = RunDirectory(Path(run_dir))
+        self.lock = WriterLock(directory.shard_lock(0, 1), directory.root)
+        self.lock.acquire()
+        self.writer = ShardWriter(directory.root, 0, 1, n_items, batch_size, dtype, fingerprints=fingerprints)
+        self.todo = self.writer.plan()
+        self.received: set[int] = set()
+        self.waiting: dict[int, tuple[list[dict[str, Any]], int, str]] = {}
+        self.messages = [f"fastcam: repairing {damage}" for damage in self.writer.damages]
+        if self.writer.changed:
+            self.messages.append(f"fastcam: the input files of {len(self.writer.changed)} batch(es) changed since they "
+                                 "were explained: explaining them again")
+        self.ids: list[Any] = read_json(directory.ids_json)
+        self.tick = time.perf_counter()
+
+    def plan(self) -> list[int]:
+        """The batches to compute (`ShardWriter.plan`)."""
+        return self.todo
+
+    def store(self, batch: int, payload: bytes) -> None:
+        """Write one explained batch's chunks, then commit every batch that is ready, in order."""
+        if batch in self.received or batch not in self.todo:
+            return
+        job = pickle.loads(payload)
+        lowres, logits, targets = job["results"] if job["results"] is not None else (None, None, None)
+        self.writer.write_batch(batch, job["ok"], lowres, logits, targets)
+        skipped = [{"index": int(i), "id": self.ids[i], "error": e}
+                   for i, e, good in zip(job["indices"], job["errors"], job["ok"].tolist()) if not good]
+        self.messages += [f"fastcam: skipping {s['id']!r}: {s['error']}" for s in skipped]
+        self.received.add(batch)
+        self.waiting[batch] = (skipped, int(job["ok"].sum()), job["device"])
+        redo = self.writer.progress["redo"]
+        ready = True
+        while ready:
+            ready = False
+            for b in sorted(self.waiting):
+                if b in redo or b == self.writer.committed_batches:
+                    skipped, images, device = self.waiting.pop(b)
+                    now = time.perf_counter()
+                    self.writer.commit(b, skipped, now - self.tick, images, device)
+                    self.tick, ready = now, True
+                    break
+
+    def progress(self) -> tuple[int, list[str]]:
+        """(rows committed this session, messages since the last call)."""
+        rows = sum(len(self.writer.batch_rows(b)) for b in self.received if b not in self.waiting)
+        messages, self.messages = self.messages, []
+        return rows, messages
+
+    def close(self) -> bool:
+        """Release the shard's lock; whether every batch is committed."""
+        self.lock.release()
+        return self.writer.done
+
+
+def run_datasink(committer: Any) -> Any:
+    """The `ray.data.Datasink` that hands explained store batches to the run's committer actor (its class is
+    made here: Ray's `Datasink` base is importable only once Ray is)."""
+    from ray.data import Datasink
+
+    class RunDatasink(Datasink):
+        """Hands explained store batches to the run's committer (write tasks on the driver's node)."""
+
+        def __init__(self, committer: Any) -> None:
+            self.committer = committer
+
+        @property
+        def supports_distributed_writes(self) -> bool:
+            return False  # the committer is on the driver's node: the blocks travel there once
+
+        def write(self, blocks: Any, ctx: Any) -> int:
+            import ray
+            from ray.data.block import BlockAccessor
+
+            written = 0
+            for block in blocks:
+                columns = BlockAccessor.for_block(block).to_numpy(["batch", "payload"])
+                for batch, payload in zip(columns["batch"], columns["payload"]):
+                    ray.get(self.committer.store.remote(int(batch), payload))
+                    written += 1
+            return written
+
+    return RunDatasink(committer)
+
+
+# ---------------------------------------------------------------------------------------------- cluster
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse, within `timeout` seconds, an address nothing listens at (ray.init would retry for minutes)."""
+    if address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    if not parsed.hostname or not parsed.port:
+        raise ValueError(f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT, or auto)")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); check --ray-address "
+                         "or RAY_ADDRESS, and that the cluster is up") from None
+
+
+@contextlib.contextmanager
+def connect(address: str | None) -> Iterator[str]:
+    """Ray, for the duration: the running one (ray.init already called), the cluster at `address` (default
+    RAY_ADDRESS), else a local Ray started for the run and stopped after it. Yields where it is. Usage
+    statistics stay off unless the user turned them on (RAY_USAGE_STATS_ENABLED)."""
+    import ray
+
+    if ray.is_initialized():
+        yield "the running Ray instance"
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _check_reachable(address)
+    saved = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        try:
+            ray.init(address=address, include_dashboard=False if not address else None, log_to_driver=False,
+                     configure_logging=False)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise ValueError(f"cannot connect to the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+        try:
+            yield address or "a local Ray started for this run"
+        finally:
+            ray.shutdown()
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
+
+
+def plan_resources(actors: int | None, gpus_per_actor: float | None, cpus_per_actor: float | None,
+                   where: str) -> tuple[int, float, float]:
+    """(actors, GPUs per actor, CPUs per actor) the cluster can give, refusing what it cannot (a request it
+    cannot place would wait forever)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if gpus >= 1 else 0.0
+    if gpus_per_actor < 0 or (actors is not None and actors < 1):
+        raise ValueError(f"--ray-actors must be >= 1 and --ray-gpus-per-actor >= 0, got {actors} and {gpus_per_actor}")
+    if gpus_per_actor > 0 and gpus < gpus_per_actor:
+        raise ValueError(f"--ray-gpus-per-actor {gpus_per_actor:g}: {where} has {gpus:g} GPUs ({cpus:g} CPUs); "
+                         "use --ray-gpus-per-actor 0 to explain on CPUs")
+    if actors is None:
+        actors = max(1, int(gpus // gpus_per_actor)) if gpus_per_actor > 0 else 1
+    if gpus_per_actor * actors > gpus:
+        raise ValueError(f"--ray-actors {actors} x --ray-gpus-per-actor {gpus_per_actor:g} needs "
+                         f"{actors * gpus_per_actor:g} GPUs; {where} has {gpus:g}")
+    if cpus_per_actor is None:  # GPU actors: one CPU each; CPU actors share what decoding leaves
+        cpus_per_actor = 1.0 if gpus_per_actor > 0 else max(0.1, (cpus - DECODE_CPUS) / actors)
+    if actors * cpus_per_actor + DECODE_CPUS > cpus + 1e-9:
+        raise ValueError(f"{actors} actor(s) x {cpus_per_actor:g} CPUs and {DECODE_CPUS:g} for decoding need "
+                         f"{actors * cpus_per_actor + DECODE_CPUS:g} CPUs; {where} has {cpus:g}")
+    return actors, float(gpus_per_actor), float(cpus_per_actor)
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    """The user's error inside a Ray task error (a bad file, a locked shard), else the error itself."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RunLockedError)):
+        return cause
+    return exc
+
+
+# ---------------------------------------------------------------------------------------------- main API
+def explain_dataset(
+    model: str,
+    data: str | os.PathLike[str] | Sequence[str],
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    layer: str | None = None,
+    method: str = "gradcam",
+    method_kwargs: Mapping[str, Any] | None = None,
+    reshape: str | None = None,
+    targets: None | str | int | os.PathLike[str] | Mapping[str, int] = "predicted",
+    size: int | Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    batch_size: int = 32,
+    amp: str | None = None,
+    dtype: str = "float16",
+    resume: bool = True,
+    progress: bool = True,
+    fingerprint: str = "stat",
+    address: str | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float | None = None,
+    cpus_per_actor: float | None = None,
+    blocks: int | None = None,
+) -> Run:
+    """Explain a folder, a folder URI or a list of image paths/URIs on Ray into the run directory `out`.
+
+    The arguments up to `fingerprint` are `fastcam.pipeline.explain_folder`'s, and the run directory is the
+    one the local engine writes (the same settings, so either engine resumes the other's run); returns
+    `open_run(out)`. run.json also records the engine, the Ray version and the cluster's resources.
+
+    Args:
+        model: model spec (`fastcam.pipeline.load_model`).
+        data: a folder, a folder URI (s3://bucket/prefix/) or a list of image paths or URIs.
+        out: the run directory, on a file system of the driver's node.
+        weights: the model's weights file.
+        num_classes: classes of the model.
+        in_channels: input channels (fastcam.models builders).
+        layer: the target layer.
+        method: a registered method id.
+        method_kwargs: keyword arguments of the method's constructor.
+        reshape: a `fastcam.reshape.from_spec` layout.
+        targets: as `explain_folder`'s.
+        size: resize (one side or (H, W)).
+        mean: normalisation mean per channel.
+        std: normalisation std per channel.
+        batch_size: images per store batch (per commit, and per actor call).
+        amp: None, "bf16" or "fp16".
+        dtype: storage dtype of the maps.
+        resume: continue a run directory with the same settings.
+        progress: a tqdm bar (images/s, ETA).
+        fingerprint: "stat" or "content" (see `explain_dataset`).
+        address: the Ray cluster (default: the running Ray, else RAY_ADDRESS, else a local Ray for the run).
+        actors: size of the actor pool (default: one per GPU of the cluster, else 1).
+        gpus_per_actor: default 1 when the cluster has GPUs, else 0.
+        cpus_per_actor: default 1 with GPUs; on CPUs, the cluster's CPUs left by decoding, shared by the actors.
+        blocks: how many blocks the job's batches are split into (default: Ray's choice).
+    """
+    import ray
+
+    check_options(method, amp, dtype, fingerprint)
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    directory = RunDirectory(Path(out))
+    directory.check_out()
+    directory.root.mkdir(parents=True, exist_ok=True)
+    with WriterLock(directory.run_lock, directory.root):
+        prepared = prepare_folder(model, data if isinstance(data, (str, os.PathLike)) else "", weights=weights,
+                                  num_classes=num_classes, in_channels=in_channels, method=method,
+                                  method_kwargs=method_kwargs, size=size, mean=mean, std=std, reshape=reshape)
+        assert prepared.preprocess is not None
+        dataset, ids, data_info = _dataset(data, prepared.preprocess)
+        resolve_targets, targets_info = targets_resolver(targets, ids)
+        built = prepared.model.eval()
+        if not (targets is None or isinstance(targets, str)):
+            classes = model_classes(built, dataset, torch.device("cpu"))
+            if classes is not None:
+                check_targets_range(targets, ids, classes)
+        explainer = make_explainer(built, method, layer, prepared.method_kwargs)
+        try:
+            ids_json = [i if isinstance(i, int) else str(i) for i in ids]
+            settings = run_settings(built, explainer, method, prepared.method_kwargs, prepared.model_info, data_info,
+                                    ids_json, targets_info, batch_size, 1, dtype, amp, fingerprint)
+        finally:
+            explainer.close()
+        with connect(address) as where:
+            actors, gpus_per_actor, cpus_per_actor = plan_resources(actors, gpus_per_actor, cpus_per_actor, where)
+            create_or_resume(directory, settings, ids_json, resume, data_info)
+            here = ray.get_runtime_context().get_node_id()
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            committer = ray.remote(_RunCommitter).options(
+                num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+            ).remote(str(directory.root.resolve()), len(ids), batch_size, dtype,
+                     input_fingerprints(dataset, range(len(ids)), fingerprint))
+            try:
+                todo = ray.get(committer.plan.remote())
+                started = time.perf_counter()
+                _run(ray, committer, todo, dataset, len(ids), batch_size, resolve_targets, built, model,
+                     dict(num_classes=num_classes, in_channels=in_channels, layer=layer, method=method,
+                          method_kwargs=method_kwargs, reshape=reshape, preprocess=prepared.preprocess, amp=amp,
+                          dtype=dtype),
+                     actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray]")
+                if not ray.get(committer.close.remote()):
+                    raise RuntimeError("the Ray job ended with batches left uncommitted; re-run to finish them")
+            except ray.exceptions.RayError as exc:
+                raise _user_error(exc) from exc
+            finally:
+                ray.kill(committer)
+            devices = "cuda" if gpus_per_actor > 0 else "cpu"
+            directory.finalize(devices)
+            meta = directory.read_meta()
+            meta["engine"] = {"name": "ray", "ray": ray.__version__, "where": where, "actors": actors,
+                              "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
+                              "cluster_resources": {k: v for k, v in sorted(ray.cluster_resources().items())
+                                                    if not k.startswith("node:")},
+                              "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
+                              "seconds": round(time.perf_counter() - started, 3)}
+            write_json_atomic(directory.run_json, meta)
+    return open_run(directory.root)
+
+
+def _run(ray: Any, committer: Any, todo: list[int], dataset: Any, n_items: int, batch_size: int,
+         resolve_targets: TargetsResolver, built: torch.nn.Module, spec: str, options: dict[str, Any], actors: int,
+         gpus_per_actor: float, cpus_per_actor: float, blocks: int | None, show_progress: bool, desc: str) -> None:
+    """Run the Ray Data job over the store batches `todo`, showing the committer's progress."""
+    from tqdm.auto import tqdm
+
+    if not todo:
+        return
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # fastcam's own bar counts committed images
+    context.print_on_execution_start = False
+    rows = [{"batch": b, "indices": np.arange(b * batch_size, min((b + 1) * batch_size, n_items))} for b in todo]
+    state = {k: v.detach().cpu() for k, v in built.state_dict().items()}  # every actor explains the driver's model
+    ds = ray.data.from_items(rows, override_num_blocks=blocks or min(len(rows), 4 * actors))
+    ds = ds.map(_LoadBatch(dataset), num_cpus=DECODE_CPUS)
+    ds = ds.map_batches(_StoreBatchExplainer, batch_size=1, concurrency=actors, num_gpus=gpus_per_actor,
+                        num_cpus=cpus_per_actor,
+                        fn_constructor_kwargs={"model": spec, "state": state, "resolve_targets": resolve_targets,
+                                               **options})
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            ds.write_datasink(run_datasink(committer), ray_remote_args={"num_cpus": 0})
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            failure.append(exc)
+
+    done_before = n_items - sum(len(range(b * batch_size, min((b + 1) * batch_size, n_items))) for b in todo)
+    bar = tqdm(total=n_items, initial=done_before, unit="img", desc=desc, disable=not show_progress,
+               dynamic_ncols=True, file=sys.stderr)
+    worker = threading.Thread(target=write, name="fastcam-ray-job", daemon=True)
+    worker.start()
+    try:
+        seen = 0
+        while True:
+            worker.join(0.5)
+            rows_done, messages = ray.get(committer.progress.remote())
+            for message in messages:
+                bar.write(message)
+            bar.update(rows_done - seen)
+            seen = rows_done
+            if not worker.is_alive():
+                break
+    finally:
+        bar.close()
+    if failure:
+        raise failure[0]
