@@ -6,6 +6,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from fastcam.cli.common import add_model_group, parse_size
 from fastcam.methods.registry import display_name, method_names
@@ -51,7 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="class to explain: the predicted class (default), one class index for all, or a "
                         "CSV/JSON file mapping relative image paths to class indices")
     data = p.add_argument_group("data and preprocessing")
-    data.add_argument("--data", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    data.add_argument("--data", required=True, metavar="DIR", help="folder of images (searched recursively); with --engine ray also a "
+                      "folder URI of any file system pyarrow reads (s3://bucket/prefix/, gs://...)")
     data.add_argument("--volumes", action="store_true",
                       help="the folder holds 3-D volumes: NIfTI (.nii, .nii.gz), NumPy .npy, or DICOM series (one "
                       "folder of slices each); maps are 3-D and the report shows their central slices")
@@ -74,6 +76,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run_group.add_argument("--hash-inputs", action="store_true",
                            help="recognise changed input files by a hash of their content (default: size and "
                            "modification time) when resuming or repairing a run")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this process (or each torchrun rank); ray: a Ray cluster, Ray Data reading and "
+                        "decoding on CPU tasks and a pool of model actors (pip install 'fastcam[ray]'; docs/ray.md)")
+    engine.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="the Ray cluster (default: RAY_ADDRESS, else a local Ray started for the run)")
+    engine.add_argument("--ray-actors", type=int, metavar="N", default=None,
+                        help="actor pool size (default: one per GPU of the cluster, else 1)")
+    engine.add_argument("--ray-gpus-per-actor", type=float, metavar="F", default=None,
+                        help="GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
     out = p.add_argument_group("outputs")
     out.add_argument("--overlays", action="store_true", help="write PNG overlays (map on image) under RUN/overlays")
     out.add_argument("--colormap", default="jet", help="matplotlib colormap of the overlays")
@@ -107,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", RandomWeightsWarning)
         warnings.showwarning = show  # restored when the block ends
+        if args.engine == "ray":
+            return _run_on_ray(args)
         result = explain_folder(
             args.model, args.data, args.out, weights=args.weights, num_classes=args.num_classes,
             in_channels=args.in_channels, layer=args.layer, method=args.method, method_kwargs=dict(args.method_arg),
@@ -116,7 +130,34 @@ def run(args: argparse.Namespace) -> int:
             overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
             progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat")
     if torchrun_ranks().is_main:
-        rate = result.meta.get("timings", {}).get("images_per_s")
-        print(f"fastcam explain: {len(result)} images explained, {len(result.skipped)} skipped"
-              f"{f', {rate} images/s' if rate else ''} -> {args.out}")
+        _summary(result, args.out)
+    return 0
+
+
+def _summary(result: Any, out: str) -> None:
+    rate = result.meta.get("timings", {}).get("images_per_s")
+    print(f"fastcam explain: {len(result)} images explained, {len(result.skipped)} skipped"
+          f"{f', {rate} images/s' if rate else ''} -> {out}")
+
+
+def _run_on_ray(args: argparse.Namespace) -> int:
+    """--engine ray: the same run on a Ray cluster (`fastcam.ray.explain_dataset`)."""
+    unsupported = [flag for flag, used in (("--volumes", args.volumes), ("--overlays", args.overlays),
+                                           ("--report", args.report), ("--device", args.device is not None),
+                                           ("--workers", args.workers)) if used]
+    if unsupported:
+        raise ValueError(f"{', '.join(unsupported)} cannot be used with --engine ray (actors choose their GPU; "
+                         "decoding runs in Ray tasks); `fastcam report RUN` draws a finished run's report")
+    try:
+        from fastcam.ray import explain_dataset
+    except ImportError as exc:
+        raise ValueError(f"--engine ray needs Ray Data: pip install 'fastcam[ray]' ({exc})") from None
+    result = explain_dataset(
+        args.model, args.data, args.out, weights=args.weights, num_classes=args.num_classes,
+        in_channels=args.in_channels, layer=args.layer, method=args.method, method_kwargs=dict(args.method_arg),
+        targets=_targets(args.targets), size=parse_size(args.size), mean=args.mean, std=args.std,
+        reshape=args.reshape, batch_size=args.batch_size, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
+        progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat", address=args.ray_address,
+        actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor)
+    _summary(result, args.out)
     return 0

@@ -55,6 +55,8 @@ from fastcam.pipeline.explain import (
 )
 from fastcam.ray.explainer import BatchExplainer
 
+#: how long a committer waits for the committer of a killed driver (its job not yet cleaned up) to go
+LOCK_WAIT_S = 30.0
 #: the CPUs one decode task asks Ray for (decoding a store batch is light next to explaining it)
 DECODE_CPUS = 0.25
 
@@ -156,7 +158,15 @@ class _RunCommitter:
                  fingerprints: np.ndarray | None) -> None:
         directory = RunDirectory(Path(run_dir))
         self.lock = WriterLock(directory.shard_lock(0, 1), directory.root)
-        self.lock.acquire()
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:  # the driver holds the run's lock: a holder of the shard's is a dead driver's committer
+            try:
+                self.lock.acquire()
+                break
+            except RunLockedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self.writer = ShardWriter(directory.root, 0, 1, n_items, batch_size, dtype, fingerprints=fingerprints)
         self.todo = self.writer.plan()
         self.received: set[int] = set()
@@ -261,6 +271,8 @@ def connect(address: str | None) -> Iterator[str]:
     statistics stay off unless the user turned them on (RAY_USAGE_STATS_ENABLED)."""
     import ray
 
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         yield "the running Ray instance"
         return
@@ -463,7 +475,8 @@ def _run(ray: Any, committer: Any, todo: list[int], dataset: Any, n_items: int, 
     state = {k: v.detach().cpu() for k, v in built.state_dict().items()}  # every actor explains the driver's model
     ds = ray.data.from_items(rows, override_num_blocks=blocks or min(len(rows), 4 * actors))
     ds = ds.map(_LoadBatch(dataset), num_cpus=DECODE_CPUS)
-    ds = ds.map_batches(_StoreBatchExplainer, batch_size=1, concurrency=actors, num_gpus=gpus_per_actor,
+    ds = ds.map_batches(_StoreBatchExplainer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+                        num_gpus=gpus_per_actor,
                         num_cpus=cpus_per_actor,
                         fn_constructor_kwargs={"model": spec, "state": state, "resolve_targets": resolve_targets,
                                                **options})
