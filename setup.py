@@ -44,6 +44,7 @@ setup(
             # models users bring (random init from small configs, nothing downloaded) and 3-D datasets
             "transformers>=4.40", "nibabel>=5.0",
             "playwright>=1.40",  # the browser test of the HTML report (drives the system Chromium)
+            "ray[data]>=2.60",  # fastcam.ray: its tests run a real local Ray and a two-node Ray cluster
         ],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         # fastcam.deploy.export: torch's ONNX exporter (dynamo=True) needs onnx + onnxscript; onnxruntime runs
@@ -54,6 +55,8 @@ setup(
         "timm": ["timm>=0.9"],
         # NIfTI volumes for explain_dataset (DICOM series use pydicom, a core dependency)
         "nifti": ["nibabel>=5.0"],
+        # fastcam.ray and `fastcam explain --engine ray`: Ray Data (reading, decoding, actor pools, Datasinks)
+        "ray": ["ray[data]>=2.60"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },

@@ -6,13 +6,16 @@ relative ones, so a lazy import cannot hide a cycle.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-APPLICATIONS = ("fastcam.pipeline", "fastcam.io", "fastcam.cli", "fastcam.benchmark", "fastcam.evaluate", "fastcam.demo")
+APPLICATIONS = ("fastcam.pipeline", "fastcam.io", "fastcam.cli", "fastcam.benchmark", "fastcam.evaluate", "fastcam.demo",
+                "fastcam.ray")
 
 
 def imported_modules(path: Path, package: str) -> set[str]:
@@ -63,6 +66,21 @@ def test_library_floors_do_not_import_floors_above(floor: str, forbidden: tuple[
     """Methods reach kernels only through the dispatcher (`fastcam._backend.op`), never by import;
     metrics stay pure (tensors in, tensors out)."""
     assert offending_imports(f"fastcam/{floor}", f"fastcam.{floor}", forbidden) == []
+
+
+@pytest.mark.parametrize("floor", ["pipeline", "io"])
+def test_the_engine_floors_do_not_import_the_ray_adapter(floor: str) -> None:
+    """fastcam.ray sits on the pipeline (beside the other adapters): the pipeline and io never need it."""
+    assert offending_imports(f"fastcam/{floor}", f"fastcam.{floor}", ("fastcam.ray", "ray")) == []
+
+
+def test_importing_fastcam_never_imports_ray() -> None:
+    """Ray is an optional extra: fastcam, its pipeline and its CLI load without it (a fresh interpreter)."""
+    code = ("import sys, fastcam, fastcam.pipeline, fastcam.cli; fastcam.explain_dataset; fastcam.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_check_sees_imports_of_every_form(tmp_path: Path) -> None:
