@@ -126,9 +126,11 @@ class _LoadBatch:
         self.items = SafeItems(dataset)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
         indices = [int(i) for i in row["indices"]]
         loaded = collate([self.items[i] for i in indices])
-        return {"batch": row["batch"], "payload": pickle.dumps({"indices": indices, "loaded": loaded}, protocol=5)}
+        job = {"indices": indices, "loaded": loaded, "decode_s": time.perf_counter() - started}
+        return {"batch": row["batch"], "payload": pickle.dumps(job, protocol=5)}
 
 
 class _StoreBatchExplainer(BatchExplainer):
@@ -142,11 +144,13 @@ class _StoreBatchExplainer(BatchExplainer):
         out = []
         for payload in batch["payload"]:
             job = pickle.loads(payload)
+            started = time.perf_counter()
             done = explain_batch(self.explainer, job["loaded"], job["indices"], self.resolve, self.device, self.amp,
                                  self._oom)
             results = None if done.explained is None else tuple(t.detach().cpu() for t in done.explained[1:])
             out.append(pickle.dumps({"ok": done.ok, "errors": done.errors, "indices": job["indices"],
-                                     "results": results, "device": str(self.device)}, protocol=5))
+                                     "results": results, "device": str(self.device), "decode_s": job["decode_s"],
+                                     "explain_s": time.perf_counter() - started}, protocol=5))
         return {"batch": np.asarray(batch["batch"]), "payload": np.asarray(out, dtype=object)}
 
 
@@ -177,6 +181,9 @@ class _RunCommitter:
                                  "were explained: explaining them again")
         self.ids: list[Any] = read_json(directory.ids_json)
         self.tick = time.perf_counter()
+        #: where the job's time went, summed over batches (`explain_dataset` records it in run.json)
+        self.seconds = {"decode_tasks": 0.0, "actor_explain": 0.0, "committer_write": 0.0}
+        self.first_batch_s: float | None = None
 
     def plan(self) -> list[int]:
         """The batches to compute (`ShardWriter.plan`)."""
@@ -186,6 +193,9 @@ class _RunCommitter:
         """Write one explained batch's chunks, then commit every batch that is ready, in order."""
         if batch in self.received or batch not in self.todo:
             return
+        started = time.perf_counter()
+        if self.first_batch_s is None:
+            self.first_batch_s = started - self.tick
         job = pickle.loads(payload)
         lowres, logits, targets = job["results"] if job["results"] is not None else (None, None, None)
         self.writer.write_batch(batch, job["ok"], lowres, logits, targets)
@@ -205,6 +215,9 @@ class _RunCommitter:
                     self.writer.commit(b, skipped, now - self.tick, images, device)
                     self.tick, ready = now, True
                     break
+        self.seconds["decode_tasks"] += job["decode_s"]
+        self.seconds["actor_explain"] += job["explain_s"]
+        self.seconds["committer_write"] += time.perf_counter() - started
 
     def progress(self) -> tuple[int, list[str]]:
         """(rows committed this session, messages since the last call)."""
@@ -212,10 +225,12 @@ class _RunCommitter:
         messages, self.messages = self.messages, []
         return rows, messages
 
-    def close(self) -> bool:
-        """Release the shard's lock; whether every batch is committed."""
+    def close(self) -> tuple[bool, dict[str, Any]]:
+        """Release the shard's lock; (whether every batch is committed, where this session's time went)."""
         self.lock.release()
-        return self.writer.done
+        split = {f"{k}_s": round(v, 3) for k, v in self.seconds.items()}
+        split["first_batch_s"] = round(self.first_batch_s, 3) if self.first_batch_s is not None else None
+        return self.writer.done, split
 
 
 def run_datasink(committer: Any) -> Any:
@@ -439,7 +454,8 @@ def explain_dataset(
                           method_kwargs=method_kwargs, reshape=reshape, preprocess=prepared.preprocess, amp=amp,
                           dtype=dtype),
                      actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray]")
-                if not ray.get(committer.close.remote()):
+                complete, time_split = ray.get(committer.close.remote())
+                if not complete:
                     raise RuntimeError("the Ray job ended with batches left uncommitted; re-run to finish them")
             except ray.exceptions.RayError as exc:
                 raise _user_error(exc) from exc
@@ -453,7 +469,10 @@ def explain_dataset(
                               "cluster_resources": {k: v for k, v in sorted(ray.cluster_resources().items())
                                                     if not k.startswith("node:")},
                               "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
-                              "seconds": round(time.perf_counter() - started, 3)}
+                              "seconds": round(time.perf_counter() - started, 3),
+                              # this session's: batches summed (decode tasks and actors run in parallel), and the
+                              # wait from the committer's start to the first explained batch (actors starting)
+                              "time_split": time_split}
             write_json_atomic(directory.run_json, meta)
     return open_run(directory.root)
 
