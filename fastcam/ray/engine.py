@@ -312,9 +312,9 @@ def connect(address: str | None) -> Iterator[str]:
 
 
 def plan_resources(actors: int | None, gpus_per_actor: float | None, cpus_per_actor: float | None,
-                   where: str) -> tuple[int, float, float]:
-    """(actors, GPUs per actor, CPUs per actor) the cluster can give, refusing what it cannot (a request it
-    cannot place would wait forever)."""
+                   where: str) -> tuple[int, float, float, int | None]:
+    """(actors, GPUs per actor, CPUs per actor, torch threads per actor or None for the CPUs Ray assigns) the
+    cluster can give, refusing what it cannot (a request it cannot place would wait forever)."""
     import ray
 
     resources = ray.cluster_resources()
@@ -331,12 +331,18 @@ def plan_resources(actors: int | None, gpus_per_actor: float | None, cpus_per_ac
     if gpus_per_actor * actors > gpus:
         raise ValueError(f"--ray-actors {actors} x --ray-gpus-per-actor {gpus_per_actor:g} needs "
                          f"{actors * gpus_per_actor:g} GPUs; {where} has {gpus:g}")
-    if cpus_per_actor is None:  # GPU actors: one CPU each; CPU actors share what decoding leaves
-        cpus_per_actor = 1.0 if gpus_per_actor > 0 else max(0.1, (cpus - DECODE_CPUS) / actors)
+    threads = None
+    if cpus_per_actor is None and gpus_per_actor > 0:
+        cpus_per_actor = 1.0
+    elif cpus_per_actor is None:
+        # CPU actors compute with the CPUs decoding leaves, but ask Ray for at most one each: decode tasks
+        # (light, short) then always find room beside them instead of queueing behind the actors
+        share = (cpus - DECODE_CPUS) / actors
+        cpus_per_actor, threads = max(0.1, min(1.0, share)), max(1, round(share))
     if actors * cpus_per_actor + DECODE_CPUS > cpus + 1e-9:
         raise ValueError(f"{actors} actor(s) x {cpus_per_actor:g} CPUs and {DECODE_CPUS:g} for decoding need "
                          f"{actors * cpus_per_actor + DECODE_CPUS:g} CPUs; {where} has {cpus:g}")
-    return actors, float(gpus_per_actor), float(cpus_per_actor)
+    return actors, float(gpus_per_actor), float(cpus_per_actor), threads
 
 
 def _user_error(exc: BaseException) -> BaseException:
@@ -406,7 +412,8 @@ def explain_dataset(
         address: the Ray cluster (default: the running Ray, else RAY_ADDRESS, else a local Ray for the run).
         actors: size of the actor pool (default: one per GPU of the cluster, else 1).
         gpus_per_actor: default 1 when the cluster has GPUs, else 0.
-        cpus_per_actor: default 1 with GPUs; on CPUs, the cluster's CPUs left by decoding, shared by the actors.
+        cpus_per_actor: default 1 with GPUs; on CPUs, the cluster's CPUs left by decoding shared by the actors
+            (Ray is asked for at most 1 per actor; torch's threads are the share).
         blocks: how many blocks the job's batches are split into (default: Ray's choice).
     """
     import ray
@@ -437,7 +444,8 @@ def explain_dataset(
         finally:
             explainer.close()
         with connect(address) as where:
-            actors, gpus_per_actor, cpus_per_actor = plan_resources(actors, gpus_per_actor, cpus_per_actor, where)
+            actors, gpus_per_actor, cpus_per_actor, threads = plan_resources(actors, gpus_per_actor, cpus_per_actor,
+                                                                             where)
             create_or_resume(directory, settings, ids_json, resume, data_info)
             here = ray.get_runtime_context().get_node_id()
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -447,13 +455,19 @@ def explain_dataset(
             ).remote(str(directory.root.resolve()), len(ids), batch_size, dtype,
                      input_fingerprints(dataset, range(len(ids)), fingerprint))
             try:
-                todo = ray.get(committer.plan.remote())
                 started = time.perf_counter()
-                _run(ray, committer, todo, dataset, len(ids), batch_size, resolve_targets, built, model,
-                     dict(num_classes=num_classes, in_channels=in_channels, layer=layer, method=method,
-                          method_kwargs=method_kwargs, reshape=reshape, preprocess=prepared.preprocess, amp=amp,
-                          dtype=dtype),
+                planned = committer.plan.remote()
+                options = dict(num_classes=num_classes, in_channels=in_channels, layer=layer, method=method,
+                               method_kwargs=method_kwargs, reshape=reshape, preprocess=prepared.preprocess, amp=amp,
+                               dtype=dtype, threads=threads)
+                # The actors start while the committer checks the shard: the uncommitted batches first, then
+                # any committed batch its check finds damaged or changed (rare).
+                first = _uncommitted(directory, len(ids), batch_size)
+                _run(ray, committer, first, dataset, len(ids), batch_size, resolve_targets, built, model, options,
                      actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray]")
+                repairs = [b for b in ray.get(planned) if b not in set(first)]
+                _run(ray, committer, repairs, dataset, len(ids), batch_size, resolve_targets, built, model, options,
+                     actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray] repairs")
                 complete, time_split = ray.get(committer.close.remote())
                 if not complete:
                     raise RuntimeError("the Ray job ended with batches left uncommitted; re-run to finish them")
@@ -466,6 +480,7 @@ def explain_dataset(
             meta = directory.read_meta()
             meta["engine"] = {"name": "ray", "ray": ray.__version__, "where": where, "actors": actors,
                               "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
+                              "threads_per_actor": threads,
                               "cluster_resources": {k: v for k, v in sorted(ray.cluster_resources().items())
                                                     if not k.startswith("node:")},
                               "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
@@ -475,6 +490,19 @@ def explain_dataset(
                               "time_split": time_split}
             write_json_atomic(directory.run_json, meta)
     return open_run(directory.root)
+
+
+def _uncommitted(directory: RunDirectory, n_items: int, batch_size: int) -> list[int]:
+    """The batches the commit record does not count (all of them when it cannot be read): what the committer's
+    plan holds besides repairs, known without waiting for its check of the stored chunks."""
+    batches = -(-n_items // batch_size)
+    try:
+        progress = directory.read_progress(0, 1)
+        done = int(progress["committed_batches"])
+        redo = {int(b) for b in progress.get("redo", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return list(range(batches))
+    return sorted(redo | set(range(min(max(done, 0), batches), batches)))
 
 
 def _run(ray: Any, committer: Any, todo: list[int], dataset: Any, n_items: int, batch_size: int,

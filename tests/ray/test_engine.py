@@ -42,7 +42,7 @@ def test_two_actors_and_any_block_split_equal_the_local_engine(inputs: Inputs, l
     assert run.meta["settings"] == local_run.meta["settings"]  # either engine resumes the other's run
     engine = run.meta["engine"]
     assert engine["name"] == "ray" and engine["ray"] == ray.__version__ and engine["actors"] == 2
-    assert engine["cluster_resources"]["CPU"] == 2
+    assert engine["cluster_resources"]["CPU"] == 2 and engine["threads_per_actor"] == 1
     assert verify_run(tmp_path / "run").ok
 
 
