@@ -154,7 +154,8 @@ class BatchExplainer:
             names, given = [str(i) for i in ids], list(batch["image"])
         else:
             raise ValueError(f"a batch needs a 'bytes' or an 'image' column, got columns {sorted(batch)}")
-        names = [f"{row}:{name}" for row, name in enumerate(names)]  # unique even when ids repeat
+        # row numbers as names: unique when ids repeat, never mangled as paths ("s3://"); the suffix tells DICOM
+        names = [f"{row}{Path(name).suffix}" for row, name in enumerate(names)]
         try:
             items = SafeItems(_GivenImages(names, given, self.preprocess))
             loaded = collate([items[i] for i in range(len(names))])

@@ -60,3 +60,15 @@ def test_read_dicom(tmp_path: Path) -> None:
     # rescale slope/intercept (CT-like): the stored 12-bit range through the modality LUT maps to [0, 1]
     _dicom(tmp_path / "ct.dcm", pixels, RescaleSlope=2, RescaleIntercept=-1024)
     torch.testing.assert_close(read_image(tmp_path / "ct.dcm")[0], torch.from_numpy(pixels / 4095.0).float())
+
+
+def test_given_bytes_decode_exactly_as_the_file(tmp_path: Path) -> None:
+    """read_image(name, data): bytes already read (object storage, a Ray dataset) decode as the file does; a
+    DICOM is told by its header even under a name without its suffix."""
+    rgb = (np.random.default_rng(1).random((8, 6, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 250)).save(tmp_path / "g16.tif")
+    _dicom(tmp_path / "a.dcm", (np.arange(12, dtype=np.uint16).reshape(3, 4) * 300))
+    for name, given in (("c.png", "c.png"), ("g16.tif", "g16.tif"), ("a.dcm", "a.dcm"), ("a.dcm", "scan-7")):
+        data = (tmp_path / name).read_bytes()
+        assert torch.equal(read_image(given, data), read_image(tmp_path / name))
