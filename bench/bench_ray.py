@@ -74,7 +74,8 @@ def make_inputs(root: Path, count: int, size: int, model: str) -> tuple[Path, Pa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never report usage
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds the loopback address
     import ray
     import torch
 
