@@ -3,27 +3,15 @@ the local engine's run of them (once per module)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from fastcam.io.store import Run
 from fastcam_testkit.raycluster import CLASSES, LAYER, RAY_ENV, SPEC, Inputs, make_inputs
 
-pytest.importorskip("ray.data")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_environment() -> Iterator[None]:
-    """RAY_USAGE_STATS_ENABLED=0 and RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (Ray binds 127.0.0.1) for the module."""
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+# Before Ray is first imported (it reads them then): Ray on the loopback address (127.0.0.1 as the node's
+# address, not the machine's network one) and no usage reports, for every Ray process the tests start.
+os.environ.update(RAY_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +20,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
 
 
 @pytest.fixture(scope="module")
-def local_run(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def local_run(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """The local engine's run of the inputs (batches of 3), the reference of every Ray run."""
     from fastcam.pipeline import explain_folder
 

@@ -22,6 +22,7 @@ ray = pytest.importorskip("ray")
 def local_ray() -> Iterator[None]:
     """One local Ray (2 CPUs) for the whole module, shut down after it."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert ray.util.get_node_ip_address() == "127.0.0.1"  # tests/ray/conftest.py: the loopback address
     yield
     ray.shutdown()
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from fastcam.cli import main
-from fastcam.io.store import open_run
+from fastcam.io.store import Run, open_run
 from fastcam_testkit.raycluster import CLASSES, LAYER, SLOW_SPEC, Inputs, assert_same_run, ray_environment
 
 ray = pytest.importorskip("ray")
@@ -30,9 +30,9 @@ def cluster() -> Iterator[Any]:
     try:
         # a lost node is noticed within ~1.5 s (Ray's default health check takes ~15 s)
         checks = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
-        two_nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False,
-                                                                  "_system_config": checks})
-        two_nodes.add_node(num_cpus=2)
+        two_nodes = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 2, "include_dashboard": False, "node_ip_address": "127.0.0.1", "_system_config": checks})
+        two_nodes.add_node(num_cpus=2, node_ip_address="127.0.0.1")
     finally:
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
@@ -45,7 +45,7 @@ def cluster() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def reference(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def reference(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """The local engine's run of the faulted runs' settings (the slow model, one image per batch)."""
     from fastcam.pipeline import explain_folder
 
