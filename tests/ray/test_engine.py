@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from fastcam.cli import main
-from fastcam.io.store import RunDirectory, WriterLock, open_run, verify_run
+from fastcam.io.store import Run, RunDirectory, WriterLock, open_run, verify_run
 from fastcam_testkit.raycluster import CLASSES, LAYER, SPEC, Inputs, assert_same_run, ray_environment
 
 ray = pytest.importorskip("ray")
@@ -33,7 +33,8 @@ def _cli(inputs: Inputs, out: Path, *extra: str) -> list[str]:
             "--engine", "ray", *extra]
 
 
-def test_two_actors_and_any_block_split_equal_the_local_engine(inputs: Inputs, local_run, tmp_path: Path) -> None:
+def test_two_actors_and_any_block_split_equal_the_local_engine(inputs: Inputs, local_run: Run,
+                                                               tmp_path: Path) -> None:
     from fastcam.ray import explain_dataset
 
     run = explain_dataset(SPEC, inputs.data, tmp_path / "run", weights=inputs.weights, num_classes=CLASSES,
@@ -47,7 +48,7 @@ def test_two_actors_and_any_block_split_equal_the_local_engine(inputs: Inputs, l
     assert verify_run(tmp_path / "run").ok
 
 
-def test_cli_with_one_actor_equals_the_local_engine(inputs: Inputs, local_run, tmp_path: Path,
+def test_cli_with_one_actor_equals_the_local_engine(inputs: Inputs, local_run: Run, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_cli(inputs, tmp_path / "run", "--ray-actors", "1")) == 0
     assert "7 images explained, 1 skipped" in capsys.readouterr().out
@@ -55,7 +56,7 @@ def test_cli_with_one_actor_equals_the_local_engine(inputs: Inputs, local_run, t
     assert main(["verify", str(tmp_path / "run")]) == 0
 
 
-def test_batch_explainer_in_ones_own_pipeline(inputs: Inputs, local_run) -> None:
+def test_batch_explainer_in_ones_own_pipeline(inputs: Inputs, local_run: Run) -> None:
     """Encoded bytes in, the run store's values out (lowres * scale), the unreadable file a skipped row."""
     import numpy as np
 
@@ -80,7 +81,7 @@ def test_batch_explainer_in_ones_own_pipeline(inputs: Inputs, local_run) -> None
 
 
 def test_a_local_run_with_other_settings_is_refused_listing_the_differences(
-        inputs: Inputs, local_run, capsys: pytest.CaptureFixture[str]) -> None:
+        inputs: Inputs, local_run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_cli(inputs, local_run.path, "--dtype", "float32")) == 2
     err = capsys.readouterr().err
     assert "was written with other settings" in err and 'dtype: run has "float16", this call has "float32"' in err

@@ -75,7 +75,7 @@ def _assert_each_batch_committed_once(run: Path, read_progress: Callable[..., di
 
 
 def test_a_lost_worker_node_leaves_the_run_complete_and_identical(
-        cluster: Any, inputs: Inputs, reference, tmp_path: Path, read_progress: Callable[..., dict[str, Any]],
+        cluster: Any, inputs: Inputs, reference: Run, tmp_path: Path, read_progress: Callable[..., dict[str, Any]],
         commit_log: Callable[..., list[tuple[int, int]]]) -> None:
     from fastcam.ray import explain_dataset
 
@@ -98,7 +98,7 @@ def test_a_lost_worker_node_leaves_the_run_complete_and_identical(
 
 
 def test_a_driver_killed_with_sigkill_resumes_where_it_was_committed(
-        cluster: Any, inputs: Inputs, reference, tmp_path: Path, read_progress: Callable[..., dict[str, Any]],
+        cluster: Any, inputs: Inputs, reference: Run, tmp_path: Path, read_progress: Callable[..., dict[str, Any]],
         commit_log: Callable[..., list[tuple[int, int]]]) -> None:
     out = tmp_path / "run"
     command = ["explain", "--model", SLOW_SPEC, "--weights", str(inputs.weights), "--num-classes", str(CLASSES),
