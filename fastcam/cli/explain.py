@@ -52,8 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="class to explain: the predicted class (default), one class index for all, or a "
                         "CSV/JSON file mapping relative image paths to class indices")
     data = p.add_argument_group("data and preprocessing")
-    data.add_argument("--data", required=True, metavar="DIR", help="folder of images (searched recursively); with --engine ray also a "
-                      "folder URI of any file system pyarrow reads (s3://bucket/prefix/, gs://...)")
+    data.add_argument("--data", required=True, metavar="DIR",
+                      help="folder of images (searched recursively); with --engine ray also a folder URI of any file "
+                      "system pyarrow reads (s3://bucket/prefix/, gs://...)")
     data.add_argument("--volumes", action="store_true",
                       help="the folder holds 3-D volumes: NIfTI (.nii, .nii.gz), NumPy .npy, or DICOM series (one "
                       "folder of slices each); maps are 3-D and the report shows their central slices")

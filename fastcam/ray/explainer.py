@@ -166,7 +166,8 @@ class BatchExplainer:
             if self.targets == "column" else [None] * int(loaded["ok"].sum())
         return self.explain_loaded(ids, loaded, range(len(ids)))
 
-    def explain_loaded(self, ids: Sequence[Any], loaded: Mapping[str, Any], indices: Sequence[int]) -> dict[str, np.ndarray]:
+    def explain_loaded(self, ids: Sequence[Any], loaded: Mapping[str, Any],
+                       indices: Sequence[int]) -> dict[str, np.ndarray]:
         """The output columns of a batch loaded as `fastcam.pipeline.data.collate` gives it."""
         done = explain_batch(self.explainer, loaded, indices, self._resolve_targets, self.device, self.amp, self._oom)
         n, ok = len(ids), done.ok.numpy()
