@@ -5,15 +5,16 @@ fastcam's own store format.
 The job is cut into the run's store batches (rows [b*B, (b+1)*B) of the dataset), and a store batch is one row
 of the Ray dataset from start to end: a CPU task loads it (`fastcam.io.images`, exactly as the local engine's
 DataLoader: `SafeItems` + `collate`), an actor explains it (`fastcam.pipeline.explain.explain_batch`), and the
-sink hands it to the run's committer. Every image is therefore explained in the same batch as by the local
+sink hands it to the run's writer, the driver. Every image is therefore explained in the same batch as by the local
 engine, and the results are bit-identical however many actors there are and however Ray splits the blocks.
 
-The committer is one actor on the driver's node: it holds the shard's writer lock and the shard's
-`ShardWriter` (the local engine's writer), writes each batch's chunks when it arrives and commits batches in
-order (a batch that arrives early waits, written, for the ones before it). A task or actor lost with its node
-is run again by Ray; a batch delivered twice is stored once. A killed driver takes its actors with it; the
-same call resumes from the last commit. The driver holds the run's lock for the whole call, so a second
-driver on the same run directory is refused with `fastcam.errors.RunLockedError`.
+The driver is the run's one writer, as rank 0 of the local engine: it holds the run's writer locks for the
+whole call (a second driver on the same run directory is refused with `fastcam.errors.RunLockedError`) and the
+shard's `ShardWriter`. The sink's write tasks hand each explained batch over a queue actor on the driver's
+node; the driver writes its chunks when it arrives and commits batches in order (a batch that arrives early
+waits, written, for the ones before it). A task or actor lost with its node is run again by Ray; a batch
+delivered twice is stored once. A killed driver takes its job's tasks and actors with it; the same call
+resumes from the last commit.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from fastcam.errors import RunLockedError
 from fastcam.io.images import IMAGE_SUFFIXES, ImageFolder, Preprocess, read_image
-from fastcam.io.store import Run, RunDirectory, ShardWriter, WriterLock, open_run, read_json, write_json_atomic
+from fastcam.io.store import Run, RunDirectory, ShardWriter, open_run, read_json, write_json_atomic
 from fastcam.pipeline.data import (
     SafeItems,
     TargetsResolver,
@@ -55,8 +56,6 @@ from fastcam.pipeline.explain import (
 )
 from fastcam.ray.explainer import BatchExplainer
 
-#: how long a committer waits for the committer of a killed driver (its job not yet cleaned up) to go
-LOCK_WAIT_S = 30.0
 #: the CPUs one decode task asks Ray for (decoding a store batch is light next to explaining it)
 DECODE_CPUS = 0.25
 
@@ -155,24 +154,14 @@ class _StoreBatchExplainer(BatchExplainer):
 
 
 class _RunCommitter:
-    """The run's one writer (a Ray actor on the driver's node): writes each explained batch with the shard's
-    `ShardWriter` and commits them in order; a batch delivered again (a retried task) is ignored."""
+    """The run's writer, in the driver (which holds the shard's writer lock): writes each explained batch with
+    the shard's `ShardWriter` and commits them in order; a batch delivered again (a retried task) is ignored."""
 
-    def __init__(self, run_dir: str, n_items: int, batch_size: int, dtype: str,
+    def __init__(self, directory: RunDirectory, n_items: int, batch_size: int, dtype: str,
                  fingerprints: np.ndarray | None) -> None:
-        directory = RunDirectory(Path(run_dir))
-        self.lock = WriterLock(directory.shard_lock(0, 1), directory.root)
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:  # the driver holds the run's lock: a holder of the shard's is a dead driver's committer
-            try:
-                self.lock.acquire()
-                break
-            except RunLockedError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         self.writer = ShardWriter(directory.root, 0, 1, n_items, batch_size, dtype, fingerprints=fingerprints)
         self.todo = self.writer.plan()
+        self.planned = set(self.todo)
         self.received: set[int] = set()
         self.waiting: dict[int, tuple[list[dict[str, Any]], int, str]] = {}
         self.messages = [f"fastcam: repairing {damage}" for damage in self.writer.damages]
@@ -185,13 +174,9 @@ class _RunCommitter:
         self.seconds = {"decode_tasks": 0.0, "actor_explain": 0.0, "committer_write": 0.0}
         self.first_batch_s: float | None = None
 
-    def plan(self) -> list[int]:
-        """The batches to compute (`ShardWriter.plan`)."""
-        return self.todo
-
     def store(self, batch: int, payload: bytes) -> None:
         """Write one explained batch's chunks, then commit every batch that is ready, in order."""
-        if batch in self.received or batch not in self.todo:
+        if batch in self.received or batch not in self.planned:
             return
         started = time.perf_counter()
         if self.first_batch_s is None:
@@ -220,47 +205,46 @@ class _RunCommitter:
         self.seconds["committer_write"] += time.perf_counter() - started
 
     def progress(self) -> tuple[int, list[str]]:
-        """(rows committed this session, messages since the last call)."""
+        """(rows stored this session, messages since the last call)."""
         rows = sum(len(self.writer.batch_rows(b)) for b in self.received if b not in self.waiting)
         messages, self.messages = self.messages, []
         return rows, messages
 
     def close(self) -> tuple[bool, dict[str, Any]]:
-        """Release the shard's lock; (whether every batch is committed, where this session's time went)."""
-        self.lock.release()
+        """(whether every batch is committed, where this session's time went)."""
         split = {f"{k}_s": round(v, 3) for k, v in self.seconds.items()}
         split["first_batch_s"] = round(self.first_batch_s, 3) if self.first_batch_s is not None else None
         return self.writer.done, split
 
 
-def run_datasink(committer: Any) -> Any:
-    """The `ray.data.Datasink` that hands explained store batches to the run's committer actor (its class is
-    made here: Ray's `Datasink` base is importable only once Ray is)."""
+def run_datasink(queue: Any) -> Any:
+    """The `ray.data.Datasink` that hands explained store batches to the driver over `queue` (a
+    `ray.util.queue.Queue` on the driver's node; bounded, so a slow disk holds the job back). Its class is made
+    here: Ray's `Datasink` base is importable only once Ray is."""
     from ray.data import Datasink
 
     class RunDatasink(Datasink):
-        """Hands explained store batches to the run's committer (write tasks on the driver's node)."""
+        """Hands explained store batches to the run's writer (write tasks on the driver's node)."""
 
-        def __init__(self, committer: Any) -> None:
-            self.committer = committer
+        def __init__(self, queue: Any) -> None:
+            self.queue = queue
 
         @property
         def supports_distributed_writes(self) -> bool:
-            return False  # the committer is on the driver's node: the blocks travel there once
+            return False  # the writer is the driver: the blocks travel to its node once
 
         def write(self, blocks: Any, ctx: Any) -> int:
-            import ray
             from ray.data.block import BlockAccessor
 
             written = 0
             for block in blocks:
                 columns = BlockAccessor.for_block(block).to_numpy(["batch", "payload"])
                 for batch, payload in zip(columns["batch"], columns["payload"]):
-                    ray.get(self.committer.store.remote(int(batch), payload))
+                    self.queue.put((int(batch), payload))
                     written += 1
             return written
 
-    return RunDatasink(committer)
+    return RunDatasink(queue)
 
 
 # ---------------------------------------------------------------------------------------------- cluster
@@ -422,9 +406,7 @@ def explain_dataset(
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     directory = RunDirectory(Path(out))
-    directory.check_out()
-    directory.root.mkdir(parents=True, exist_ok=True)
-    with WriterLock(directory.run_lock, directory.root):
+    with directory.writer_lock(0, 1):  # as the local engine's rank 0: the run's files and its one shard
         prepared = prepare_folder(model, data if isinstance(data, (str, os.PathLike)) else "", weights=weights,
                                   num_classes=num_classes, in_channels=in_channels, method=method,
                                   method_kwargs=method_kwargs, size=size, mean=mean, std=std, reshape=reshape)
@@ -447,34 +429,27 @@ def explain_dataset(
             actors, gpus_per_actor, cpus_per_actor, threads = plan_resources(actors, gpus_per_actor, cpus_per_actor,
                                                                              where)
             create_or_resume(directory, settings, ids_json, resume, data_info)
-            here = ray.get_runtime_context().get_node_id()
+            from ray.util.queue import Queue
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            committer = ray.remote(_RunCommitter).options(
-                num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-            ).remote(str(directory.root.resolve()), len(ids), batch_size, dtype,
-                     input_fingerprints(dataset, range(len(ids)), fingerprint))
+            started = time.perf_counter()
+            committer = _RunCommitter(directory, len(ids), batch_size, dtype,
+                                      input_fingerprints(dataset, range(len(ids)), fingerprint))
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            queue = Queue(maxsize=2 * actors + 2, actor_options={"num_cpus": 0, "scheduling_strategy": here})
             try:
-                started = time.perf_counter()
-                planned = committer.plan.remote()
                 options = dict(num_classes=num_classes, in_channels=in_channels, layer=layer, method=method,
                                method_kwargs=method_kwargs, reshape=reshape, preprocess=prepared.preprocess, amp=amp,
                                dtype=dtype, threads=threads)
-                # The actors start while the committer checks the shard: the uncommitted batches first, then
-                # any committed batch its check finds damaged or changed (rare).
-                first = _uncommitted(directory, len(ids), batch_size)
-                _run(ray, committer, first, dataset, len(ids), batch_size, resolve_targets, built, model, options,
+                _run(ray, committer, queue, dataset, len(ids), batch_size, resolve_targets, built, model, options,
                      actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray]")
-                repairs = [b for b in ray.get(planned) if b not in set(first)]
-                _run(ray, committer, repairs, dataset, len(ids), batch_size, resolve_targets, built, model, options,
-                     actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray] repairs")
-                complete, time_split = ray.get(committer.close.remote())
+                complete, time_split = committer.close()
                 if not complete:
                     raise RuntimeError("the Ray job ended with batches left uncommitted; re-run to finish them")
             except ray.exceptions.RayError as exc:
                 raise _user_error(exc) from exc
             finally:
-                ray.kill(committer)
+                queue.shutdown(force=True)
             devices = "cuda" if gpus_per_actor > 0 else "cpu"
             directory.finalize(devices)
             meta = directory.read_meta()
@@ -486,72 +461,66 @@ def explain_dataset(
                               "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
                               "seconds": round(time.perf_counter() - started, 3),
                               # this session's: batches summed (decode tasks and actors run in parallel), and the
-                              # wait from the committer's start to the first explained batch (actors starting)
+                              # wait from the writer's start to the first explained batch (actors starting)
                               "time_split": time_split}
             write_json_atomic(directory.run_json, meta)
     return open_run(directory.root)
 
 
-def _uncommitted(directory: RunDirectory, n_items: int, batch_size: int) -> list[int]:
-    """The batches the commit record does not count (all of them when it cannot be read): what the committer's
-    plan holds besides repairs, known without waiting for its check of the stored chunks."""
-    batches = -(-n_items // batch_size)
-    try:
-        progress = directory.read_progress(0, 1)
-        done = int(progress["committed_batches"])
-        redo = {int(b) for b in progress.get("redo", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return list(range(batches))
-    return sorted(redo | set(range(min(max(done, 0), batches), batches)))
-
-
-def _run(ray: Any, committer: Any, todo: list[int], dataset: Any, n_items: int, batch_size: int,
+def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: int, batch_size: int,
          resolve_targets: TargetsResolver, built: torch.nn.Module, spec: str, options: dict[str, Any], actors: int,
          gpus_per_actor: float, cpus_per_actor: float, blocks: int | None, show_progress: bool, desc: str) -> None:
-    """Run the Ray Data job over the store batches `todo`, showing the committer's progress."""
+    """Run the Ray Data job over the committer's planned batches, storing what the sink hands over."""
+    from ray.data import DataContext
+    from ray.util.queue import Empty
     from tqdm.auto import tqdm
 
+    todo = committer.todo
+    for message in committer.progress()[1]:  # repairs found by the plan
+        tqdm.write(message)
     if not todo:
         return
-    from ray.data import DataContext
-
     context = DataContext.get_current()
-    context.enable_progress_bars = False  # fastcam's own bar counts committed images
+    context.enable_progress_bars = False  # fastcam's own bar counts stored images
     context.print_on_execution_start = False
     rows = [{"batch": b, "indices": np.arange(b * batch_size, min((b + 1) * batch_size, n_items))} for b in todo]
     state = {k: v.detach().cpu() for k, v in built.state_dict().items()}  # every actor explains the driver's model
     ds = ray.data.from_items(rows, override_num_blocks=blocks or min(len(rows), 4 * actors))
     ds = ds.map(_LoadBatch(dataset), num_cpus=DECODE_CPUS)
     ds = ds.map_batches(_StoreBatchExplainer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-                        num_gpus=gpus_per_actor,
-                        num_cpus=cpus_per_actor,
+                        num_gpus=gpus_per_actor, num_cpus=cpus_per_actor,
                         fn_constructor_kwargs={"model": spec, "state": state, "resolve_targets": resolve_targets,
                                                **options})
     failure: list[BaseException] = []
 
     def write() -> None:
         try:
-            ds.write_datasink(run_datasink(committer), ray_remote_args={"num_cpus": 0})
+            ds.write_datasink(run_datasink(queue), ray_remote_args={"num_cpus": 0})
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             failure.append(exc)
 
-    done_before = n_items - sum(len(range(b * batch_size, min((b + 1) * batch_size, n_items))) for b in todo)
+    done_before = n_items - sum(len(r["indices"]) for r in rows)
     bar = tqdm(total=n_items, initial=done_before, unit="img", desc=desc, disable=not show_progress,
                dynamic_ncols=True, file=sys.stderr)
-    worker = threading.Thread(target=write, name="fastcam-ray-job", daemon=True)
-    worker.start()
+    job = threading.Thread(target=write, name="fastcam-ray-job", daemon=True)
+    job.start()
     try:
         seen = 0
         while True:
-            worker.join(0.5)
-            rows_done, messages = ray.get(committer.progress.remote())
+            try:
+                batch, payload = queue.get(timeout=0.25)
+            except Empty:
+                if job.is_alive() or not queue.empty():
+                    continue
+                break  # the job has ended and every batch it handed over is stored
+            committer.store(batch, payload)
+            stored, messages = committer.progress()
             for message in messages:
                 bar.write(message)
-            bar.update(rows_done - seen)
-            seen = rows_done
-            if not worker.is_alive():
-                break
+            bar.update(stored - seen)
+            seen = stored
     finally:
         bar.close()
+    job.join()
     if failure:
         raise failure[0]
