@@ -2,23 +2,30 @@
 encoded bytes give the same rows; unreadable images are skipped rows, never a failed batch."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterator
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from fastcam_testkit.raycluster import CLASSES, LAYER, SPEC, Inputs
 
+if TYPE_CHECKING:
+    from fastcam.ray import BatchExplainer
+
 pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def explainer(inputs: Inputs):  # noqa: ANN201 - fastcam.ray.BatchExplainer
+def explainer(inputs: Inputs) -> Iterator[BatchExplainer]:
     from fastcam.ray import BatchExplainer
 
-    return BatchExplainer(SPEC, weights=inputs.weights, num_classes=CLASSES, layer=LAYER, threads=1)
+    made = BatchExplainer(SPEC, weights=inputs.weights, num_classes=CLASSES, layer=LAYER)
+    yield made
+    made.close()
 
 
-def test_decoded_arrays_and_encoded_bytes_give_the_same_rows(inputs: Inputs, explainer) -> None:  # noqa: ANN001
+def test_decoded_arrays_and_encoded_bytes_give_the_same_rows(inputs: Inputs, explainer: BatchExplainer) -> None:
     names = ["im0.png", "im1.png", "im2.png"]
     encoded = explainer({"id": np.asarray(names, dtype=object),
                          "bytes": np.asarray([(inputs.data / n).read_bytes() for n in names], dtype=object)})
@@ -30,7 +37,7 @@ def test_decoded_arrays_and_encoded_bytes_give_the_same_rows(inputs: Inputs, exp
     assert encoded["lowres"].dtype == np.float16 and float(encoded["lowres"].max()) == 1.0
 
 
-def test_unreadable_images_are_skipped_rows(inputs: Inputs, explainer) -> None:  # noqa: ANN001
+def test_unreadable_images_are_skipped_rows(inputs: Inputs, explainer: BatchExplainer) -> None:
     good = (inputs.data / "im0.png").read_bytes()
     out = explainer({"id": np.asarray(["a", "b"], dtype=object), "bytes": np.asarray([b"junk", good], dtype=object)})
     assert list(out["status"]) == ["skipped", "explained"] and "cannot identify" in out["reason"][0]
