@@ -43,3 +43,8 @@ class RunDamagedError(ValueError):
 
 class UntrustedRunError(ValueError):
     """A run directory names code to import (its model spec); it is not run unless the user says so."""
+
+
+class ImageTooLargeError(ValueError):
+    """An encoded image holds more pixels than the reader's limit (`fastcam.io.images.decode_image`'s
+    `max_pixels`, or Pillow's own decompression-bomb check): refused before its pixels are decoded."""

@@ -19,10 +19,11 @@ dataset is scaled the same way):
 from __future__ import annotations
 
 import errno
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import torch
@@ -98,19 +99,24 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
     return out
 
 
-def _is_dicom(path: Path) -> bool:
+def _is_dicom(path: Path, source: Path | BinaryIO) -> bool:
+    """Whether the file named `path` (read from `source`: the path itself, or its bytes) is DICOM."""
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
-    with path.open("rb") as f:  # DICOM part 10: 128-byte preamble then "DICM"
-        head = f.read(132)
+    if isinstance(source, Path):
+        with source.open("rb") as f:  # DICOM part 10: 128-byte preamble then "DICM"
+            head = f.read(132)
+    else:
+        head = source.read(132)
+        source.seek(0)
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+def _read_dicom(source: Path | BinaryIO) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ds = pydicom.dcmread(str(path))
+    ds = pydicom.dcmread(str(source) if isinstance(source, Path) else source)
     pixels = ds.pixel_array
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -145,10 +151,10 @@ def _read_dicom(path: Path) -> np.ndarray:
     return scaled
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+def _read_pillow(source: Path | BinaryIO) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(source) as img:
         img.load()  # decode now: a truncated/corrupt file raises here, inside the caller's try
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
@@ -162,10 +168,17 @@ def _read_pillow(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def read_image(path: str | Path) -> Tensor:
-    """One image as a float32 (C, H, W) tensor in [0, 1] (C = 1 for grayscale, 3 for colour)."""
+def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
+    """One image as a float32 (C, H, W) tensor in [0, 1] (C = 1 for grayscale, 3 for colour).
+
+    Args:
+        path: the image file; with `data`, only its name (the suffix tells DICOM files).
+        data: the file's encoded bytes, already read (from object storage, a Ray dataset): decoded exactly
+            as the file would be.
+    """
     path = Path(path)
-    array = _read_dicom(path) if _is_dicom(path) else _read_pillow(path)
+    source: Path | BinaryIO = path if data is None else io.BytesIO(data)
+    array = _read_dicom(source) if _is_dicom(path, source) else _read_pillow(source)
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and array.shape[-1] in (3, 4):
@@ -178,6 +191,62 @@ def read_image(path: str | Path) -> Tensor:
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError("image contains NaN or Inf pixels")
     return tensor
+
+
+#: the most pixels `decode_image` decodes by default (decompression bombs): 64 megapixels, more than a
+#: mammogram or a whole-slide thumbnail, far less than the memory of a machine
+MAX_PIXELS = 64_000_000
+
+
+def image_pixels(data: bytes) -> int:
+    """The number of pixels an encoded image holds (all frames), read from its header without decoding
+    the pixels: DICOM (pydicom, stopped before the pixel data) or any format Pillow opens.
+
+    Raises:
+        fastcam.errors.ImageTooLargeError: Pillow itself refuses the header as a decompression bomb.
+        ValueError: the bytes are not an image file these readers know.
+    """
+    from PIL import Image
+
+    from fastcam.errors import ImageTooLargeError
+
+    source = io.BytesIO(data)
+    if _is_dicom(Path(""), source):
+        import pydicom
+
+        ds = pydicom.dcmread(source, stop_before_pixels=True)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        return int(ds.Rows) * int(ds.Columns) * frames
+    try:
+        with Image.open(source) as img:  # reads the header only
+            return img.size[0] * img.size[1] * int(getattr(img, "n_frames", 1))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(str(exc)) from None
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = MAX_PIXELS) -> Tensor:
+    """An encoded image file's bytes (PNG, JPEG, TIFF, BMP, DICOM part 10) as `read_image` reads the file:
+    a float32 (C, H, W) tensor in [0, 1].
+
+    Args:
+        data: the whole file.
+        max_pixels: refuse an image with more pixels (all frames) than this before decoding it (None: no
+            limit but Pillow's own decompression-bomb check), so that a small file that expands to gigabytes
+            of pixels is never decoded.
+
+    Raises:
+        fastcam.errors.ImageTooLargeError: more pixels than `max_pixels`.
+        ValueError: empty data. Other exceptions of the decoders (Pillow's `UnidentifiedImageError`, OSError
+            for a truncated file, pydicom's errors) pass through: the bytes are not a readable image.
+    """
+    from fastcam.errors import ImageTooLargeError
+
+    if not data:
+        raise ValueError("no image: the data is empty")
+    pixels = image_pixels(data)
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageTooLargeError(f"the image has {pixels:,} pixels, more than the limit of {max_pixels:,}")
+    return read_image(Path("upload"), data)
 
 
 @dataclass(frozen=True)
@@ -212,6 +281,25 @@ class Preprocess:
             raise ValueError(f"std must be positive, got {self.std}")
         if self.resize is not None and (self.size is None or self.resize < min(self.size)):
             raise ValueError(f"resize {self.resize} needs a crop size no larger than it, got size {self.size}")
+
+    @classmethod
+    def for_model(cls, channels: int, defaults: dict[str, Any], size: int | Sequence[int] | None = None,
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> "Preprocess":
+        """The preprocessing of a model built from a spec (`fastcam explain`'s and `fastcam serve`'s flags).
+
+        Args:
+            channels: the model's input channels.
+            defaults: the spec's own recipe as the model loader returns it ("size", "resize", "mean", "std").
+            size: one side or (H, W); overrides the recipe with a plain resize (no centre crop).
+            mean: per-channel mean (default: the recipe's, else none).
+            std: per-channel std (default: the recipe's, else none).
+        """
+        side = size if size is not None else defaults.get("size")
+        if isinstance(side, int):
+            side = (side, side)
+        return cls(channels=channels, size=tuple(side) if side else None,  # type: ignore[arg-type]
+                   mean=tuple(mean) if mean else defaults.get("mean"), std=tuple(std) if std else defaults.get("std"),
+                   resize=defaults.get("resize") if size is None else None)
 
     def display(self, image: Tensor) -> Tensor:
         """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
@@ -336,11 +424,15 @@ class ImageFolder(FolderItems, Dataset):
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(self.root)!r}")
         self.size = self.preprocess.size or self._first_size()
 
+    def _read(self, path: Path) -> Tensor:
+        """The decoded image of one file (a subclass may fetch it elsewhere: `fastcam.ray`'s URIs)."""
+        return read_image(path)
+
     def _read_size(self, path: Path) -> tuple[int, ...]:
-        return tuple(read_image(path).shape[-2:])
+        return tuple(self._read(path).shape[-2:])
 
     def _load(self, path: Path) -> Tensor:
-        image = self.preprocess.display(read_image(path))
+        image = self.preprocess.display(self._read(path))
         if tuple(image.shape[-2:]) != tuple(self.size):
             return image  # refused by the caller, with the sizes
         return self.preprocess.normalize(image)

@@ -1,0 +1,102 @@
+"""Starting and stopping the service: a local Ray (or a cluster's), Serve's HTTP proxy, the application.
+
+`start(...)` returns once every replica has loaded its model and the proxy answers; `stop()` deletes the
+application (its replicas finish the requests in flight first) and shuts Serve and the Ray this process
+started down. `run_until_signal(...)` is `fastcam serve`: start, wait for SIGINT or SIGTERM, stop.
+
+A local Ray started here never reports usage statistics unless the user opted in
+(`RAY_USAGE_STATS_ENABLED=1` in the environment) and listens on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fastcam.serve.engine import ServeOptions
+
+
+@dataclass(frozen=True)
+class Service:
+    """A running service: where it listens and whether this process started the Ray it runs on."""
+
+    host: str
+    port: int
+    started_ray: bool
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def start(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
+          ray_address: str | None = None, cpus_per_replica: float = 1.0,
+          gpus_per_replica: float | None = None) -> Service:
+    """Start the service and wait until it is ready.
+
+    Args:
+        options: what to explain with and the limits.
+        host: the address the HTTP proxy listens on.
+        port: its port.
+        replicas: how many replicas (each loads the model once).
+        ray_address: a running Ray cluster's address ("auto", "ray://..."); None starts a local Ray on 127.0.0.1.
+        cpus_per_replica: CPUs Ray reserves for each replica.
+        gpus_per_replica: GPUs Ray reserves for each (default: 1 on CUDA, else 0).
+
+    Raises:
+        RuntimeError: a replica failed to start (the model did not load): the replica's error, from Serve.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray reads it; a user may opt in
+    import ray
+    from ray import serve
+
+    from fastcam.serve.app import APP_NAME, build_app
+
+    app = build_app(options, replicas=replicas, cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        local: dict[str, Any] = {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False}
+        ray.init(**(local if ray_address is None else {"address": ray_address}), log_to_driver=False)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    except BaseException:
+        stop(started_ray)
+        raise
+    return Service(host, port, started_ray)
+
+
+def stop(shutdown_ray: bool = True) -> None:
+    """Delete the application (replicas finish their requests in flight), shut Serve down and, with
+    `shutdown_ray`, the Ray this process started."""
+    import ray
+    from ray import serve
+
+    from fastcam.serve.app import APP_NAME
+
+    if ray.is_initialized():
+        try:
+            serve.delete(APP_NAME)
+        finally:
+            serve.shutdown()
+            if shutdown_ray:
+                ray.shutdown()
+
+
+def run_until_signal(options: ServeOptions, **kwargs: Any) -> Service:
+    """`fastcam serve`: start (`start`'s arguments), print where it listens, stop on SIGINT or SIGTERM."""
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        service = start(options, **kwargs)
+        print(f"fastcam serve: {options.method} on {options.model} at {service.url} "
+              "(POST /explain, GET /healthz, GET /); Ctrl-C or SIGTERM stops it", flush=True)
+        stopping.wait()
+        print("fastcam serve: stopping (finishing the requests in flight)", flush=True)
+        stop(service.started_ray)
+        return service
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
