@@ -221,7 +221,7 @@ def image_pixels(data: bytes) -> int:
         with Image.open(source) as img:  # reads the header only
             return img.size[0] * img.size[1] * int(getattr(img, "n_frames", 1))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from None
+        raise ImageTooLargeError(f"Pillow refuses the image: {exc}") from None
 
 
 def decode_image(data: bytes, *, max_pixels: int | None = MAX_PIXELS) -> Tensor:

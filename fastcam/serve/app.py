@@ -100,7 +100,9 @@ class FastcamExplainer:
         # the model runs in a worker thread, so the event loop keeps taking requests for the next batch
         answers = await asyncio.to_thread(self.engine.explain, jobs)
         self.batch_size.observe(len(jobs))
-        self.images.inc(sum(isinstance(a, Answer) for a in answers))
+        explained = sum(isinstance(a, Answer) for a in answers)
+        if explained:  # Ray's counters take positive increments only
+            self.images.inc(explained)
         return [(answer, len(jobs)) for answer in answers]
 
 
