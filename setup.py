@@ -44,6 +44,7 @@ setup(
             # models users bring (random init from small configs, nothing downloaded) and 3-D datasets
             "transformers>=4.40", "nibabel>=5.0",
             "playwright>=1.40",  # the browser test of the HTML report (drives the system Chromium)
+            "ray[serve]>=2.60",  # fastcam.serve: its tests start the real service
         ],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         # fastcam.deploy.export: torch's ONNX exporter (dynamo=True) needs onnx + onnxscript; onnxruntime runs
@@ -54,6 +55,8 @@ setup(
         "timm": ["timm>=0.9"],
         # NIfTI volumes for explain_dataset (DICOM series use pydicom, a core dependency)
         "nifti": ["nibabel>=5.0"],
+        # fastcam.serve: `fastcam serve`, explanations over HTTP on Ray Serve (dynamic batching, replicas)
+        "serve": ["ray[serve]>=2.60"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },

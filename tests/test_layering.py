@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-APPLICATIONS = ("fastcam.pipeline", "fastcam.io", "fastcam.cli", "fastcam.benchmark", "fastcam.evaluate", "fastcam.demo")
+APPLICATIONS = ("fastcam.pipeline", "fastcam.io", "fastcam.cli", "fastcam.benchmark", "fastcam.evaluate", "fastcam.demo",
+                "fastcam.serve")
 
 
 def imported_modules(path: Path, package: str) -> set[str]:
@@ -63,6 +64,18 @@ def test_library_floors_do_not_import_floors_above(floor: str, forbidden: tuple[
     """Methods reach kernels only through the dispatcher (`fastcam._backend.op`), never by import;
     metrics stay pure (tensors in, tensors out)."""
     assert offending_imports(f"fastcam/{floor}", f"fastcam.{floor}", forbidden) == []
+
+
+def test_serve_is_an_application_beside_the_others() -> None:
+    """fastcam.serve adapts the one explain path (pipeline, io, methods) to HTTP: it imports no other application
+    floor, and only the CLI imports it."""
+    siblings = ("fastcam.cli", "fastcam.benchmark", "fastcam.evaluate", "fastcam.demo", "fastcam.deploy", "fastcam.ray",
+                "fastcam.compat")
+    assert offending_imports("fastcam/serve", "fastcam.serve", siblings) == []
+    users = [found for folder in sorted(p.name for p in (ROOT / "fastcam").iterdir() if p.is_dir())
+             if folder not in ("serve", "cli")
+             for found in offending_imports(f"fastcam/{folder}", f"fastcam.{folder}", ("fastcam.serve",))]
+    assert users == []
 
 
 def test_the_check_sees_imports_of_every_form(tmp_path: Path) -> None:
