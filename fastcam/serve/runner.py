@@ -87,15 +87,18 @@ def stop(shutdown_ray: bool = True) -> None:
 
 def run_until_signal(options: ServeOptions, **kwargs: Any) -> Service:
     """`fastcam serve`: start (`start`'s arguments), print where it listens, stop on SIGINT or SIGTERM."""
+    service = start(options, **kwargs)
     stopping = threading.Event()
+    # installed after Ray's start-up, which sets handlers of its own
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        service = start(options, **kwargs)
         print(f"fastcam serve: {options.method} on {options.model} at {service.url} "
               "(POST /explain, GET /healthz, GET /); Ctrl-C or SIGTERM stops it", flush=True)
-        stopping.wait()
+        while not stopping.wait(0.5):  # short waits: the handler runs between them
+            pass
         print("fastcam serve: stopping (finishing the requests in flight)", flush=True)
         stop(service.started_ray)
+        print("fastcam serve: stopped", flush=True)
         return service
     finally:
         for sig, handler in previous.items():

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +35,8 @@ from fastcam.io.overlay import overlay_rgb
 SIZE = 64  # layer4 maps of 2 x 2
 CLASSES = ("cat", "dog", "bird")
 MAX_BODY_MB = 0.5
+#: long enough that a request is surely in flight when the SIGTERM test stops the service
+BATCH_WAIT_MS = 300
 # Ray Serve 2.60's own config models use pydantic's deprecated Field(**extra)
 pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
 
@@ -55,6 +62,8 @@ class Service:
     url: str
     model: torch.nn.Module
     images: list[Path]
+    process: subprocess.Popen
+    log: Path
 
     def request(self, path: str, body: bytes | None = None, content_type: str | None = "image/png",
                 method: str | None = None) -> Reply:
@@ -65,6 +74,8 @@ class Service:
                 return Reply(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.read())
         except urllib.error.HTTPError as err:
             return Reply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+        except OSError as err:  # nothing listens (yet): no status
+            return Reply(0, {}, str(err).encode())
 
     def explain(self, image: Path, query: str = "") -> Reply:
         return self.request("/explain" + query, image.read_bytes())
@@ -76,23 +87,36 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    from fastcam.serve import ServeOptions, start, stop
-
+    """`fastcam serve` in a subprocess, as a user starts it; the last test stops it with SIGTERM."""
     root = tmp_path_factory.mktemp("serve")
     model, weights = saved_tiny_resnet(root, num_classes=len(CLASSES))
     images = [root / "images" / n for n in random_pngs(root / "images", 8, SIZE)]
-    options = ServeOptions(model="fastcam:tiny_resnet", weights=str(weights), num_classes=len(CLASSES),
-                           layer="layer4", size=SIZE, classes=CLASSES, max_batch_size=16, batch_wait_ms=50,
-                           max_body_mb=MAX_BODY_MB, max_pixels=1_000_000, device="cpu")
-    with pytest.MonkeyPatch.context() as env:  # Ray on the loopback address, no usage reports
-        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        port = free_port()
-        running = start(options, port=port)
-        try:
-            yield Service(running.url, model, images)
-        finally:
-            stop()
+    (root / "classes.txt").write_text("\n".join(CLASSES))
+    port = free_port()
+    command = [sys.executable, "-m", "fastcam", "serve", "--model", "fastcam:tiny_resnet", "--weights", str(weights),
+               "--num-classes", str(len(CLASSES)), "--layer", "layer4", "--size", str(SIZE), "--classes",
+               str(root / "classes.txt"), "--device", "cpu", "--port", str(port), "--max-batch-size", "16",
+               "--batch-wait-ms", str(BATCH_WAIT_MS), "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", "1000000"]
+    # Ray on the loopback address, no usage reports
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    log = (root / "serve.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    running = Service(f"http://127.0.0.1:{port}", model, images, process, root / "serve.log")
+    try:
+        deadline = time.monotonic() + 120
+        while running.request("/healthz").status != 200:
+            assert process.poll() is None, f"fastcam serve exited: {running.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"fastcam serve did not start: {running.log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield running
+    finally:
+        if process.poll() is None:  # the SIGTERM test did not run or did not stop it
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
 
 
 def lowres_of(explanation: fastcam.Explanation) -> np.ndarray:
@@ -190,3 +214,19 @@ def test_concurrent_requests_are_batched_and_equal_the_api(service: Service) -> 
     sizes = [int(r.headers["x-fastcam-batch-size"]) for r in replies]
     assert max(sizes) <= 16 and sum(sizes) / len(sizes) > 1, sizes
 
+
+
+def test_sigterm_finishes_the_requests_in_flight_then_stops(service: Service) -> None:
+    """Last in the module (it stops the service): a request waiting for its batch when SIGTERM arrives is
+    answered, then `fastcam serve` exits 0 with nothing left listening."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        in_flight = pool.submit(service.explain, service.images[3])
+        time.sleep(BATCH_WAIT_MS / 1000 / 3)  # the request waits in the replica for others to join its batch
+        service.process.send_signal(signal.SIGTERM)
+        reply = in_flight.result()
+    assert reply.status == 200, reply.body
+    np.testing.assert_allclose(np.array(reply.json()["lowres"]), lowres_of(service.api(service.images[3])),
+                               atol=1e-5, rtol=0)
+    assert service.process.wait(60) == 0, service.log.read_text()[-3000:]
+    assert "fastcam serve: stopped" in service.log.read_text()
+    assert service.request("/healthz").status == 0  # nothing listens any more
