@@ -56,13 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _load() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastcam.models import BUILDERS
     from fastcam.serve import ServeOptions, start, stop
 
-    load_before = _load()
+    load_before = os.getloadavg()[0]
     spec = f"fastcam:{args.model}"
     with tempfile.TemporaryDirectory(prefix="fastcam-bench-serve-") as tmp:
         root = Path(tmp)
@@ -181,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device, "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
         "replica_cpus": args.cpus, "distinct_images": args.images,
         "environment": {**environment(torch.device(args.device)), "ray": ray.__version__,
-                        "load_average_1min": [load_before, _load()]},
+                        "load_average_1min": [load_before, os.getloadavg()[0]]},
         "offline": offline_result,
         "served": levels,
     }

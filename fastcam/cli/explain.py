@@ -2,26 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
-from fastcam.cli.common import add_model_group, parse_size
+from fastcam.cli.common import add_method_group, add_model_group, parse_size
 from fastcam.methods.registry import display_name, method_names
 
 NAME = "explain"
-
-
-def _method_arg(text: str) -> tuple[str, object]:
-    """`key=value` -> (key, value) with the value parsed as JSON when it can be (ints, floats, bools)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--method-arg expects KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,16 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_model_group(p, layer_help="target layer, dotted module name (not needed for "
                     + ", ".join(display_name(m) for m in method_names(post_hoc=False)) + ")")
-    method = p.add_argument_group("method")
-    method.add_argument("--method", choices=method_names(), default="gradcam",
-                        help=", ".join(f"{m} ({display_name(m)})" for m in method_names()))
-    method.add_argument("--method-arg", action="append", type=_method_arg, default=[], metavar="KEY=VALUE",
-                        help="extra keyword argument of the method's constructor (repeatable), e.g. "
-                        "--method-arg batch_size=64")
-    method.add_argument("--reshape", metavar="LAYOUT", default=None,
-                        help="layout of the target layer's output when it is not (B, C, h, w): vit[:PREFIX[:HxW]] "
-                        "(ViT tokens; PREFIX = CLS/distillation/register tokens, default the model's own or 1), "
-                        "swin[:HxW] (Swin tokens or channels-last stages), nhwc (channels-last maps)")
+    method = add_method_group(p)
     method.add_argument("--targets", default="predicted", metavar="predicted|INT|FILE",
                         help="class to explain: the predicted class (default), one class index for all, or a "
                         "CSV/JSON file mapping relative image paths to class indices")

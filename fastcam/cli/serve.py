@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastcam.cli.common import add_model_group, parse_size
-from fastcam.cli.explain import _method_arg
+from fastcam.cli.common import add_method_group, add_model_group, parse_size
 from fastcam.methods.registry import display_name, method_names
 
 NAME = "serve"
@@ -24,14 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_model_group(p, layer_help="target layer, dotted module name (not needed for "
                     + ", ".join(display_name(m) for m in method_names(post_hoc=False)) + ")")
-    method = p.add_argument_group("method")
-    method.add_argument("--method", choices=method_names(), default="gradcam",
-                        help=", ".join(f"{m} ({display_name(m)})" for m in method_names()))
-    method.add_argument("--method-arg", action="append", type=_method_arg, default=[], metavar="KEY=VALUE",
-                        help="extra keyword argument of the method's constructor (repeatable)")
-    method.add_argument("--reshape", metavar="LAYOUT", default=None,
-                        help="layout of the target layer's output when it is not (B, C, h, w): vit[:PREFIX[:HxW]], "
-                        "swin[:HxW], nhwc (as fastcam explain)")
+    method = add_method_group(p)
     method.add_argument("--classes", metavar="FILE", help="class names: one per line, or a JSON list (index order)")
     prep = p.add_argument_group("preprocessing and device")
     prep.add_argument("--size", type=int, nargs="+", metavar="N",
