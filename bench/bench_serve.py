@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(level), flush=True)
                 levels.append(level)
         finally:
-            stop()
+            stop(service)
 
     import ray
 

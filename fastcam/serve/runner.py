@@ -1,8 +1,8 @@
 """Starting and stopping the service: a local Ray (or a cluster's), Serve's HTTP proxy, the application.
 
 `start(...)` returns once every replica has loaded its model and the proxy answers; `stop()` deletes the
-application (its replicas finish the requests in flight first) and shuts Serve and the Ray this process
-started down. `run_until_signal(...)` is `fastcam serve`: start, wait for SIGINT or SIGTERM, stop.
+application (its replicas finish the requests in flight first) and shuts Serve and the local Ray this process
+started down (on a cluster, only fastcam's application goes). `run_until_signal(...)` is `fastcam serve`: start, wait for SIGINT or SIGTERM, stop.
 
 A local Ray started here never reports usage statistics unless the user opted in
 (`RAY_USAGE_STATS_ENABLED=1` in the environment) and listens on 127.0.0.1.
@@ -20,11 +20,14 @@ from fastcam.serve.engine import ServeOptions
 
 @dataclass(frozen=True)
 class Service:
-    """A running service: where it listens and whether this process started the Ray it runs on."""
+    """A running service: where it listens and whether `start` started the local Ray it runs on (else it runs on
+    a cluster, or on a Ray the caller had started)."""
 
     host: str
     port: int
     started_ray: bool
+    #: `start` connected this process to a cluster (`ray_address`): `stop` disconnects it
+    connected: bool = False
 
     @property
     def url(self) -> str:
@@ -55,34 +58,45 @@ def start(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000, r
     from fastcam.serve.app import APP_NAME, build_app
 
     app = build_app(options, replicas=replicas, cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica)
-    started_ray = not ray.is_initialized()
-    if started_ray:
+    initialising = not ray.is_initialized()
+    service = Service(host, port, started_ray=initialising and ray_address is None,
+                      connected=initialising and ray_address is not None)
+    if initialising:
         local: dict[str, Any] = {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False}
         ray.init(**(local if ray_address is None else {"address": ray_address}), log_to_driver=False)
     try:
+        # on a cluster whose Serve already runs, its proxy keeps the host and port it was started with
         serve.start(http_options={"host": host, "port": port})
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     except BaseException:
-        stop(started_ray)
+        stop(service)
         raise
-    return Service(host, port, started_ray)
+    return service
 
 
-def stop(shutdown_ray: bool = True) -> None:
-    """Delete the application (replicas finish their requests in flight), shut Serve down and, with
-    `shutdown_ray`, the Ray this process started."""
+def stop(service: Service | None = None) -> None:
+    """Delete the application (its replicas finish the requests in flight first), then undo what `start` did.
+
+    Args:
+        service: what `start` returned. On the local Ray it started, Serve and that Ray shut down; on a cluster
+            it connected to, only fastcam's application goes (Serve keeps the cluster's other applications) and
+            this process disconnects; on a Ray the caller had started, only the application goes. None: shut
+            Serve and Ray down whatever started them.
+    """
     import ray
     from ray import serve
 
     from fastcam.serve.app import APP_NAME
 
-    if ray.is_initialized():
-        try:
-            serve.delete(APP_NAME)
-        finally:
+    if not ray.is_initialized():
+        return
+    try:
+        serve.delete(APP_NAME)
+    finally:
+        if service is None or service.started_ray:
             serve.shutdown()
-            if shutdown_ray:
-                ray.shutdown()
+        if service is None or service.started_ray or service.connected:
+            ray.shutdown()
 
 
 def run_until_signal(options: ServeOptions, **kwargs: Any) -> Service:
@@ -97,7 +111,7 @@ def run_until_signal(options: ServeOptions, **kwargs: Any) -> Service:
         while not stopping.wait(0.5):  # short waits: the handler runs between them
             pass
         print("fastcam serve: stopping (finishing the requests in flight)", flush=True)
-        stop(service.started_ray)
+        stop(service)
         print("fastcam serve: stopped", flush=True)
         return service
     finally:
