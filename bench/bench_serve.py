@@ -5,8 +5,9 @@ The service (`fastcam.serve.start`: a local Ray on 127.0.0.1, one replica) expla
 PNG files (the model's input size, so no resize) again and again, `--requests` per concurrency level, each
 thread waiting for its answer before sending the next. Per level: images/s (requests answered / wall time),
 latency p50/p95/p99, the mean batch size (the `X-Fastcam-Batch-Size` header of the answers) and errors
-(anything but 200). The offline figure is `explain_folder` (what `fastcam explain` runs: decode, batches of
-`--max-batch-size`, the run store) on a folder of the same images, as its run.json times it.
+(anything but 200). The offline figures: `explain_folder` (what `fastcam explain` runs: decode, batches of
+`--max-batch-size`, the run store) on a folder of the same images, as its run.json times it, and the bare
+explainer on one batch of them (the compute alone).
 
 Results go to bench/results/serve_<model>_<size>_<device>.json with the environment record and the 1-minute
 load average before and after. The clients share the machine with the service: on a small CPU machine they
@@ -47,8 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=16, help="distinct PNG files the clients send")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
-    parser.add_argument("--cpus", type=float, default=float(os.cpu_count() or 1),
-                        help="CPUs of the replica (its torch threads) and torch threads of the offline run")
+    parser.add_argument("--cpus", type=float, default=1.0,
+                        help="CPUs of the replica (Ray gives it as many torch threads) and torch threads of the offline "
+                        "runs; default 1 (on our shared 2-core machines two OpenMP threads collapse under load: "
+                        "ResNet-18 Grad-CAM 224 ms/image with 1 thread, 567 with 2, at a load average of 19)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--offline-images", type=int, default=128, help="images of the offline run")
     parser.add_argument("--seed", type=int, default=0)
@@ -100,10 +103,14 @@ def load_level(url: str, bodies: list[bytes], requests: int, concurrency: int) -
 
 
 def offline(spec: str, weights: Path, folder: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """`explain_folder` on the folder: what `fastcam explain` runs, timed by the run itself."""
+    """The offline figures with the replica's torch threads: `explain_folder` on the folder (what `fastcam
+    explain` runs: decode, batches, the run store; timed by the run itself), and the bare explainer on one batch
+    of `--max-batch-size` decoded images (`fastcam.benchmark.time_callable`: the compute alone)."""
     import torch
 
-    from fastcam.pipeline import explain_folder
+    from fastcam.benchmark.timing import time_callable
+    from fastcam.io.images import read_image
+    from fastcam.pipeline import explain_folder, load_model, make_explainer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(args.cpus)))
@@ -111,10 +118,19 @@ def offline(spec: str, weights: Path, folder: Path, args: argparse.Namespace, ou
         run = explain_folder(spec, folder, out, weights=weights, num_classes=args.classes, layer=args.layer,
                              method=args.method, size=args.size, batch_size=args.max_batch_size,
                              device=args.device, progress=False)
+        model, _ = load_model(spec, weights, args.classes)
+        device = torch.device(args.device)
+        explainer = make_explainer(model.to(device).eval(), args.method, args.layer)
+        files = sorted(folder.iterdir())[: args.max_batch_size]
+        images = torch.stack([read_image(f) for f in files]).to(device)
+        timing = time_callable(lambda: explainer.explain(images), device, warmup=1, repeats=3)
     finally:
         torch.set_num_threads(threads)
-    return {"images": len(run), "batch_size": args.max_batch_size,
-            "images_per_s": run.meta.get("timings", {}).get("images_per_s"), "torch_threads": max(1, int(args.cpus))}
+    return {"explain_folder": {"images": len(run), "batch_size": args.max_batch_size,
+                               "images_per_s": run.meta.get("timings", {}).get("images_per_s")},
+            "explainer": {"batch_size": len(files), "median_s": round(timing.median_s, 4),
+                          "images_per_s": round(len(files) / timing.median_s, 3)},
+            "torch_threads": max(1, int(args.cpus))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 bodies.append(path.read_bytes())
 
         offline_result = offline(spec, root / "w.safetensors", root / "images", args, root / "run")
-        print(f"offline explain_folder: {offline_result['images_per_s']} images/s", flush=True)
+        print(f"offline: {json.dumps(offline_result)}", flush=True)
 
         options = ServeOptions(model=spec, weights=str(root / "w.safetensors"), num_classes=args.classes,
                                layer=args.layer, method=args.method, size=args.size, device=args.device,
@@ -158,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             levels = []
             for concurrency in args.concurrency:
                 level = load_level(url, bodies, args.requests, concurrency)
-                level["vs_offline"] = (round(level["images_per_s"] / offline_result["images_per_s"], 3)
-                                       if offline_result["images_per_s"] else None)
+                for name in ("explain_folder", "explainer"):
+                    rate = offline_result[name]["images_per_s"]
+                    level[f"vs_offline_{name}"] = round(level["images_per_s"] / rate, 3) if rate else None
                 print(json.dumps(level), flush=True)
                 levels.append(level)
         finally:
