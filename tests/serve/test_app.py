@@ -216,6 +216,23 @@ def test_concurrent_requests_are_batched_and_equal_the_api(service: Service) -> 
 
 
 
+
+def test_a_serve_config_file_builds_the_application() -> None:
+    """`import_path: fastcam.serve.app:app_builder` with the ServeOptions fields as `args` (YAML lists for tuples)."""
+    from ray.serve import Application
+
+    from fastcam.serve.app import app_builder
+
+    args = {"model": "fastcam:tiny_resnet", "layer": "layer4", "size": [SIZE, SIZE], "classes": list(CLASSES),
+            "num_classes": len(CLASSES), "max_batch_size": 8, "replicas": 2, "cpus_per_replica": 0.5}
+    assert isinstance(app_builder(args), Application)
+    with pytest.raises(TypeError, match="colour"):
+        app_builder({**args, "colour": "red"})
+    with pytest.raises(ValueError, match="max_batch_size must be a positive integer"):
+        app_builder({**args, "max_batch_size": 0})
+    with pytest.raises(ValueError, match="replicas must be a positive integer"):
+        app_builder({**args, "replicas": 0})
+
 def test_sigterm_finishes_the_requests_in_flight_then_stops(service: Service) -> None:
     """Last in the module (it stops the service): a request waiting for its batch when SIGTERM arrives is
     answered, then `fastcam serve` exits 0 with nothing left listening."""
