@@ -287,13 +287,12 @@ class ExplainEngine:
         from fastcam.pipeline.explain import explain_finite
 
         answers: list[Answer | RequestError | None] = [None] * len(jobs)
-        predicted = [i for i, job in enumerate(jobs) if job.target is None]
-        given = [i for i, job in enumerate(jobs) if job.target is not None]
-        for rows in (predicted, given):
+        for given in (False, True):
+            rows = [i for i, job in enumerate(jobs) if (job.target is not None) == given]
             if not rows:
                 continue
             images = torch.stack([jobs[i].image for i in rows]).to(self.device)
-            targets = None if rows is predicted else torch.tensor([jobs[i].target for i in rows], device=self.device)
+            targets = torch.tensor([jobs[i].target for i in rows], device=self.device) if given else None
             kept, explained, dropped = explain_finite(self.explainer, images, targets, self.amp, self._oom_state)
             for row, reason in dropped.items():
                 answers[rows[row]] = RequestError(422, "non_finite",

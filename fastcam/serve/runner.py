@@ -9,13 +9,14 @@ A local Ray started here never reports usage statistics unless the user opted in
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from fastcam.serve.engine import ServeOptions
+from fastcam.serve.engine import ExplainEngine, ServeOptions
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,13 @@ def start(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000, r
         gpus_per_replica: GPUs Ray reserves for each (default: 1 on CUDA, else 0).
 
     Raises:
-        RuntimeError: a replica failed to start (the model did not load): the replica's error, from Serve.
+        ValueError: (on a local Ray) the model, its weights, the layer or the method cannot be loaded as the
+            options say: checked in this process first, on the CPU, before Ray starts.
+        RuntimeError: a replica failed to start: the replica's error, from Serve.
     """
+    if ray_address is None:
+        # the replicas would fail the same way, but only after Ray's start-up and Serve's retries (over a minute)
+        ExplainEngine(dataclasses.replace(options, device="cpu"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray reads it; a user may opt in
     import ray
     from ray import serve

@@ -136,6 +136,7 @@ def test_json_answer_equals_the_python_api(service: Service) -> None:
     image = service.images[0]
     reply = service.explain(image)
     assert reply.status == 200 and reply.headers["content-type"] == "application/json"
+    assert reply.headers["x-fastcam-batch-size"] == "1"  # alone (the batched case: the concurrent test)
     answer = reply.json()
     expected = service.api(image)
     predicted = int(expected.logits[0].argmax())
