@@ -129,6 +129,8 @@ class Explainer:
     name: ClassVar[str] = ""
     #: whether the method back-propagates to the target layer
     uses_gradients: ClassVar[bool] = False
+    #: the explained layer's dotted name (a list for several layers); None for methods without one (SoftCAM)
+    layer_name: str | list[str] | None = None
 
     _closed: bool = False
 
