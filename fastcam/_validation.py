@@ -6,7 +6,6 @@ flags, which costs nothing.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
@@ -284,21 +283,3 @@ def resolve_layers(model: nn.Module, target_layer: object) -> tuple[tuple[str, n
     if len(set(map(id, (m for _, m in layers)))) != len(layers):
         raise ValueError(f"target_layer lists the same module twice: {names}")
     return layers
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """A positive int (not a bool), or a TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def check_non_negative(value: object, name: str) -> float:
-    """A finite real >= 0 (not a bool), or a TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
-    return float(value)

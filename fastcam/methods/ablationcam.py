@@ -49,8 +49,7 @@ from torch import Tensor, nn
 
 from fastcam._fx import LeafTracer
 from fastcam.methods.base import BaseCAM, CallContext
-from fastcam.methods.scorecam import check_positive_int
-from fastcam.ops import accumulation, check_real
+from fastcam.ops import accumulation, check_int, check_real
 
 _TRACE_LOCK = threading.Lock()
 Run = Callable[[Tensor, Tensor], Any]
@@ -136,7 +135,7 @@ class AblationCAM(BaseCAM):
     def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, ablation_value: float = 0.0,
                  partial_forward: bool = True, **kwargs: Any) -> None:
         super().__init__(model, target_layer, **kwargs)
-        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         self.ablation_value = check_real("ablation_value", ablation_value, low=-float("inf"), low_inclusive=True)
         if not isinstance(partial_forward, bool):
             raise TypeError(f"partial_forward must be a bool, got {type(partial_forward).__name__}")

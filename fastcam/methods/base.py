@@ -25,7 +25,6 @@ with $U$ bilinear (trilinear for volumes) upsampling to the input size.
 from __future__ import annotations
 
 import copy
-import numbers
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, ContextManager, Sequence
@@ -55,7 +54,7 @@ from fastcam.methods._smoothing import (
     per_image,
     with_noise_copies,
 )
-from fastcam.ops import accumulation, channel_map, check_real, max_normalize, upsample
+from fastcam.ops import accumulation, channel_map, check_int, check_real, max_normalize, upsample
 from fastcam.targets import Target, check_scores, primary_tensor, resolve_target
 
 ReshapeTransform = Callable[[Tensor], Tensor]
@@ -508,9 +507,7 @@ class GradientCAM(BaseCAM):
     def __init__(self, model: nn.Module, target_layer: Any, *, smooth: int = 0, smooth_sigma: float = 0.3,
                  gradient_noise: float = 0.0, generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
         super().__init__(model, target_layer, **kwargs)
-        if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 0:
-            raise ValueError(f"smooth must be an int >= 0 (noisy copies per image), got {smooth!r}")
-        self.smooth = int(smooth)
+        self.smooth = check_int("smooth", smooth, low=0)  # noisy copies per image
         self.smooth_sigma = check_real("smooth_sigma", smooth_sigma, low=0, low_inclusive=True)
         self.gradient_noise = check_real("gradient_noise", gradient_noise, low=0, low_inclusive=True)
         self.generator = check_generator(generator)

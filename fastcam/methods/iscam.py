@@ -6,7 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fastcam.methods.scorecam import ScoreCAM, check_positive_int
+from fastcam.methods.scorecam import ScoreCAM
+from fastcam.ops import check_int
 
 
 def integration_coefficients(num_samples: int) -> list[float]:
@@ -35,7 +36,7 @@ class ISCAM(ScoreCAM):
 
     def __init__(self, model: nn.Module, target_layer: Any, *, num_samples: int = 10, **kwargs: Any) -> None:
         super().__init__(model, target_layer, **kwargs)
-        self.num_samples = check_positive_int("num_samples", num_samples)
+        self.num_samples = check_int("num_samples", num_samples, low=1)
 
     @property
     def samples(self) -> int:

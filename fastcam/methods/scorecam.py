@@ -9,18 +9,11 @@ from torch import Tensor, nn
 
 from fastcam.methods._smoothing import make_generator
 from fastcam.methods.base import BaseCAM, CallContext
-from fastcam.ops import accumulation
+from fastcam.ops import accumulation, check_int
 from fastcam.targets import Target, repeat_output
 
 SCORES = ("probability", "logit")
 _MODES = {4: "bilinear", 5: "trilinear"}
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """A positive int (not a bool), or a ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def normalize_channels(activations: Tensor) -> Tensor:
@@ -56,7 +49,7 @@ class ScoreCAM(BaseCAM):
     def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, score: str = "probability",
                  **kwargs: Any) -> None:
         super().__init__(model, target_layer, **kwargs)
-        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         self.score = score

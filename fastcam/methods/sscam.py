@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from fastcam.methods._smoothing import check_generator
-from fastcam.methods.scorecam import ScoreCAM, check_positive_int
-from fastcam.ops import check_real
+from fastcam.methods.scorecam import ScoreCAM
+from fastcam.ops import check_int, check_real
 
 
 class SSCAM(ScoreCAM):
@@ -40,7 +40,7 @@ class SSCAM(ScoreCAM):
     def __init__(self, model: nn.Module, target_layer: Any, *, num_samples: int = 35, std: float = 2.0,
                  generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
         super().__init__(model, target_layer, **kwargs)
-        self.num_samples = check_positive_int("num_samples", num_samples)
+        self.num_samples = check_int("num_samples", num_samples, low=1)
         self.std = check_real("std", std, low=0, low_inclusive=True)
         self.generator = check_generator(generator)
 
