@@ -12,26 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from fastcam._deferred import defer, deferring
+from fastcam.errors import NonFiniteError  # defined with every error; importable from here as before
 
 TargetsLike = Union[None, int, Sequence[int], Tensor]
 #: what a layer may hand to the methods: (B, C, h, w) maps or (B, C, d, h, w) volumes
 SPATIAL_RANKS = (2, 3)
-
-
-class NonFiniteError(ValueError):
-    """A batch produced NaN/Inf somewhere on the way to its maps (pixels, logits, activations, gradients).
-
-    Attributes:
-        indices: positions in the batch of the offending images (sorted).
-        reason: what was non-finite, e.g. "the model's logits".
-    The pipeline catches it, skips exactly these images with the reason, and explains the rest.
-    """
-
-    def __init__(self, reason: str, indices: Sequence[int]) -> None:
-        self.reason = reason
-        self.indices = sorted(int(i) for i in indices)
-        shown = ", ".join(map(str, self.indices[:10])) + (", ..." if len(self.indices) > 10 else "")
-        super().__init__(f"{reason} contain NaN or Inf for image(s) {shown} of the batch")
 
 
 class FiniteCheck:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fastcam._validation import expected_in_channels
+from fastcam.errors import RandomWeightsWarning  # defined with every error; importable from here as before
 from fastcam.io.images import Preprocess
 from fastcam.io.store import Run
 from fastcam.methods.registry import get_method
@@ -101,8 +102,3 @@ def explain_folder(
         num_workers=workers, overlays=overlays, colormap=colormap, alpha=alpha, report=report, progress=progress,
         fingerprint=fingerprint, model_info=model_info,
     )
-
-
-class RandomWeightsWarning(UserWarning):
-    """A run explains a model left with its random initialisation (no weights file for a spec that
-    builds one): printed, and recorded in run.json (`settings.model.random_weights`)."""
