@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from fastcam._backend import op
 from fastcam.cluster import BACKENDS as CLUSTER_BACKENDS
 from fastcam.cluster import quantile_dbscan
-from fastcam.methods.base import CallContext, GradientCAM
+from fastcam.methods.base import CallContext, GradientCAM, OutputFn, ReshapeTransform, TargetLayers
 from fastcam.ops import accumulation, check_choice, check_int, check_real
 from fastcam.ops.cfcam import IMPORTANT, REFERENCE_RANGE_SIGMA, filter_options
 
@@ -174,18 +174,15 @@ class CFCAM(GradientCAM):
     is volume-sized; they run on the torch backend (the Triton kernel is 2-D).
 
     Args:
-        model, target_layer: as for every `BaseCAM` method (and its keyword arguments: backend,
-            reshape_transform, output_fn, allow_train_mode; gradient_noise and generator as for every
-            `GradientCAM`: the noise enters before any weighting, so important and clustered channels
-            alike see it. The released code adds its noise after the weights are computed, where it
-            changes nothing; this does not copy that).
         variant: "paper" (default; a true Gaussian filter of std `sigma`) or "reference" (the authors'
             released code: the map-sized spatial × range kernel).
         importance_percentile: channels with L2 norm >= this percentile (0–100) are important (75).
         eps_percentile: DBSCAN eps is this percentile (0–100) of the pairwise distances (25) ...
         eps_floor: ... but at least this (1e-5).
-        min_samples_fraction, min_samples_floor: min_samples = max(floor, ⌊fraction · m⌋) for m
-            remaining channels (0.05 and 2).
+        min_samples_fraction: min_samples = max(min_samples_floor, ⌊min_samples_fraction · m⌋) for m
+            remaining channels (0.05) ...
+        min_samples_floor: ... and at least this (2). The six clustering settings are the fields of
+            `ClusterOptions` (`CFCAM.clustering`).
         sigma: Gaussian std for "paper" (default 1.0, in feature-map cells), spatial std for
             "reference" (default 5.0).
         range_sigma: "reference" only: std of the range term (0.1).
@@ -194,6 +191,12 @@ class CFCAM(GradientCAM):
             (the fixed-shape torch engine on every device: one host read per call; label for label
             scikit-learn's), "sklearn" (scikit-learn per image, on the CPU), "cuml" (untested: not
             installable on our machines).
+
+    The other arguments (model, target_layer, backend, reshape_transform, output_fn, allow_train_mode,
+    aug_smooth, eigen_smooth) are `BaseCAM`'s; smooth, smooth_sigma, gradient_noise and generator are
+    `GradientCAM`'s: the noise enters before any weighting, so important and clustered channels alike see
+    it (the released code adds its noise after the weights are computed, where it changes nothing; this
+    does not copy that).
 
     Example:
         >>> with fastcam.CFCAM(model, "layer4", variant="reference") as cam:
@@ -205,7 +208,7 @@ class CFCAM(GradientCAM):
     def __init__(
         self,
         model: nn.Module,
-        target_layer: Any,
+        target_layer: TargetLayers,
         *,
         variant: str = "paper",
         importance_percentile: float = PAPER_CLUSTERING.importance_percentile,
@@ -217,7 +220,16 @@ class CFCAM(GradientCAM):
         range_sigma: float = REFERENCE_RANGE_SIGMA,
         truncate: float = 4.0,
         cluster_backend: str = PAPER_CLUSTERING.cluster_backend,
-        **kwargs: Any,
+        smooth: int = 0,
+        smooth_sigma: float = 0.3,
+        gradient_noise: float = 0.0,
+        generator: torch.Generator | int | None = None,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> None:
         #: the clustering settings (steps 1–2), checked
         self.clustering = ClusterOptions(importance_percentile, eps_percentile, eps_floor, min_samples_fraction,
@@ -225,7 +237,10 @@ class CFCAM(GradientCAM):
         # the filter's settings (steps 3–4), checked as the op checks them
         self.sigma, self.range_sigma, self.truncate = filter_options(variant, sigma, range_sigma, truncate)
         self.variant = variant
-        super().__init__(model, target_layer, **kwargs)
+        super().__init__(model, target_layer, smooth=smooth, smooth_sigma=smooth_sigma, gradient_noise=gradient_noise,
+                         generator=generator, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
 
     def __repr__(self) -> str:
         return (
