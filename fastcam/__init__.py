@@ -9,6 +9,7 @@ attributes after a plain `import fastcam` (`fastcam.cluster`, `fastcam.io`, ...)
 """
 from __future__ import annotations
 
+from fastcam import errors as _errors
 from fastcam import methods as _methods
 from fastcam._lazy import lazy_exports
 
@@ -22,9 +23,7 @@ _SUBMODULES = ("cluster", "deploy", "errors", "io", "methods", "metrics", "model
 _EXPORTS: dict[str, str] = {
     **{name: "fastcam.methods" for name in _methods.__all__},  # every registered explainer and the bases
     **{name: f"fastcam.{name}" for name in _SUBMODULES},
-    **{name: "fastcam.errors" for name in (
-        "ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning", "RunDamagedError",
-        "RunLockedError", "UntrustedRunError")},
+    **{name: "fastcam.errors" for name in _errors.__all__},  # every error and warning class
     "Explanation": "fastcam.explanation",
     "graphed": "fastcam.methods.graphed",
     "Preprocess": "fastcam.io",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning", "RunDamagedError",
+__all__ = ["ImageTooLargeError", "ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning", "RunDamagedError",
            "RunLockedError", "UntrustedRunError"]
 
 
