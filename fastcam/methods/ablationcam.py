@@ -128,7 +128,7 @@ class AblationCAM(BaseCAM):
             negative value for layers whose minimum is not 0).
         partial_forward: run only the layers after the target for the ablated copies (torch.fx split,
             falling back to full forwards where the model does not split); False: always full forwards.
-        Other arguments as for every `BaseCAM` method.
+        **kwargs: as for every `BaseCAM` method.
     """
 
     name = "ablationcam"

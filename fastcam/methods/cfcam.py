@@ -139,9 +139,10 @@ class CFCAM(GradientCAM):
     is volume-sized; they run on the torch backend (the Triton kernel is 2-D).
 
     Args:
-        model, target_layer: as for every `BaseCAM` method (and its keyword arguments: backend,
-            reshape_transform, output_fn, allow_train_mode; gradient_noise and generator as for every
-            `GradientCAM`: the noise enters before any weighting, so important and clustered channels
+        model: the network, as for every `BaseCAM` method.
+        target_layer: as for every `BaseCAM` method.
+        **kwargs: as for every `BaseCAM` method (backend, reshape_transform, output_fn, allow_train_mode;
+            gradient_noise and generator as for every `GradientCAM`: the noise enters before any weighting, so important and clustered channels
             alike see it. The released code adds its noise after the weights are computed, where it
             changes nothing; this does not copy that).
         variant: "paper" (default; a true Gaussian filter of std `sigma`) or "reference" (the authors'
@@ -149,8 +150,9 @@ class CFCAM(GradientCAM):
         importance_percentile: channels with L2 norm >= this percentile (0–100) are important (75).
         eps_percentile: DBSCAN eps is this percentile (0–100) of the pairwise distances (25) ...
         eps_floor: ... but at least this (1e-5).
-        min_samples_fraction, min_samples_floor: min_samples = max(floor, ⌊fraction · m⌋) for m
-            remaining channels (0.05 and 2).
+        min_samples_fraction: min_samples = max(`min_samples_floor`, ⌊fraction · m⌋) for m remaining
+            channels (0.05).
+        min_samples_floor: the least min_samples (2).
         sigma: Gaussian std for "paper" (default 1.0, in feature-map cells), spatial std for
             "reference" (default 5.0).
         range_sigma: "reference" only: std of the range term (0.1).

@@ -48,7 +48,7 @@ class ScoreCAM(BaseCAM):
             class scores, sigmoid for a single-logit model, see `fastcam.targets`) or "logit" (the raw
             target score, torchcam's choice). The baseline $f^t(x)$ is a per-image
             constant, which the softmax over channels cancels; it is kept for fidelity of the definition.
-        Other arguments as for every `BaseCAM` method.
+        **kwargs: as for every `BaseCAM` method.
     """
 
     name = "scorecam"

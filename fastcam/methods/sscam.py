@@ -31,7 +31,7 @@ class SSCAM(ScoreCAM):
         std: $\sigma$, the noise std (in mask units: masks lie in [0, 1]).
         generator: the noise's source: a `torch.Generator` on the images' device, an int seed (the same
             noise every call) or None (torch's global RNG, as torchcam).
-        Other arguments as for `ScoreCAM`.
+        **kwargs: as for `ScoreCAM`.
     """
 
     name = "sscam"
