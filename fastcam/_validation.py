@@ -6,33 +6,17 @@ flags, which costs nothing.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from fastcam._deferred import defer, deferring
+from fastcam.errors import NonFiniteError  # defined with every error; importable from here as before
 
 TargetsLike = Union[None, int, Sequence[int], Tensor]
 #: what a layer may hand to the methods: (B, C, h, w) maps or (B, C, d, h, w) volumes
 SPATIAL_RANKS = (2, 3)
-
-
-class NonFiniteError(ValueError):
-    """A batch produced NaN/Inf somewhere on the way to its maps (pixels, logits, activations, gradients).
-
-    Attributes:
-        indices: positions in the batch of the offending images (sorted).
-        reason: what was non-finite, e.g. "the model's logits".
-    The pipeline catches it, skips exactly these images with the reason, and explains the rest.
-    """
-
-    def __init__(self, reason: str, indices: Sequence[int]) -> None:
-        self.reason = reason
-        self.indices = sorted(int(i) for i in indices)
-        shown = ", ".join(map(str, self.indices[:10])) + (", ..." if len(self.indices) > 10 else "")
-        super().__init__(f"{reason} contain NaN or Inf for image(s) {shown} of the batch")
 
 
 class FiniteCheck:
@@ -284,21 +268,3 @@ def resolve_layers(model: nn.Module, target_layer: object) -> tuple[tuple[str, n
     if len(set(map(id, (m for _, m in layers)))) != len(layers):
         raise ValueError(f"target_layer lists the same module twice: {names}")
     return layers
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """A positive int (not a bool), or a TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def check_non_negative(value: object, name: str) -> float:
-    """A finite real >= 0 (not a bool), or a TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
-    return float(value)

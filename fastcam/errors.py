@@ -1,8 +1,15 @@
-"""Errors a user can cause and fix, shared by the library and the command line (no torch import here, so
-`fastcam --help` stays light): the CLI turns each into a one-line message and exit status 2."""
+"""Every error (and warning) class of fastcam, shared by the library and the command line (no torch import
+here, so `fastcam --help` stays light): the CLI turns each error into a one-line message and exit status 2.
+
+The modules that raise them re-export them where they were defined before (`fastcam._validation`,
+`fastcam.evaluate.inputs`, `fastcam.deploy.heads`, `fastcam.pipeline.explain`).
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
+
+__all__ = ["ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning", "RunDamagedError",
+           "RunLockedError", "UntrustedRunError"]
 
 
 class RunLockedError(RuntimeError):
@@ -43,3 +50,32 @@ class RunDamagedError(ValueError):
 
 class UntrustedRunError(ValueError):
     """A run directory names code to import (its model spec); it is not run unless the user says so."""
+
+
+class NonFiniteError(ValueError):
+    """A batch produced NaN/Inf somewhere on the way to its maps (pixels, logits, activations, gradients).
+
+    Attributes:
+        indices: positions in the batch of the offending images (sorted).
+        reason: what was non-finite, e.g. "the model's logits".
+    The pipeline catches it, skips exactly these images with the reason, and explains the rest.
+    """
+
+    def __init__(self, reason: str, indices: Sequence[int]) -> None:
+        self.reason = reason
+        self.indices = sorted(int(i) for i in indices)
+        shown = ", ".join(map(str, self.indices[:10])) + (", ..." if len(self.indices) > 10 else "")
+        super().__init__(f"{reason} contain NaN or Inf for image(s) {shown} of the batch")
+
+
+class ModelMismatch(ValueError):
+    """The model given or recorded for a run is not the one the run explained (its weights differ)."""
+
+
+class NotPooledLinearError(ValueError):
+    """The model after the target layer is not "[ReLU] → global average pool → [flatten/dropout] → Linear"."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """A run explains a model left with its random initialisation (no weights file for a spec that
+    builds one): printed, and recorded in run.json (`settings.model.random_weights`)."""

@@ -66,7 +66,7 @@ from fastcam.kernels import _launch
 from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.cam_combine import combine
 from fastcam.kernels.upsample_normalize import launch_guard
-from fastcam.ops._checks import check_activations, check_size
+from fastcam.ops._checks import check_activations, check_channel_labels, check_size
 from fastcam.ops.cfcam import IMPORTANT, NOISE, REFERENCE_NORM_EPS, REFERENCE_RANGE_SIGMA, filter_options, gaussian_coverage
 from fastcam.ops.cfcam import cluster_filter_weights as cluster_filter_weights_reference
 
@@ -518,14 +518,8 @@ def cluster_filter_weights(
     """
     sigma, range_sigma, truncate = filter_options(variant, sigma, range_sigma, truncate)
     check_activations(gradients, "gradients", dims=(4,))
+    check_channel_labels(labels, gradients)
     batch, channels, height, width = gradients.shape
-    if not isinstance(labels, Tensor) or labels.shape != (batch, channels):
-        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a (B, C) = ({batch}, {channels}) tensor, got {got}")
-    if labels.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
-    if labels.device != gradients.device:
-        raise ValueError(f"labels are on {labels.device} but the gradients are on {gradients.device}")
     acc_dtype = torch.float64 if gradients.dtype == torch.float64 else torch.float32
     if out is None:
         out = torch.empty((batch, channels), dtype=acc_dtype, device=gradients.device)

@@ -127,10 +127,10 @@ def inference_rate(model: nn.Module, bank: torch.Tensor, batch: int, images: int
 
 def largest_batch(model: nn.Module, method: str, bank: torch.Tensor, start: int, cap: int, amp: str | None) -> int:
     """The largest batch one explainer call fits in device memory (doubling from `start`, then bisecting)."""
-    from fastcam.pipeline.explain import make_explainer
+    from fastcam.methods.registry import get_method
 
     dtype = {"bf16": torch.bfloat16, None: None}[amp]
-    explainer = make_explainer(model, method, "layer4" if method != "softcam" else None, {})
+    explainer = get_method(method).build(model, "layer4" if method != "softcam" else None)
 
     def fits(batch: int) -> bool:
         x = bank.repeat((batch + bank.shape[0] - 1) // bank.shape[0], 1, 1, 1)[:batch]

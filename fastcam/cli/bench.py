@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--contenders", default=None, metavar="LIST",
                    help=f"comma-separated subset of: {', '.join(CONTENDER_KEYS)} (default: all but "
                    f"{', '.join(k for k in CONTENDER_KEYS if k not in DEFAULT_CONTENDER_KEYS) or 'none'})")
-    p.add_argument("--out", default="bench/results", metavar="DIR|FILE.json", help="where the JSON goes")
+    p.add_argument("--out", default=None, metavar="DIR|FILE.json",
+                   help="write the JSON record there (a folder: a file named after the setting inside it); "
+                   "default: no file, the tables are printed only")
     p.add_argument("--markdown", default=None, metavar="FILE.md", help="also write the Markdown tables here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-time", type=float, default=None, metavar="S",
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, interleave=not args.sequential, max_time=args.max_time)
     report = run_benchmark(config, progress=not args.quiet)
     print(report.markdown())
-    path = write_results(report, args.out, args.markdown)
-    print(f"fastcam bench: results -> {path}")
+    path = write_results(report, args.out, args.markdown)  # nothing lands in the user's folder unless asked for
+    print(f"fastcam bench: results -> {path}" if path is not None
+          else "fastcam bench: no --out given: the JSON record is not written")
     return 0

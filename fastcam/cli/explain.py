@@ -96,9 +96,9 @@ def _targets(text: str) -> str | int | Path:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model and preprocessing from the flags, explain the folder, print a summary."""
+    from fastcam.errors import RandomWeightsWarning
     from fastcam.pipeline import explain_folder
     from fastcam.pipeline.distributed import torchrun_ranks
-    from fastcam.pipeline.explain import RandomWeightsWarning
 
     def show(message: Warning | str, category: type[Warning], *rest: object, **kw: object) -> None:
         print(f"fastcam explain: warning: {category.__name__}: {message}", file=sys.stderr)

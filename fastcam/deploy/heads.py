@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fastcam._fx import LeafTracer
+from fastcam.errors import NotPooledLinearError  # defined with every error; importable from here as before
 
 __all__ = ["NotPooledLinearError", "PooledLinearHead", "pooled_linear_head"]
 
@@ -43,10 +44,6 @@ _FLATTEN_FUNCTIONS = (torch.flatten, torch.squeeze)
 _IDENTITY_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
 _RESHAPE_METHODS = ("flatten", "view", "reshape", "squeeze")
 _SPATIAL_DIMS = ({2, 3}, {-2, -1})
-
-
-class NotPooledLinearError(ValueError):
-    """The model after the target layer is not "[ReLU] → global average pool → [flatten/dropout] → Linear"."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from fastcam.errors import UntrustedRunError
+from fastcam.errors import ModelMismatch, UntrustedRunError  # ModelMismatch: importable from here as before
 from fastcam.io.images import ImageFolder, Preprocess, read_image
 from fastcam.io.report import find_mask
 from fastcam.io.report import read_labels as read_labels_file
@@ -17,10 +17,6 @@ from fastcam.methods.registry import METHODS
 from fastcam.pipeline import load_model
 from fastcam.pipeline.specs import SCHEMES, import_from_spec, spec_imports_code
 from fastcam.pipeline.settings import state_hash
-
-
-class ModelMismatch(ValueError):
-    """The model given or recorded for a run is not the one the run explained (its weights differ)."""
 
 
 class LogitsOnly(nn.Module):

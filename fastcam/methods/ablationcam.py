@@ -48,9 +48,9 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from fastcam._fx import LeafTracer
-from fastcam.methods.base import BaseCAM, CallContext
-from fastcam.methods.scorecam import check_positive_int
-from fastcam.ops import accumulation, check_real
+from fastcam.methods._progress import check_progress, chunk_starts
+from fastcam.methods.base import BaseCAM, CallContext, OutputFn, ReshapeTransform, TargetLayers
+from fastcam.ops import accumulation, check_int, check_real
 
 _TRACE_LOCK = threading.Lock()
 Run = Callable[[Tensor, Tensor], Any]
@@ -128,15 +128,36 @@ class AblationCAM(BaseCAM):
             negative value for layers whose minimum is not 0).
         partial_forward: run only the layers after the target for the ablated copies (torch.fx split,
             falling back to full forwards where the model does not split); False: always full forwards.
-        **kwargs: as for every `BaseCAM` method.
+        progress: a tqdm progress bar over the ablated forwards of each call (for long in-memory calls);
+            off by default.
+
+    The other arguments (model, target_layer, backend, reshape_transform, output_fn, allow_train_mode,
+    aug_smooth, eigen_smooth) are `BaseCAM`'s.
     """
 
     name = "ablationcam"
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, ablation_value: float = 0.0,
-                 partial_forward: bool = True, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        self.batch_size = check_positive_int("batch_size", batch_size)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: TargetLayers,
+        *,
+        batch_size: int = 32,
+        ablation_value: float = 0.0,
+        partial_forward: bool = True,
+        progress: bool = False,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, target_layer, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
+        self.progress = check_progress(progress)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         self.ablation_value = check_real("ablation_value", ablation_value, low=-float("inf"), low_inclusive=True)
         if not isinstance(partial_forward, bool):
             raise TypeError(f"partial_forward must be a bool, got {type(partial_forward).__name__}")
@@ -225,7 +246,7 @@ class AblationCAM(BaseCAM):
         run = self._partial_forward(ctx, layer, raw, scores) or self._full_forward(ctx, layer)
         ablated = torch.empty(rows * channels, dtype=scores.dtype, device=scores.device)
         pairs = rows * channels
-        for start in range(0, pairs, self.batch_size):
+        for start in chunk_starts(pairs, self.batch_size, show=self.progress, desc="AblationCAM"):
             pair = torch.arange(start, min(start + self.batch_size, pairs), device=raw.device)
             index, channel = pair // channels, pair % channels
             layer_rows = raw.index_select(0, index).flatten(1)  # a fresh copy: ablated in place

@@ -25,10 +25,9 @@ with $U$ bilinear (trilinear for volumes) upsampling to the input size.
 from __future__ import annotations
 
 import copy
-import numbers
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager, Sequence
+from typing import Any, Callable, ClassVar, ContextManager, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -55,10 +54,12 @@ from fastcam.methods._smoothing import (
     per_image,
     with_noise_copies,
 )
-from fastcam.ops import accumulation, channel_map, check_real, max_normalize, upsample
+from fastcam.ops import accumulation, channel_map, check_int, check_real, max_normalize, upsample
 from fastcam.targets import Target, check_scores, primary_tensor, resolve_target
 
 ReshapeTransform = Callable[[Tensor], Tensor]
+#: a target layer: a module or its dotted name, or several of them (their maps are fused)
+TargetLayers = Union[nn.Module, str, list[Union[nn.Module, str]], tuple[Union[nn.Module, str], ...]]
 OutputFn = Callable[[Any], Tensor]
 
 
@@ -129,6 +130,8 @@ class Explainer:
     name: ClassVar[str] = ""
     #: whether the method back-propagates to the target layer
     uses_gradients: ClassVar[bool] = False
+    #: the explained layer's dotted name (a list for several layers); None for methods without one (SoftCAM)
+    layer_name: str | list[str] | None = None
 
     _closed: bool = False
 
@@ -280,10 +283,15 @@ class BaseCAM(Explainer):
         for name, value in (("aug_smooth", aug_smooth), ("eigen_smooth", eigen_smooth)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        if eigen_smooth and self.is_principal_component:  # refused, not ignored
+            raise ValueError(f"{type(self).__name__} already projects on the first principal component; "
+                             "eigen_smooth does not apply")
         self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
 
     #: SmoothGrad noisy copies per image (gradient methods set it; 0 = none)
     smooth: int = 0
+    #: the map is a first principal component already (the Eigen methods): `eigen_smooth=True` is refused
+    is_principal_component: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.layer_name!r}, backend={self.backend!r})"
@@ -503,12 +511,26 @@ class GradientCAM(BaseCAM):
 
     uses_gradients = True
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, smooth: int = 0, smooth_sigma: float = 0.3,
-                 gradient_noise: float = 0.0, generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 0:
-            raise ValueError(f"smooth must be an int >= 0 (noisy copies per image), got {smooth!r}")
-        self.smooth = int(smooth)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | str | list[nn.Module | str] | tuple[nn.Module | str, ...],
+        *,
+        smooth: int = 0,
+        smooth_sigma: float = 0.3,
+        gradient_noise: float = 0.0,
+        generator: torch.Generator | int | None = None,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, target_layer, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
+        self.smooth = check_int("smooth", smooth, low=0)  # noisy copies per image
         self.smooth_sigma = check_real("smooth_sigma", smooth_sigma, low=0, low_inclusive=True)
         self.gradient_noise = check_real("gradient_noise", gradient_noise, low=0, low_inclusive=True)
         self.generator = check_generator(generator)

@@ -1,18 +1,10 @@
 """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020)."""
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from fastcam.methods.base import BaseCAM, CallContext
 from fastcam.ops import channel_map
-
-
-def refuse_eigen_smooth(method: str, eigen_smooth: bool) -> None:
-    """Eigen methods are a principal component already: `eigen_smooth=True` is refused, not ignored."""
-    if eigen_smooth:
-        raise ValueError(f"{method} already projects on the first principal component; eigen_smooth does not apply")
 
 
 class EigenCAM(BaseCAM):
@@ -29,9 +21,7 @@ class EigenCAM(BaseCAM):
 
     name = "eigencam"
 
-    def __init__(self, model: nn.Module, target_layer: Any, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        refuse_eigen_smooth("Eigen-CAM", self.eigen_smooth)
+    is_principal_component = True
 
     def _get_lowres(self, ctx: CallContext) -> Tensor:
         return channel_map(ctx.activations, eigen=True)

@@ -1,12 +1,9 @@
 """Eigen-Grad-CAM (pytorch-grad-cam's `EigenGradCAM`: Eigen-CAM of the gradient-weighted activations)."""
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from fastcam.methods.base import CallContext, GradientCAM
-from fastcam.methods.eigencam import refuse_eigen_smooth
 from fastcam.ops import accumulation, channel_map
 
 
@@ -21,9 +18,7 @@ class EigenGradCAM(GradientCAM):
 
     name = "eigengradcam"
 
-    def __init__(self, model: nn.Module, target_layer: Any, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        refuse_eigen_smooth("Eigen-Grad-CAM", self.eigen_smooth)
+    is_principal_component = True
 
     def _get_lowres(self, ctx: CallContext) -> Tensor:
         return channel_map(accumulation(ctx.gradients) * ctx.activations, eigen=True)

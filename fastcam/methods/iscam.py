@@ -1,12 +1,12 @@
 """IS-CAM (Naidu et al., arXiv 2010.03023, 2020): Score-CAM integrated along scaled masks."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from fastcam.methods.scorecam import ScoreCAM, check_positive_int
+from fastcam.methods.base import OutputFn, ReshapeTransform, TargetLayers
+from fastcam.methods.scorecam import ScoreCAM
+from fastcam.ops import check_int
 
 
 def integration_coefficients(num_samples: int) -> list[float]:
@@ -33,9 +33,26 @@ class ISCAM(ScoreCAM):
 
     name = "iscam"
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, num_samples: int = 10, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        self.num_samples = check_positive_int("num_samples", num_samples)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: TargetLayers,
+        *,
+        num_samples: int = 10,
+        batch_size: int = 32,
+        score: str = "probability",
+        progress: bool = False,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, target_layer, batch_size=batch_size, score=score, progress=progress, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
+        self.num_samples = check_int("num_samples", num_samples, low=1)
 
     @property
     def samples(self) -> int:

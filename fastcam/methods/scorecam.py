@@ -8,19 +8,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastcam.methods._smoothing import make_generator
-from fastcam.methods.base import BaseCAM, CallContext
-from fastcam.ops import accumulation
+from fastcam.methods._progress import check_progress, chunk_starts
+from fastcam.methods.base import BaseCAM, CallContext, OutputFn, ReshapeTransform, TargetLayers
+from fastcam.ops import accumulation, check_choice, check_int
 from fastcam.targets import Target, repeat_output
 
 SCORES = ("probability", "logit")
 _MODES = {4: "bilinear", 5: "trilinear"}
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """A positive int (not a bool), or a ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def normalize_channels(activations: Tensor) -> Tensor:
@@ -48,18 +42,36 @@ class ScoreCAM(BaseCAM):
             class scores, sigmoid for a single-logit model, see `fastcam.targets`) or "logit" (the raw
             target score, torchcam's choice). The baseline $f^t(x)$ is a per-image
             constant, which the softmax over channels cancels; it is kept for fidelity of the definition.
-        **kwargs: as for every `BaseCAM` method.
+        progress: a tqdm progress bar over the masked forwards of each call (for long in-memory calls:
+            many images, channels or samples); off by default.
+
+    The other arguments (model, target_layer, backend, reshape_transform, output_fn, allow_train_mode,
+    aug_smooth, eigen_smooth) are `BaseCAM`'s.
     """
 
     name = "scorecam"
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, score: str = "probability",
-                 **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        self.score = score
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: TargetLayers,
+        *,
+        batch_size: int = 32,
+        score: str = "probability",
+        progress: bool = False,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, target_layer, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.score = check_choice("score", score, SCORES)
+        self.progress = check_progress(progress)
 
     def _target_score(self, target: Target, output: Any) -> Tensor:
         """The target's probability (its score where none is defined), or its raw score ("logit")."""
@@ -108,7 +120,7 @@ class ScoreCAM(BaseCAM):
         # Rows (sample, live pair), sample-major, packed into forwards of `batch_size` across every image,
         # channel and sample of the batch.
         rows = samples * live.numel()
-        for start in range(0, rows, self.batch_size):
+        for start in chunk_starts(rows, self.batch_size, show=self.progress, desc=type(self).__name__):
             row = torch.arange(start, min(start + self.batch_size, rows), device=images.device)
             pair = live.index_select(0, row % live.numel())
             idx = owner.index_select(0, pair)

@@ -1,14 +1,13 @@
 """SS-CAM (Wang, Naidu et al., arXiv 2006.14255, 2020): Score-CAM with noise-smoothed masks."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from fastcam.methods._smoothing import check_generator
-from fastcam.methods.scorecam import ScoreCAM, check_positive_int
-from fastcam.ops import check_real
+from fastcam.methods.base import OutputFn, ReshapeTransform, TargetLayers
+from fastcam.methods.scorecam import ScoreCAM
+from fastcam.ops import check_int, check_real
 
 
 class SSCAM(ScoreCAM):
@@ -31,16 +30,35 @@ class SSCAM(ScoreCAM):
         std: $\sigma$, the noise std (in mask units: masks lie in [0, 1]).
         generator: the noise's source: a `torch.Generator` on the images' device, an int seed (the same
             noise every call) or None (torch's global RNG, as torchcam).
-        **kwargs: as for `ScoreCAM`.
+
+    The other arguments (batch_size, score, progress and `BaseCAM`'s) are `ScoreCAM`'s.
     """
 
     name = "sscam"
     zero_masks_give_zero_images = False  # a noisy zero mask is not zero
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, num_samples: int = 35, std: float = 2.0,
-                 generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        self.num_samples = check_positive_int("num_samples", num_samples)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: TargetLayers,
+        *,
+        num_samples: int = 35,
+        std: float = 2.0,
+        generator: torch.Generator | int | None = None,
+        batch_size: int = 32,
+        score: str = "probability",
+        progress: bool = False,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, target_layer, batch_size=batch_size, score=score, progress=progress, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
+        self.num_samples = check_int("num_samples", num_samples, low=1)
         self.std = check_real("std", std, low=0, low_inclusive=True)
         self.generator = check_generator(generator)
 

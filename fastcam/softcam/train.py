@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastcam.ops._checks import check_int, check_real
 from fastcam.softcam.checkpoint import save
-from fastcam._validation import check_non_negative, check_positive_int
 from fastcam.softcam.modules import check_softcam_output
 
 
@@ -31,7 +31,7 @@ def elastic_net(evidence: Tensor, l1: float, l2: float, first_only: bool = False
         raise ValueError(f"evidence must be a 4-D (B, K, h, w) tensor, got {shape}")
     if evidence.shape[0] == 0:
         raise ValueError("evidence is an empty batch (B = 0)")
-    l1, l2 = check_non_negative(l1, "l1"), check_non_negative(l2, "l2")
+    l1, l2 = check_real("l1", l1, low=0), check_real("l2", l2, low=0)
     flat = evidence[:1] if first_only else evidence
     flat = flat.flatten(1)
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
@@ -145,15 +145,14 @@ def fit(
 
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
-    epochs = check_positive_int(epochs, "epochs")
-    log_every = check_positive_int(log_every, "log_every")
-    t_max = epochs if t_max is None else check_positive_int(t_max, "t_max")
-    if check_non_negative(lr, "lr") == 0:
-        raise ValueError("lr must be positive")
-    eta_min = check_non_negative(eta_min, "eta_min")
+    epochs = check_int("epochs", epochs, low=1)
+    log_every = check_int("log_every", log_every, low=1)
+    t_max = epochs if t_max is None else check_int("t_max", t_max, low=1)
+    lr = check_real("lr", lr, low=0, low_inclusive=False)
+    eta_min = check_real("eta_min", eta_min, low=0)
     if eta_min > lr:
         raise ValueError(f"eta_min ({eta_min}) must not exceed lr ({lr})")
-    l1, l2 = check_non_negative(l1, "l1"), check_non_negative(l2, "l2")
+    l1, l2 = check_real("l1", l1, low=0), check_real("l2", l2, low=0)
     amp_dtype = _amp_dtype(amp)
     if device is None:
         first = next(net.parameters(), None)

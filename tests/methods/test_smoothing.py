@@ -112,7 +112,7 @@ def test_eigen_smooth_gradcam_float64_hand(resnet, images):
 def test_bad_smoothing_options(resnet):
     with pytest.raises(ValueError, match="smooth"):
         fastcam.GradCAM(resnet, "layer4", smooth=-1)
-    with pytest.raises(ValueError, match="smooth"):
+    with pytest.raises(TypeError, match="smooth must be an int, got bool"):
         fastcam.GradCAM(resnet, "layer4", smooth=True)
     with pytest.raises(ValueError, match="smooth_sigma"):
         fastcam.GradCAM(resnet, "layer4", smooth=2, smooth_sigma=-0.1)

@@ -57,5 +57,5 @@ def test_sscam_with_zero_noise_is_scorecam_and_seeds_repeat(resnet, images):
         fastcam.SSCAM(resnet, "layer4", num_samples=0)
     with pytest.raises(TypeError, match="generator"):
         fastcam.SSCAM(resnet, "layer4", generator=1.5)
-    with pytest.raises(ValueError, match="num_samples"):
+    with pytest.raises(TypeError, match="num_samples must be an int, got bool"):
         fastcam.ISCAM(resnet, "layer4", num_samples=True)

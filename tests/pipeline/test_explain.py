@@ -1,5 +1,5 @@
 """explain_dataset: corrupt files and non-finite explanations skipped, the stored maps equal the method's,
-settings refusal, datasets and targets, OOM splitting, amp/workers/grayscale, flat memory."""
+settings refusal, datasets and targets, amp/workers/grayscale, flat memory."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,8 @@ import fastcam
 from fastcam.io.images import read_image
 from fastcam.models import tiny_resnet
 from fastcam.pipeline import explain_dataset
-from fastcam.pipeline.explain import explain_finite, explain_splitting_on_oom, make_explainer
+from fastcam.methods.registry import get_method
+from fastcam.pipeline.robust import explain_finite
 
 Classifier = Callable[..., torch.nn.Module]
 WriteImages = Callable[..., list[str]]
@@ -133,29 +134,6 @@ def test_dataset_loader_and_targets(tmp_path: Path, classifier: Classifier) -> N
         explain_dataset(model, ds, method="gradcam++", target_layer="layer4", out=tmp_path / "e", progress=False)
 
 
-def test_oom_splits_the_batch_and_gives_the_same_result(resnet: torch.nn.Module) -> None:
-    images = torch.rand(7, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    cam = fastcam.GradCAM(resnet, "layer4")
-    calls = []
-
-    class Tight:
-        def explain(self, x, targets=None):
-            calls.append(x.shape[0])
-            if x.shape[0] > 2:
-                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return cam.explain(x, targets)
-
-    state: dict[str, int] = {}
-    maps, lowres, logits, targets = explain_splitting_on_oom(Tight(), images, None, None, state)
-    exp = cam.explain(images)
-    torch.testing.assert_close(lowres, exp.lowres, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(logits, exp.logits, rtol=1e-5, atol=1e-6)
-    assert torch.equal(targets, exp.targets) and state["micro"] == 1
-    calls.clear()
-    explain_splitting_on_oom(Tight(), images[:2], None, None, state)  # later batches start at the size that worked
-    assert calls == [1, 1]
-
-
 # ------------------------------------------------------------------------------------------ non-finite
 class _NaNForBrightImages(torch.nn.Module):
     """A classifier whose logits are NaN for images brighter than 0.6 on average (a model-side failure)."""
@@ -189,45 +167,6 @@ def test_images_with_non_finite_explanations_are_skipped_with_the_reason(tmp_pat
     with fastcam.GradCAM(_NaNForBrightImages(inner), "model.layer4") as cam:  # a batch with no finite image
         kept, explained, dropped = explain_finite(cam, images[[1, 4]], None, None, {})
     assert kept.tolist() == [] and explained is None and sorted(dropped) == [0, 1]
-
-
-def test_non_finite_error_leaves_out_exactly_the_named_images(resnet: torch.nn.Module) -> None:
-    images = torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    images[:, 0, 0, 0] = torch.arange(6.0)  # each image carries its batch row, to be recognised after splits
-    cam = fastcam.GradCAM(resnet, "layer4")
-    calls = []
-
-    class FailsOnRowsOneAndFour:
-        def explain(self, x, targets=None):
-            calls.append(x.shape[0])
-            bad = [j for j, row in enumerate(x[:, 0, 0, 0].tolist()) if row in (1.0, 4.0)]
-            if bad:
-                raise fastcam.NonFiniteError("the target layer's gradients", bad)
-            return cam.explain(x, targets)
-
-    targets = torch.tensor([0, 1, 2, 3, 4, 0])
-    state = {"micro": 4}  # split batches: the indices of a part are counted in the whole batch
-    kept, explained, dropped = explain_finite(FailsOnRowsOneAndFour(), images, targets, None, state)
-    assert kept.tolist() == [0, 2, 3, 5]
-    assert dropped == {1: "the target layer's gradients", 4: "the target layer's gradients"}
-    exp = cam.explain(images[[0, 2, 3, 5]], targets[[0, 2, 3, 5]])
-    for got, want in zip(explained, (exp.maps, exp.lowres, exp.logits, exp.targets)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    calls.clear()
-    kept, explained, dropped = explain_finite(FailsOnRowsOneAndFour(), images[[1, 4]], None, None, {})
-    assert kept.tolist() == [] and explained is None and sorted(dropped) == [0, 1] and calls == [2]
-
-
-def test_make_explainer_reads_the_registry(resnet: torch.nn.Module) -> None:
-    from fastcam.methods.registry import method_class, method_names
-
-    for name in method_names(post_hoc=True):
-        with make_explainer(resnet, name, "layer4") as cam:
-            assert type(cam) is method_class(name)
-    with pytest.raises(ValueError, match="needs a target layer"):
-        make_explainer(resnet, "gradcam", None)
-    with pytest.raises(ValueError, match="unknown method 'gradcam\\+\\+'; choose from gradcam, gradcampp"):
-        make_explainer(resnet, "gradcam++", "layer4")
 
 
 def test_amp_workers_and_grayscale_folder(tmp_path: Path, write_images: WriteImages) -> None:
@@ -293,6 +232,6 @@ def test_registered_methods_run_through_the_pipeline(method: str, kwargs: dict, 
     assert run.ids == names and run.method == method and run.meta["settings"]["method_kwargs"] == kwargs
     images = torch.stack([read_image(data / name) for name in names])
     # the pipeline explains in batches of 2: compare per batch (SmoothGrad's seeded noise depends on the batch)
-    expected = torch.cat([make_explainer(model, method, "layer3", kwargs).explain(images[i : i + 2]).lowres
+    expected = torch.cat([get_method(method).build(model, "layer3", **kwargs).explain(images[i : i + 2]).lowres
                           for i in range(0, 3, 2)])
     torch.testing.assert_close(run.lowres, expected, rtol=1e-5, atol=1e-6)
