@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     **{name: f"fastcam.{name}" for name in _SUBMODULES},
     **{name: "fastcam.errors" for name in (
         "ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning", "RunDamagedError",
-        "RunLockedError", "UntrustedRunError")},
+        "RunLockedError", "TooManySkippedError", "UntrustedRunError")},
     "Explanation": "fastcam.explanation",
     "graphed": "fastcam.methods.graphed",
     "Preprocess": "fastcam.io",
