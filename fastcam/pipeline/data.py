@@ -229,7 +229,8 @@ def check_targets_range(targets: Any, ids: Sequence[Any], num_classes: int) -> N
     which = "" if isinstance(table, int) else f" of {ids[i]!r} (sample {i})"
     more = f", and {bad.numel() - 1} more" if bad.numel() > 1 else ""
     raise ValueError(f"{source}: class {int(values[i])}{which} is out of range for a model with {num_classes} "
-                     f"classes (0 to {num_classes - 1}){more}; fix the class or check --num-classes")
+                     f"classes (0 to {num_classes - 1}){more}; fix the class, or check the model's number of classes "
+                     "(num_classes=; the CLI's --num-classes)")
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf)", re.IGNORECASE)
