@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from fastcam._validation import expected_in_channels, expected_input_size
-from fastcam.io.images import ImageFolder, Preprocess, is_picture, picture_tensor
+from fastcam.io.images import FolderItems, ImageFolder, Preprocess, is_picture, picture_tensor
 
 #: (dataset indices of a batch's readable rows, their labels) -> targets for `explain`
 TargetsResolver = Callable[[Tensor, list[Any]], Any]
@@ -100,8 +100,8 @@ def default_preprocess(model: nn.Module, data: Any) -> Preprocess | None:
     if isinstance(data, (str, os.PathLike)):
         return Preprocess(channels=channels, size=size)
     dataset = data.dataset if isinstance(data, DataLoader) else data
-    if not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
-        return None
+    if isinstance(dataset, FolderItems) or not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
+        return None  # a folder dataset preprocesses its files itself
     for index in range(min(len(dataset), 16)):  # type: ignore[arg-type]
         try:
             image, _ = item_image(dataset[index])

@@ -104,6 +104,16 @@ def test_the_models_input_size_is_the_default(tmp_path: Path, classifier: Callab
     assert len(run.ids) == 3 and run.meta["input_size"] == [24, 24]
 
 
+def test_hugging_face_config_says_the_input_size() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=32, num_labels=3)
+    from fastcam._validation import expected_input_size
+
+    assert expected_input_size(transformers.ViTForImageClassification(config)) == (32, 32)
+    assert expected_input_size(fastcam.models.tiny_resnet()) is None  # says nothing: the first image's size
+
+
 def test_mixed_tensor_shapes_hint_names_the_python_argument(tmp_path: Path, classifier: Callable[..., Any]) -> None:
     class Mixed(Dataset):
         def __len__(self) -> int:
