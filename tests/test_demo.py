@@ -102,7 +102,8 @@ def test_demo_needs_no_extra(tmp_path: Path) -> None:
         f"for name in {blocked!r}:\n"
         "    sys.modules[name] = None  # `import name` raises ImportError; find_spec says absent\n"
         "from fastcam.cli import main\n"
-        f"raise SystemExit(main(['demo', '--out', {str(tmp_path / 'demo')!r}, '--quick', '--quiet']))\n"
+        f"raise SystemExit(main(['demo', '--out', {str(tmp_path / 'demo')!r}, '--quick', '--quiet', "
+        "'--n-train', '8', '--n-test', '2', '--image-size', '16']))\n"  # every step, at the smallest size
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
