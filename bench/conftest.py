@@ -10,7 +10,6 @@ Without --benchmark-enable every contender runs once (a smoke run). Files named 
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,6 @@ import pytest
 import torch
 
 from fastcam.benchmark import BenchConfig, Setting, make_setting
-
-# pytest's importlib import mode (pytest.ini) does not put this folder on sys.path, but the scripts share
-# helpers by importing each other as when run directly (`python bench/bench_kernels_combine.py`).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

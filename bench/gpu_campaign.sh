@@ -112,7 +112,7 @@ if has speed; then
     run 60 "$PY" bench/bench_kernels_combine.py --out "$OUT/kernels_combine.json"
     run 90 "$PY" bench/bench_softcam_head.py --out "$OUT/softcam_head.json"
     run 120 "$PY" bench/bench_dbscan.py --device cuda --repeats 3 --out "$OUT"
-    run 60 "$PY" bench/bench_quantile.py --device cuda --repeats 3 --out "$OUT"
+    run 60 "$PY" bench/bench_dbscan.py --workload quantile --device cuda --repeats 3 --out "$OUT"
     run 60 "$PY" bench/bench_deploy.py --device cuda --rounds 5 --out "$OUT/deploy.json"
   fi
 fi

@@ -7,8 +7,7 @@ $$ s_c = \begin{cases} \bar G_c = \frac1{hw}\sum_{ij} G_c(i,j) & c \text{ import
                         w_k = \mathrm{mean}(K_k \star M_k),\ M_k = \frac1{|k|}\sum_{c' \in k} G_{c'} & c \in \text{cluster } k
          \end{cases}, \qquad \alpha = \mathrm{softmax}_{c \notin \text{noise}}(s), \quad \alpha_{\text{noise}} = 0 $$
 
-exactly as the torch reference `fastcam.ops.cluster_filter_weights` (re-exported here as
-`cluster_filter_weights_reference`) defines them:
+exactly as the torch reference `fastcam.ops.cluster_filter_weights` defines them:
 
 - `variant="paper"`: $K$ is scipy's truncated Gaussian, zero-padded 'same'. The filter is linear, so
   $\mathrm{mean}(K \star M_k) = \frac1{|k|}\sum_{c\in k} t_c$ with $t_c = \frac1{hw}\langle G_c, \text{cov}\rangle$
@@ -68,9 +67,9 @@ from fastcam.kernels.cam_combine import combine
 from fastcam.kernels.upsample_normalize import launch_guard
 from fastcam.ops._checks import check_activations, check_channel_labels, check_size
 from fastcam.ops.cfcam import IMPORTANT, NOISE, REFERENCE_NORM_EPS, REFERENCE_RANGE_SIGMA, filter_options, gaussian_coverage
-from fastcam.ops.cfcam import cluster_filter_weights as cluster_filter_weights_reference
+from fastcam.ops.cfcam import cluster_filter_weights as _torch_cluster_filter_weights
 
-__all__ = ["CfcamPlan", "cfcam_combine", "cluster_filter_weights", "cluster_filter_weights_reference", "plan"]
+__all__ = ["CfcamPlan", "cfcam_combine", "cluster_filter_weights", "plan"]
 
 # label values as compile-time constants (jit code may read only constexpr globals)
 _IMPORTANT = tl.constexpr(IMPORTANT)
@@ -537,7 +536,7 @@ def cluster_filter_weights(
     if reference and on_gpu and block_h * block_w * max(block_h, block_w) > _MAX_WINDOW_ELEMENTS:
         # maps beyond 32x32: the in-register (h, h, w) window reduction would spill; the vectorised torch
         # reference (same semantics, a few more launches) is the better choice there
-        return out.copy_(cluster_filter_weights_reference(
+        return out.copy_(_torch_cluster_filter_weights(
             gradients, labels, variant=variant, sigma=sigma, range_sigma=range_sigma, truncate=truncate))
     if reference:
         order = torch.argsort(labels, dim=1, stable=True)  # cluster k's members: a contiguous run

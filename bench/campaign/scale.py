@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fastcam.benchmark.timing import time_callable
+
 
 class DeviceBank(Dataset):
     """`count` items served from `bank` distinct images kept on the device (index modulo the bank)."""
@@ -115,14 +117,8 @@ def inference_rate(model: nn.Module, bank: torch.Tensor, batch: int, images: int
     steps = max(1, images // batch)
     x = bank.repeat((batch + bank.shape[0] - 1) // bank.shape[0], 1, 1, 1)[:batch]
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-        for _ in range(2):
-            model(x)
-        synchronize(x.device)
-        tick = time.perf_counter()
-        for _ in range(steps):
-            model(x)
-        synchronize(x.device)
-    return steps * batch / (time.perf_counter() - tick)
+        timing = time_callable(lambda: model(x), x.device, warmup=2, repeats=steps)  # the one timer
+    return steps * batch / sum(timing.times_s)
 
 
 def largest_batch(model: nn.Module, method: str, bank: torch.Tensor, start: int, cap: int, amp: str | None) -> int:

@@ -120,7 +120,10 @@ def split_at(model: nn.Module, layer: nn.Module) -> tuple[fx.GraphModule, fx.Gra
 
 
 class AblationCAM(BaseCAM):
-    """Ablation-CAM; see the module docstring for the maths and the partial forwards.
+    """Ablation-CAM: a channel's weight is the share of the target score lost when the channel is ablated.
+
+    From [Desai & Ramaswamy, Ablation-CAM, WACV 2020](https://openaccess.thecvf.com/content_WACV_2020/html/Desai_Ablation-CAM_Visual_Explanations_for_Deep_Convolutional_Network_via_Gradient-free_Localization_WACV_2020_paper.html).
+    See the module docstring for the maths and the partial forwards.
 
     Args:
         batch_size: ablated copies per forward, packed across the images and channels of the batch.
@@ -133,6 +136,10 @@ class AblationCAM(BaseCAM):
 
     The other arguments (model, target_layer, backend, reshape_transform, output_fn, allow_train_mode,
     aug_smooth, eigen_smooth) are `BaseCAM`'s.
+
+    Example:
+        >>> with fastcam.AblationCAM(model, "layer4", batch_size=64) as cam:
+        ...     maps = cam(images, targets=3)  # class 3 for every image
     """
 
     name = "ablationcam"

@@ -167,6 +167,8 @@ def channel_labels(activations: Tensor, options: ClusterOptions | None = None, *
 class CFCAM(GradientCAM):
     r"""CF-CAM: Grad-CAM weights refined by DBSCAN channel clustering and filtered cluster gradients.
 
+    From [He, Pan & Yao, CF-CAM, arXiv 2504.00060](https://arxiv.org/abs/2504.00060).
+
     See the module docstring for the maths. All images of a batch are clustered in one
     `fastcam.cluster.dbscan` call and weighted by one vectorised `cluster_filter_weights` call.
     Volumes (B, C, d, h, w) (Conv3d networks) take the same steps in 3-D: channels are points in

@@ -10,10 +10,16 @@ from fastcam.ops import accumulation, channel_map
 class EigenGradCAM(GradientCAM):
     r"""Eigen-Grad-CAM: Eigen-CAM of $g \odot A$, $g = \partial y^t / \partial A$ (class-discriminative).
 
+    From [pytorch-grad-cam's EigenGradCAM (Gildenblat et al.)](https://github.com/jacobgil/pytorch-grad-cam).
+
     $$ L = \mathrm{ReLU}\big(s\,(X - \mathbf 1\mu^\top) v_1\big), \qquad X = (g \odot A)^\top \in \mathbb R^{hw \times C} $$
 
     with the centring, $v_1$ and the sign convention $s$ of `fastcam.ops.eigen` (pytorch-grad-cam keeps the
     SVD's arbitrary sign).
+
+    Example:
+        >>> with fastcam.EigenGradCAM(model, "layer4") as cam:
+        ...     maps = cam(images)            # (B, H, W) in [0, 1]
     """
 
     name = "eigengradcam"

@@ -23,12 +23,18 @@ def integration_coefficients(num_samples: int) -> list[float]:
 class ISCAM(ScoreCAM):
     r"""IS-CAM: Score-CAM scores averaged over scaled copies of every masked input (torchcam's `ISCAM`).
 
+    From [Naidu et al., IS-CAM, arXiv 2010.03023](https://arxiv.org/abs/2010.03023).
+
     $$ w = \mathrm{softmax}_c\Big(\frac1N \sum_{i=1}^N f^t\big(k_i\,(x \odot M_c)\big) - f^t(x)\Big) $$
 
     with $M_c$ Score-CAM's mask and $k_i$ torchcam's coefficients (`integration_coefficients`; torchcam's
     default N = `num_samples` = 10). Deterministic. The N·B·C masked inputs are packed into forwards of
     `batch_size`; constant channels share one forward of the zero image, as in Score-CAM (k·0 = 0).
     torchcam scores logits (`score="logit"`); fastcam's Score-CAM family scores probabilities by default.
+
+    Example:
+        >>> with fastcam.ISCAM(model, "layer4", num_samples=10) as cam:
+        ...     maps = cam(images)            # (B, H, W) in [0, 1]
     """
 
     name = "iscam"

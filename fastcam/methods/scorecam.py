@@ -29,6 +29,8 @@ def normalize_channels(activations: Tensor) -> Tensor:
 class ScoreCAM(BaseCAM):
     r"""Score-CAM: a channel's weight is how much the target score keeps when the input is masked by it.
 
+    From [Wang et al., Score-CAM, CVPR-W 2020](https://arxiv.org/abs/1910.01279).
+
     For image x, channel c: $M_c = U(\mathrm{norm}(A_c))$ (min-max normalised at the layer's resolution,
     bilinearly upsampled with align_corners=False, as torchcam), $s_c = f^t(x \odot M_c)$,
     $w = \mathrm{softmax}_c(s - f^t(x))$, $L = \mathrm{ReLU}(\sum_c w_c A_c)$.
@@ -47,6 +49,10 @@ class ScoreCAM(BaseCAM):
 
     The other arguments (model, target_layer, backend, reshape_transform, output_fn, allow_train_mode,
     aug_smooth, eigen_smooth) are `BaseCAM`'s.
+
+    Example:
+        >>> with fastcam.ScoreCAM(model, "layer4", batch_size=64, progress=True) as cam:
+        ...     maps = cam(images)            # (B, H, W) in [0, 1]
     """
 
     name = "scorecam"

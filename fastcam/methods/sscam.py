@@ -13,6 +13,8 @@ from fastcam.ops import check_int, check_real
 class SSCAM(ScoreCAM):
     r"""SS-CAM: Score-CAM scores averaged over noisy copies of every mask (torchcam's `SSCAM`).
 
+    From [Wang, Naidu et al., SS-CAM, arXiv 2006.14255](https://arxiv.org/abs/2006.14255).
+
     $$ w = \mathrm{softmax}_c\Big(\frac1N \sum_{n=1}^N f^t\big(x \odot (M_c + \delta_{n,c})\big) - f^t(x)\Big),
        \qquad \delta_{n,c} \sim \mathcal N(0, \sigma^2)^{H \times W} $$
 
@@ -32,6 +34,10 @@ class SSCAM(ScoreCAM):
             noise every call) or None (torch's global RNG, as torchcam).
 
     The other arguments (batch_size, score, progress and `BaseCAM`'s) are `ScoreCAM`'s.
+
+    Example:
+        >>> with fastcam.SSCAM(model, "layer4", num_samples=35, generator=0) as cam:
+        ...     maps = cam(images)            # (B, H, W) in [0, 1]
     """
 
     name = "sscam"

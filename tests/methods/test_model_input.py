@@ -1,6 +1,8 @@
 """Model-side bad input gets a clear error naming the problem (issue 10), and what is valid works."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -8,15 +10,21 @@ from torch import nn
 
 import fastcam
 from fastcam import softcam
+from fastcam.methods import registry
 from fastcam.methods.gradcampp import gradcampp_weights
 from fastcam.models import tiny_resnet
 
-METHODS = [fastcam.GradCAM, fastcam.GradCAMPlusPlus, fastcam.ScoreCAM, fastcam.CFCAM]
+#: every post-hoc method of the registry but the slow ones (SS-CAM, IS-CAM: Score-CAM's path, many forwards)
+METHODS = [registry.method_class(name) for name in registry.method_names(post_hoc=True, slow=False)]
 
 
 def _make(method, model, layer="layer4", **kw):  # noqa: ANN001, ANN202
-    if method is fastcam.ScoreCAM:
+    if "batch_size" in inspect.signature(method).parameters:  # many-forward methods: one chunk
         kw.setdefault("batch_size", 64)
+    if "num_samples" in inspect.signature(method).parameters:
+        kw.setdefault("num_samples", 1)
+    if "generator" in inspect.signature(method).parameters:  # seeded: the same noise on every call
+        kw.setdefault("generator", 0)
     return method(model, layer, **kw)
 
 
@@ -173,7 +181,7 @@ class _PoisonGradient(torch.autograd.Function):
 
 @pytest.mark.parametrize("method,where,reason", [
     (method, where, where) for method in METHODS for where in ("logits", "activations", "gradients")
-    if not (method is fastcam.ScoreCAM and where == "gradients")  # Score-CAM computes no gradients
+    if not (not method.uses_gradients and where == "gradients")  # gradient-free methods compute none
 ])
 def test_non_finite_values_from_the_model_name_the_images(method, where: str, reason: str, images: torch.Tensor) -> None:
     cam = _make(method, _Poisoned(where).eval(), "features")
