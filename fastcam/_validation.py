@@ -108,6 +108,27 @@ def expected_in_channels(model: nn.Module) -> int | None:
     return None
 
 
+def expected_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The (H, W) a model says it takes, or None: a default for preprocessing only. Read from a Hugging
+    Face config's `image_size` (ViT, Swin, ConvNeXt, ...), timm's `pretrained_cfg`/`default_cfg`
+    "input_size" (C, H, W), or an `image_size` attribute (torchvision's ViT)."""
+
+    def pair(value: object) -> tuple[int, int] | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return (value, value)
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+            return (int(value[0]), int(value[1]))
+        return None
+
+    found = pair(getattr(getattr(model, "config", None), "image_size", None))
+    for attribute in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, attribute, None)
+        size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        if found is None and isinstance(size, (tuple, list)) and len(size) == 3:
+            found = pair(tuple(size[1:]))
+    return found or pair(getattr(model, "image_size", None))
+
+
 #: modules whose output depends on the training flag (batch statistics, random dropping)
 _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout,
                    nn.FeatureAlphaDropout)

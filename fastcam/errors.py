@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["ImageTooLargeError", "ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning", "RunDamagedError",
-           "RunLockedError", "UntrustedRunError"]
+__all__ = ["ImageTooLargeError", "ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning",
+           "RunDamagedError", "RunLockedError", "TooManySkippedError", "UntrustedRunError"]
 
 
 class RunLockedError(RuntimeError):
@@ -74,6 +74,21 @@ class ModelMismatch(ValueError):
 
 class NotPooledLinearError(ValueError):
     """The model after the target layer is not "[ReLU] → global average pool → [flatten/dropout] → Linear"."""
+
+
+class TooManySkippedError(ValueError):
+    """A run stopped because its skipped samples show a problem with the whole run, not a few bad files
+    (`fastcam.pipeline.skips`): the run directory keeps what was committed and is not marked complete.
+
+    Attributes:
+        failed: samples that could not be explained so far (files deliberately not read are not counted).
+        total: samples counted (this rank's, under torchrun).
+        reasons: how many failed per kind of error (the text before the error's first ":").
+    """
+
+    def __init__(self, message: str, failed: int, total: int, reasons: dict[str, int]) -> None:
+        self.failed, self.total, self.reasons = failed, total, reasons
+        super().__init__(message)
 
 
 class RandomWeightsWarning(UserWarning):

@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run_group = p.add_argument_group("run")
     run_group.add_argument("--out", required=True, metavar="RUN", help="run directory (created, or resumed)")
     run_group.add_argument("--batch-size", type=int, default=32)
+    run_group.add_argument("--max-skip-fraction", type=float, default=None, metavar="F",
+                           help="stop with exit status 2, the run not complete, when more than this share of the "
+                                "images cannot be explained, or when the first ones all fail for one reason "
+                                "(default: explain_dataset's max_skip_fraction, 0.1; 1: never stop)")
     run_group.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available); "
                            "under torchrun each rank uses cuda:LOCAL_RANK")
     run_group.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast the model's forward passes")
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
             std=args.std, workers=args.workers, reshape=args.reshape, volumes=args.volumes,
             batch_size=args.batch_size, device=args.device, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
             overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
-            progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat")
+            progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat",
+            **({} if args.max_skip_fraction is None else {"max_skip_fraction": args.max_skip_fraction}))
     if torchrun_ranks().is_main:
         rate = result.meta.get("timings", {}).get("images_per_s")
         print(f"fastcam explain: {len(result)} images explained, {len(result.skipped)} skipped"

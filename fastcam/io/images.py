@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -158,14 +158,38 @@ def _read_pillow(source: Path | BinaryIO) -> np.ndarray:
         img.load()  # decode now: a truncated/corrupt file raises here, inside the caller's try
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
-        mode = img.mode
-        if mode.startswith("I;16") or mode == "I":
-            return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
-        if mode == "F":
-            return np.asarray(img, dtype=np.float32)
-        if mode in ("1", "L", "LA", "La"):
-            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        return _pillow_pixels(img)
+
+
+def _pillow_pixels(img: Any) -> np.ndarray:
+    """A decoded Pillow image's pixels in [0, 1]: (H, W) grayscale or (H, W, 3) RGB, float32."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+    if mode == "F":
+        return np.asarray(img, dtype=np.float32)
+    if mode in ("1", "L", "LA", "La"):
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _pixels_tensor(array: np.ndarray) -> Tensor:
+    """(H, W) or (H, W, C) pixels in [0, 1] (C 1, 3 or 4; alpha dropped) as a float32 (C, H, W) tensor,
+    refused when empty or not finite."""
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        array = array[..., : min(array.shape[-1], 3)].transpose(2, 0, 1)
+    else:
+        raise ValueError(f"unsupported pixel array shape {array.shape}: images are (H, W) or (H, W, C) with C "
+                         "1, 3 or 4, as Pillow, imageio and Hugging Face datasets give them (pass a torch tensor "
+                         "for (C, H, W))")
+    if array.shape[1] == 0 or array.shape[2] == 0:
+        raise ValueError("image has an empty size")
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError("image contains NaN or Inf pixels")
+    return tensor
 
 
 def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
@@ -178,19 +202,7 @@ def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
     """
     path = Path(path)
     source: Path | BinaryIO = path if data is None else io.BytesIO(data)
-    array = _read_dicom(source) if _is_dicom(path, source) else _read_pillow(source)
-    if array.ndim == 2:
-        array = array[None]
-    elif array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].transpose(2, 0, 1)
-    else:
-        raise ValueError(f"unsupported pixel array shape {array.shape}")
-    if array.shape[1] == 0 or array.shape[2] == 0:
-        raise ValueError("image has an empty size")
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError("image contains NaN or Inf pixels")
-    return tensor
+    return _pixels_tensor(_read_dicom(source) if _is_dicom(path, source) else _read_pillow(source))
 
 
 #: the most pixels `decode_image` decodes by default (decompression bombs): 64 megapixels, more than a
@@ -247,6 +259,36 @@ def decode_image(data: bytes, *, max_pixels: int | None = MAX_PIXELS) -> Tensor:
     if max_pixels is not None and pixels > max_pixels:
         raise ImageTooLargeError(f"the image has {pixels:,} pixels, more than the limit of {max_pixels:,}")
     return read_image(Path("upload"), data)
+
+
+def is_picture(image: object) -> bool:
+    """Whether a dataset item's image is a picture to decode (a Pillow image or a numpy array), not a tensor."""
+    from PIL import Image
+
+    return isinstance(image, (np.ndarray, Image.Image))
+
+
+def picture_tensor(picture: Any) -> Tensor:
+    """A picture as `read_image` reads files: a float32 (C, H, W) tensor in [0, 1] (C = 1 or 3).
+
+    `picture`: a Pillow image (any mode, as a file of that mode is read), or a numpy array (H, W) or
+    (H, W, C) with C 1, 3 or 4, as Hugging Face `datasets` and imageio give them: integers are scaled by
+    their type's maximum (uint8 / 255, uint16 / 65535), booleans to 0 / 1, floats taken as they are.
+    """
+    if not is_picture(picture):
+        raise TypeError(f"a picture is a PIL image or a numpy array, got {type(picture).__name__}")
+    if not isinstance(picture, np.ndarray):
+        return _pixels_tensor(_pillow_pixels(picture))
+    if picture.dtype == np.bool_:
+        array = picture.astype(np.float32)
+    elif np.issubdtype(picture.dtype, np.integer):
+        info = np.iinfo(picture.dtype)
+        array = np.clip(picture.astype(np.float64) / info.max, 0.0, 1.0).astype(np.float32)
+    elif np.issubdtype(picture.dtype, np.floating):
+        array = picture.astype(np.float32)
+    else:
+        raise TypeError(f"a numpy picture must hold numbers, got dtype {picture.dtype}")
+    return _pixels_tensor(array)
 
 
 @dataclass(frozen=True)
@@ -348,16 +390,16 @@ class Preprocess:
 
 class FolderItems:
     """What the file-folder datasets share (`ImageFolder`, `fastcam.io.volumes.VolumeFolder`): sorted
-    relative paths as ids, the first readable file's size as the dataset's when there is no resize, and
-    items that report a file that cannot be read (`ok=False`, a zero tensor of the expected shape, the
-    error) instead of raising. Subclasses give `root`, `files`, `size` and `_load` / `_blank`."""
+    relative paths as ids; the dataset's size: the preprocessing's, else the first readable file's (in
+    sorted order), every file of another size resized to it; items that report a file that cannot be read
+    (`ok=False`, a zero tensor of the expected shape, the error) instead of raising. Subclasses give
+    `root`, `files`, `size` and `_load` / `_blank`."""
 
     root: Path
     files: list[str]
     size: tuple[int, ...]
-    #: what one file holds, for messages ("image", "volume"), and the flag that resizes it
+    #: what one file holds, for messages ("image", "volume")
     what: str = "image"
-    resize_flag: str = "--size H W"
 
     def _load(self, path: Path) -> Tensor:
         """The file as the model takes it (preprocessed); its spatial size is compared with `size`."""
@@ -395,9 +437,9 @@ class FolderItems:
         try:
             item = self._load(self.root / name)
             spatial = tuple(item.shape[-len(self.size):])
-            if spatial != tuple(self.size):
-                raise ValueError(f"{self.what} size {spatial} differs from the dataset's {tuple(self.size)}; "
-                                 f"pass a resize ({self.resize_flag})")
+            if spatial != tuple(self.size):  # the preprocessing resizes to `size`: a broken invariant, said plainly
+                raise ValueError(f"{self.what} size {spatial} after preprocessing differs from the dataset's "
+                                 f"{tuple(self.size)}")
             return {"image": item, "ok": True, "error": ""}
         except Exception as exc:  # reported and skipped by the pipeline, never fatal
             return {"image": self._blank(), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -408,9 +450,10 @@ class ImageFolder(FolderItems, Dataset):
     """Every image under `root` (recursive, sorted relative paths), preprocessed for the model.
 
     Items are dicts: `image` (C, H, W) float32 normalised, `ok` (bool), `error` (str, empty when ok).
-    A file that cannot be read, or whose size differs from the others when no resize is set, and a file
-    that is not read (`skip_reason`: hidden, a broken or looping symbolic link) give `ok=False`, the
-    reason, and a zero image of the expected shape, so the batch still collates.
+    Without a size in `preprocess`, the first readable image's size (in sorted order) is the dataset's and
+    images of other sizes are resized to it (`fitted`). A file that cannot be read, and a file that is not
+    read (`skip_reason`: hidden, a broken or looping symbolic link) give `ok=False`, the reason, and a zero
+    image of the expected shape, so the batch still collates.
     """
 
     root: str | Path
@@ -423,6 +466,8 @@ class ImageFolder(FolderItems, Dataset):
         if not self.files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(self.root)!r}")
         self.size = self.preprocess.size or self._first_size()
+        #: the preprocessing with the dataset's size: what every image goes through
+        self.fitted = replace(self.preprocess, size=tuple(self.size))
 
     def _read(self, path: Path) -> Tensor:
         """The decoded image of one file (a subclass may fetch it elsewhere: `fastcam.ray`'s URIs)."""
@@ -432,10 +477,7 @@ class ImageFolder(FolderItems, Dataset):
         return tuple(self._read(path).shape[-2:])
 
     def _load(self, path: Path) -> Tensor:
-        image = self.preprocess.display(self._read(path))
-        if tuple(image.shape[-2:]) != tuple(self.size):
-            return image  # refused by the caller, with the sizes
-        return self.preprocess.normalize(image)
+        return self.fitted.normalize(self.fitted.display(self._read(path)))
 
     def _blank(self) -> Tensor:
         return torch.zeros(self.preprocess.channels, *self.size)

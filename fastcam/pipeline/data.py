@@ -19,13 +19,24 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from fastcam.io.images import ImageFolder, Preprocess
+from fastcam._validation import expected_in_channels, expected_input_size
+from fastcam.io.images import FolderItems, ImageFolder, Preprocess, is_picture, picture_tensor
 
 #: (dataset indices of a batch's readable rows, their labels) -> targets for `explain`
 TargetsResolver = Callable[[Tensor, list[Any]], Any]
 
 
 # ---------------------------------------------------------------------------------------------- items
+def item_image(item: Any) -> tuple[Any, Any]:
+    """(image, label) of a dataset item: an image, an (image, label, ...) tuple or a dict with "image"
+    (and "label"), as a Hugging Face `datasets` split gives them."""
+    if isinstance(item, Mapping):
+        return item["image"], item.get("label")
+    if isinstance(item, (tuple, list)):
+        return item[0], (item[1] if len(item) > 1 else None)
+    return item, None
+
+
 class SafeItems(Dataset):
     """Wraps any dataset so each item becomes {image, label, ok, error}; an exception while loading an
     item marks it not-ok (reported and skipped) instead of killing the run."""
@@ -39,24 +50,71 @@ class SafeItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
             item = self.dataset[index]
-            label = None
-            if isinstance(item, Mapping):
-                if not item.get("ok", True):
-                    return {"image": None, "label": None, "ok": False, "error": str(item.get("error", "unreadable"))}
-                image, label = item["image"], item.get("label")
-            elif isinstance(item, (tuple, list)):
-                image = item[0]
-                label = item[1] if len(item) > 1 else None
-            else:
-                image = item
+            if isinstance(item, Mapping) and not item.get("ok", True):
+                return {"image": None, "label": None, "ok": False, "error": str(item.get("error", "unreadable"))}
+            image, label = item_image(item)
             if not isinstance(image, Tensor) or image.dim() not in (3, 4) or not image.is_floating_point():
-                raise TypeError(f"dataset items must give a floating (C, H, W) image or (C, D, H, W) volume tensor, got "
-                                f"{type(image).__name__}{tuple(image.shape) if isinstance(image, Tensor) else ''}")
+                raise TypeError(f"dataset items must give a floating (C, H, W) image or (C, D, H, W) volume tensor, "
+                                f"a PIL image or an (H, W[, C]) numpy array, got {type(image).__name__}"
+                                f"{tuple(image.shape) if isinstance(image, Tensor) else ''}")
             if isinstance(label, Tensor):
                 label = int(label.item())
             return {"image": image, "label": label, "ok": True, "error": ""}
         except Exception as exc:
             return {"image": None, "label": None, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+class PreprocessedItems(Dataset):
+    """A map-style dataset whose images go through `preprocess` (`Preprocess.display`, then `normalize`):
+    pictures (PIL images, numpy arrays: `fastcam.io.images.picture_tensor`) always, tensor images (taken as
+    [0, 1] images) only with `tensors=True` (a `preprocess=` the caller gave). Items keep their form."""
+
+    def __init__(self, dataset: Dataset, preprocess: Preprocess, tensors: bool = False) -> None:
+        self.dataset, self.preprocess, self.tensors = dataset, preprocess, tensors
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        image, _ = item_image(item)
+        if is_picture(image):
+            image = picture_tensor(image)
+        elif not (self.tensors and isinstance(image, Tensor) and image.dim() == 3):
+            return item  # a tensor model input as it is (or something SafeItems refuses by name)
+        image = self.preprocess.normalize(self.preprocess.display(image.float()))
+        if isinstance(item, Mapping):
+            return {**item, "image": image}
+        if isinstance(item, (tuple, list)):
+            return (image, *item[1:])
+        return image
+
+
+def default_preprocess(model: nn.Module, data: Any) -> Preprocess | None:
+    """The preprocessing a user expects when they give none: the model's input channels and, where it says
+    (`fastcam._validation.expected_input_size`), its input size; otherwise the size of the first readable
+    image (a folder: `fastcam.io.images.FolderItems`; a dataset of pictures: its first picture), other sizes
+    resized to it. No normalisation. None for datasets of tensors: those are the model's inputs as they are."""
+    channels = expected_in_channels(model) or 3
+    size = expected_input_size(model)
+    if isinstance(data, (str, os.PathLike)):
+        return Preprocess(channels=channels, size=size)
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, FolderItems) or not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
+        return None  # a folder dataset preprocesses its files itself
+    for index in range(min(len(dataset), 16)):  # type: ignore[arg-type]
+        try:
+            image, _ = item_image(dataset[index])
+        except Exception:  # noqa: BLE001 - an unreadable item: try the next one (it is reported when explained)
+            continue
+        if not is_picture(image):
+            return None
+        try:
+            first = tuple(picture_tensor(image).shape[-2:])
+        except Exception:  # noqa: BLE001 - as above
+            continue
+        return Preprocess(channels=channels, size=size or first)  # type: ignore[arg-type]
+    return None
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,14 +123,18 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     good = [it for it in items if it["ok"]]
     shapes = {tuple(it["image"].shape) for it in good}
     if len(shapes) > 1:
-        raise ValueError(f"images of one batch have different shapes {sorted(shapes)}; resize them (--size H W)")
+        raise ValueError(f"images of one batch have different shapes {sorted(shapes)}: pass "
+                         "preprocess=fastcam.Preprocess(size=(H, W)) to resize the dataset's images, or make its "
+                         "items one size")
     images = torch.stack([it["image"] for it in good]) if good else None
     return {"images": images, "ok": ok, "labels": [it["label"] for it in good],
             "errors": [it["error"] for it in items]}
 
 
-def dataset_and_ids(data: Any, preprocess: Preprocess | None) -> tuple[Dataset, list[Any], dict[str, Any], DataLoader | None]:
-    """(dataset, sample ids, description, the user's DataLoader if one was given)."""
+def dataset_and_ids(data: Any, preprocess: Preprocess | None,
+                    preprocess_tensors: bool = False) -> tuple[Dataset, list[Any], dict[str, Any], DataLoader | None]:
+    """(dataset, sample ids, description, the user's DataLoader if one was given). A dataset's images go
+    through `preprocess` as `PreprocessedItems` says (`preprocess_tensors`: tensor images too)."""
     loader = None
     if isinstance(data, DataLoader):
         loader, data = data, data.dataset
@@ -87,7 +149,11 @@ def dataset_and_ids(data: Any, preprocess: Preprocess | None) -> tuple[Dataset, 
     if not isinstance(data, Dataset) or not hasattr(data, "__len__"):
         raise TypeError(f"data must be a folder path, a map-style torch Dataset or a DataLoader, got {type(data).__name__}")
     n = len(data)  # type: ignore[arg-type]
-    return data, list(range(n)), {"kind": "dataset", "class": type(data).__qualname__}, loader
+    info: dict[str, Any] = {"kind": "dataset", "class": type(data).__qualname__}
+    if preprocess is not None:
+        info.update(preprocess=preprocess.as_dict(), size=list(preprocess.size) if preprocess.size else None)
+        data = PreprocessedItems(data, preprocess, tensors=preprocess_tensors)
+    return data, list(range(n)), info, loader
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -163,7 +229,8 @@ def check_targets_range(targets: Any, ids: Sequence[Any], num_classes: int) -> N
     which = "" if isinstance(table, int) else f" of {ids[i]!r} (sample {i})"
     more = f", and {bad.numel() - 1} more" if bad.numel() > 1 else ""
     raise ValueError(f"{source}: class {int(values[i])}{which} is out of range for a model with {num_classes} "
-                     f"classes (0 to {num_classes - 1}){more}; fix the class or check --num-classes")
+                     f"classes (0 to {num_classes - 1}){more}; fix the class, or check the model's number of classes "
+                     "(num_classes=; the CLI's --num-classes)")
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf)", re.IGNORECASE)

@@ -8,13 +8,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from fastcam._validation import expected_in_channels
+from fastcam._validation import expected_in_channels, expected_input_size
 from fastcam.errors import RandomWeightsWarning  # defined with every error; importable from here as before
 from fastcam.io.images import Preprocess
 from fastcam.io.store import Run
 from fastcam.methods.registry import get_method
 from fastcam.pipeline.data import load_model
 from fastcam.pipeline.loop import explain_dataset
+from fastcam.pipeline.skips import DEFAULT_MAX_SKIP_FRACTION
 
 __all__ = ["RandomWeightsWarning", "explain_folder"]
 
@@ -48,13 +49,15 @@ def explain_folder(
     reshape: str | None = None,
     volumes: bool = False,
     fingerprint: str = "stat",
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
 ) -> Run:
     """Explain a folder of images with a model built from a spec (what `fastcam explain` runs).
 
     `model` is a spec for `fastcam.pipeline.load_model` (with `weights`, `num_classes`, `in_channels`;
     for a method that is not post-hoc the built model is converted to its network first). The
-    preprocessing is the model's input channels, `size` (one side or (H, W); default: the spec's, else
-    the images' own) and `mean`/`std` (default: the spec's, else none). `targets` may also be a path
+    preprocessing is the model's input channels, `size` (one side or (H, W); default: the spec's recipe,
+    else the size the model says it takes (`fastcam._validation.expected_input_size`), else the first
+    readable image's, every other size resized to it) and `mean`/`std` (default: the spec's, else none). `targets` may also be a path
     (`os.PathLike`) to a CSV/JSON file mapping relative image paths to classes. `reshape`: a
     `fastcam.reshape.from_spec` layout ("vit", "vit:2", "swin", "nhwc") for layers that are not
     channels-first maps. `volumes=True`: `data` is a folder of 3-D volumes (`fastcam.io.volumes`: NIfTI,
@@ -87,7 +90,7 @@ def explain_folder(
         dataset: Any = VolumeFolder(data, vprep)
         preprocess = None
     else:
-        side = size if size is not None else defaults.get("size")
+        side = size if size is not None else defaults.get("size") or expected_input_size(built)
         if isinstance(side, int):
             side = (side, side)
         preprocess = Preprocess(channels=expected_in_channels(built) or 3, size=tuple(side) if side else None,
@@ -100,5 +103,5 @@ def explain_folder(
         built, dataset, method=info, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,
         targets=targets, resume=resume, method_kwargs=kwargs, dtype=dtype, preprocess=preprocess,
         num_workers=workers, overlays=overlays, colormap=colormap, alpha=alpha, report=report, progress=progress,
-        fingerprint=fingerprint, model_info=model_info,
+        fingerprint=fingerprint, model_info=model_info, max_skip_fraction=max_skip_fraction,
     )

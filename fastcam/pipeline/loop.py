@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,8 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from fastcam._validation import expected_in_channels
-from fastcam.io.images import FINGERPRINT_MODES, ImageFolder, Preprocess, file_fingerprints
+from fastcam.io.images import FINGERPRINT_MODES, FolderItems, ImageFolder, Preprocess, file_fingerprints, skip_reason
 from fastcam.io.store import STORE_FORMAT, Run, RunDirectory, ShardWriter, open_run, shard_indices
 from fastcam.methods.base import Explainer
 from fastcam.methods.registry import MethodInfo, get_method
@@ -34,10 +32,12 @@ from fastcam.pipeline.data import (
     check_targets_range,
     collate,
     dataset_and_ids,
+    default_preprocess,
     targets_resolver,
 )
 from fastcam.pipeline.distributed import process_group, rank_device, torchrun_ranks
 from fastcam.pipeline.robust import explain_finite
+from fastcam.pipeline.skips import DEFAULT_MAX_SKIP_FRACTION, SkipGuard, check_max_skip_fraction
 from fastcam.pipeline.settings import check_settings, jsonable, state_hash
 
 AMP_DTYPES: dict[str | None, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}
@@ -68,6 +68,7 @@ def explain_dataset(
     progress: bool = True,
     model_info: Mapping[str, Any] | None = None,
     fingerprint: str = "stat",
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
 ) -> Run:
     """Explain every sample of `data` with `method` into the run directory `out`; returns `open_run(out)`.
 
@@ -75,9 +76,11 @@ def explain_dataset(
         model: the classifier (a SoftCAM network for method="softcam"); it is moved to `device` and put in
             eval mode.
         data: a folder path (PNG/JPEG/TIFF/DICOM, see `fastcam.io.images`), a map-style Dataset whose
-            items are an image tensor, an (image, label, ...) tuple or a dict with "image" (and "label"),
-            or a DataLoader (its dataset, batch size and workers are used; its sampler is replaced by the
-            deterministic, resumable order).
+            items are an image, an (image, label, ...) tuple or a dict with "image" (and "label"), as a
+            Hugging Face `datasets` split gives them, or a DataLoader (its dataset, batch size and workers
+            are used; its sampler is replaced by the deterministic, resumable order). An image is a tensor
+            (the model's input as it is), a PIL image or an (H, W[, C]) numpy array (read as files are:
+            `fastcam.io.images.picture_tensor`, then preprocessed).
         method: a registered method id (`fastcam.methods.registry.method_names()`: "gradcam", "gradcampp",
             "scorecam", "cfcam", "softcam", ...) or its `MethodInfo`; method_kwargs go to its constructor.
         target_layer: module or dotted name (not used by softcam).
@@ -94,20 +97,28 @@ def explain_dataset(
             also repairs: committed batches whose chunks are damaged, or whose input files changed
             (`fingerprint`), are computed again.
         dtype: storage dtype of the maps, "float16" (default) or "float32".
-        preprocess: channels/resize/normalisation for a folder path (default: the model's input channels,
-            native size, no normalisation).
+        preprocess: channels/resize/normalisation (`fastcam.Preprocess`) of a folder's images and a
+            dataset's pictures, and of a dataset's tensor images when given (taken as [0, 1] images). Default
+            (`fastcam.pipeline.data.default_preprocess`): the model's input channels, its input size where
+            it says one (a Hugging Face config's `image_size`, timm's `pretrained_cfg`), else the first
+            readable image's size with every other size resized to it; no normalisation. Tensor datasets
+            are taken as they are.
         overlays: write PNG overlays under out/overlays (and the model-input images under out/inputs).
         report: write out/report.html (implies overlays).
         progress: tqdm progress bar (rank 0 only).
         model_info: extra JSON description of the model for run.json (the CLI passes its spec).
         fingerprint: how input files are recognised as changed when resuming a folder run: "stat" (size
             and modification time, default) or "content" (a hash of each file, read once more per session).
+        max_skip_fraction: the share of samples that may be skipped (unreadable, wrong type, non-finite)
+            before the run stops with `fastcam.errors.TooManySkippedError`, not marked complete; the first
+            samples all failing for one reason stop it at once (`fastcam.pipeline.skips`). 1.0: never stop.
 
     The run directory is locked for the whole call (`fastcam.errors.RunLockedError` if another process
     writes it). Settings that change results (method and its arguments, layer, model weights, data ids,
     preprocessing, batch size, world size, dtype, amp, targets) are recorded; a run directory written
     with other settings is refused with a ValueError listing the differences. Unreadable samples and
-    samples whose explanation is non-finite are skipped and listed with the reason (`Run.skipped`).
+    samples whose explanation is non-finite are skipped and listed with the reason (`Run.skipped`), up to
+    `max_skip_fraction`.
     """
     info = method if isinstance(method, MethodInfo) else get_method(method)  # refused before anything loads
     if amp not in AMP_DTYPES:
@@ -118,6 +129,7 @@ def explain_dataset(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if fingerprint not in FINGERPRINT_MODES:
         raise ValueError(f"fingerprint must be one of {FINGERPRINT_MODES}, got {fingerprint!r}")
+    max_skip_fraction = check_max_skip_fraction(max_skip_fraction)
     directory = RunDirectory(Path(out))
     directory.check_out()  # a file, or a folder of something else: refused before any work
     report = bool(report)
@@ -125,9 +137,10 @@ def explain_dataset(
     ranks = torchrun_ranks()
     device = rank_device(device, ranks)
 
-    if preprocess is None and isinstance(data, (str, os.PathLike)):
-        preprocess = Preprocess(channels=expected_in_channels(model) or 3)  # grayscale/RGB adapted to the model
-    dataset, ids, data_info, user_loader = dataset_and_ids(data, preprocess)
+    user_preprocess = preprocess is not None
+    if preprocess is None:
+        preprocess = default_preprocess(model, data)
+    dataset, ids, data_info, user_loader = dataset_and_ids(data, preprocess, preprocess_tensors=user_preprocess)
     if batch_size is None:
         batch_size = (user_loader.batch_size if user_loader is not None and user_loader.batch_size else 32)
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -167,7 +180,7 @@ def explain_dataset(
             label = info.name + (f"[{ranks.rank}]" if ranks.world > 1 else "")
             _explain_shard(writer, todo, explainer, dataset, ids, device, amp, resolve_targets, num_workers,
                            overlays=overlays, colormap=colormap, alpha=alpha,
-                           show_progress=progress and ranks.is_main, desc=label)
+                           show_progress=progress and ranks.is_main, desc=label, max_skip_fraction=max_skip_fraction)
             barrier()
             if ranks.is_main:
                 directory.finalize(str(device))
@@ -223,12 +236,15 @@ def _create_or_resume(directory: RunDirectory, settings: dict[str, Any], ids: li
 
 def _explain_shard(writer: ShardWriter, todo: Sequence[int], explainer: Explainer, dataset: Dataset, ids: Sequence[Any],
                    device: torch.device, amp: str | None, resolve_targets: TargetsResolver, num_workers: int, *,
-                   overlays: bool, colormap: str, alpha: float, show_progress: bool, desc: str) -> None:
-    """Explain the shard's batches `todo` (`ShardWriter.plan`), committing each."""
+                   overlays: bool, colormap: str, alpha: float, show_progress: bool, desc: str,
+                   max_skip_fraction: float) -> None:
+    """Explain the shard's batches `todo` (`ShardWriter.plan`), committing each; stop as
+    `fastcam.pipeline.skips` says when too many samples are skipped."""
     from tqdm.auto import tqdm
 
     indices_of_shard = list(shard_indices(len(ids), writer.rank, writer.world))
     batches = [indices_of_shard[r.start : r.stop] for r in map(writer.batch_rows, todo)]
+    guard = _skip_guard(writer, todo, dataset, ids, indices_of_shard, max_skip_fraction)
     if show_progress:
         for damage in writer.damages:
             tqdm.write(f"fastcam: repairing {damage}")
@@ -300,6 +316,8 @@ def _explain_shard(writer: ShardWriter, todo: Sequence[int], explainer: Explaine
                     pending.result()  # the previous batch is committed (or its error raised) before the next
                 pending = pool.submit(store, batch_no, indices, ok, errors, results, ready, overlay_job)
                 bar.update(len(indices))
+                guard.add((i, ids[i], None if good else error) for i, error, good in zip(indices, errors, ok.tolist()))
+                guard.check()  # the batch above still commits: a stopped run resumes after it
             if pending is not None:
                 pending.result()
                 pending = None
@@ -310,6 +328,22 @@ def _explain_shard(writer: ShardWriter, todo: Sequence[int], explainer: Explaine
                 except Exception:  # noqa: BLE001 - the first error (this thread's) is the one raised
                     pass
             bar.close()
+
+
+def _skip_guard(writer: ShardWriter, todo: Sequence[int], dataset: Dataset, ids: Sequence[Any],
+                indices_of_shard: Sequence[int], max_skip_fraction: float) -> SkipGuard:
+    """The shard's `SkipGuard`, holding the committed batches that stay as they are; checked at once, so a
+    resumed run that broke a rule stops again before computing anything."""
+    root, files = getattr(dataset, "root", None), getattr(dataset, "files", None)
+    not_read = ((lambda index: skip_reason(Path(root) / files[index]) is not None)  # type: ignore[index]
+                if isinstance(dataset, FolderItems) else (lambda index: False))
+    guard = SkipGuard(max_skip_fraction, len(indices_of_shard), not_read)
+    redo = set(todo)
+    kept = [indices_of_shard[r] for b in range(writer.committed_batches) if b not in redo for r in writer.batch_rows(b)]
+    errors = {int(s["index"]): str(s["error"]) for s in writer.progress["skipped"]}
+    guard.add((i, ids[i], errors.get(i)) for i in kept)
+    guard.check()
+    return guard
 
 
 def _save_overlays(run_dir: Path, cpu_images: Tensor, maps: Tensor, sample_ids: list[Any], display: Any,

@@ -56,4 +56,4 @@ def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
     diffs = [f"  {k}: run has {json.dumps(a.get(k))[:200]}, this call has {json.dumps(b.get(k))[:200]}"
              for k in keys if a.get(k) != b.get(k)]
     raise ValueError(f"run directory {str(run_dir)!r} was written with other settings; refusing to mix results. "
-                     "Use another --out, or delete the directory to start over. Differences:\n" + "\n".join(diffs))
+                     "Use another out= (the CLI's --out), or delete the directory to start over. Differences:\n" + "\n".join(diffs))

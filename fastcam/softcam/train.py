@@ -130,9 +130,10 @@ def fit(
     Args:
         net: returns (logits, evidence), e.g. from `convert`. Trained in place, moved to `device`
             (default: where its parameters are), left in the train/eval mode it was found in.
-        train_loader / val_loader: iterables of (images, labels) batches.
+        train_loader: an iterable of (images, labels) batches.
         checkpoint_dir: if given, `last.safetensors` is written after each epoch, `best.safetensors`
             whenever the validation accuracy improves (needs `val_loader`), and `history.json`.
+        val_loader: an iterable of (images, labels) batches, evaluated after each epoch.
         amp: None, "bf16" or "fp16" (autocast; fp16 uses a gradient scaler).
         progress: show a tqdm progress bar; the running loss is synced to the host every `log_every` steps.
 

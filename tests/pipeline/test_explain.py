@@ -37,7 +37,7 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path, classifie
     bad = {"truncated.png", "garbage.jpg", "empty.tif", "fake.dcm"}
     model = classifier()
     run = explain_dataset(model, data, method="gradcam", target_layer="layer4", out=tmp_path / "run", batch_size=4,
-                          dtype="float32", progress=False)
+                          dtype="float32", progress=False, max_skip_fraction=0.5)  # 4 of 11 skipped on purpose
     assert run.ids == good
     assert {s["id"] for s in run.skipped} == bad
     assert all(s["error"] for s in run.skipped)
@@ -115,7 +115,7 @@ class _Labelled(Dataset):
 def test_dataset_loader_and_targets(tmp_path: Path, classifier: Classifier) -> None:
     model, ds = classifier(), _Labelled(9)
     run = explain_dataset(model, DataLoader(ds, batch_size=4), method="gradcam", target_layer="layer4",
-                          out=tmp_path / "a", targets="label", progress=False)
+                          out=tmp_path / "a", targets="label", progress=False, max_skip_fraction=0.2)  # 1 of 9
     keep = [i for i in range(9) if i != 3]
     assert run.ids == keep and run.meta["batch_size"] == 4
     assert torch.equal(run.targets, ds.labels[keep])
@@ -155,7 +155,7 @@ def test_images_with_non_finite_explanations_are_skipped_with_the_reason(tmp_pat
     images[[1, 4]] += 0.5
     run = explain_dataset(_NaNForBrightImages(inner), TensorDataset(images), method="gradcam",
                           target_layer="model.layer4", out=tmp_path / "run", batch_size=4, dtype="float32",
-                          progress=False)
+                          progress=False, max_skip_fraction=0.5)  # 2 of 6 skipped on purpose
     assert run.ids == [0, 2, 3, 5]
     assert [s["index"] for s in run.skipped] == [1, 4]
     assert all("non-finite" in s["error"] and "NaN" in s["error"] for s in run.skipped)

@@ -26,8 +26,9 @@ def _model() -> torch.nn.Module:
 
 
 def _explain(data: Path, out: Path) -> Run:
+    # one unreadable file of 9 (11 %) is what these runs skip on purpose: allowed past the 10 % default
     return explain_dataset(_model(), data, method="gradcam", target_layer="layer4", out=out, batch_size=2,
-                           progress=False)
+                           progress=False, max_skip_fraction=0.2)
 
 
 @pytest.fixture(scope="module")
