@@ -4,6 +4,9 @@ fastcam code computes the expected values.
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -110,3 +113,74 @@ def aggregate(cams: Sequence[torch.Tensor], size: tuple[int, int], norm: str = "
     scale again."""
     per_layer = torch.stack([scale(torch.relu(c), size, norm) for c in cams], dim=1)
     return scale(torch.relu(per_layer).mean(1), None, norm)
+
+
+# ------------------------------------------------------------------ pytorch-grad-cam itself (the real package)
+#: how CI installs pytorch-grad-cam (README's set-up): without its dependencies, whose torchvision would
+#: bring a torch build of its own
+PGC_INSTALL = ".venv/bin/pip install --no-deps -c constraints.txt grad-cam"
+
+
+def _torchvision_stand_in() -> dict[str, types.ModuleType]:
+    """A TEST-ONLY `torchvision` holding just what pytorch-grad-cam 1.5.7 touches at import time:
+    `transforms.Compose/Normalize/ToTensor` (its `preprocess_image`), `transforms.functional.resize` (SESS)
+    and `ops.box_iou` (FasterRCNNBoxScoreTarget). Compose/Normalize/ToTensor behave as torchvision's on
+    (H, W, C) numpy images; the other two raise when called (nothing here uses them)."""
+    root, transforms, functional, ops = (types.ModuleType(name) for name in (
+        "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.ops"))
+
+    class Compose:
+        def __init__(self, steps: Sequence[object]) -> None:
+            self.steps = list(steps)
+
+        def __call__(self, x: object) -> object:
+            for step in self.steps:
+                x = step(x)  # type: ignore[operator]
+            return x
+
+    class ToTensor:
+        def __call__(self, img: np.ndarray) -> torch.Tensor:
+            array = img[:, :, None] if img.ndim == 2 else img
+            tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+            return tensor.float().div(255) if tensor.dtype == torch.uint8 else tensor
+
+    class Normalize:
+        def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+            self.mean, self.std = mean, std
+
+        def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+            mean = torch.as_tensor(self.mean, dtype=tensor.dtype).view(-1, 1, 1)
+            return (tensor - mean) / torch.as_tensor(self.std, dtype=tensor.dtype).view(-1, 1, 1)
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise NotImplementedError("the test-only torchvision stand-in does not implement this")
+
+    transforms.Compose, transforms.ToTensor, transforms.Normalize = Compose, ToTensor, Normalize
+    functional.resize = unavailable
+    ops.box_iou = unavailable
+    transforms.functional, root.transforms, root.ops = functional, transforms, ops
+    return {m.__name__: m for m in (root, transforms, functional, ops)}
+
+
+def import_pytorch_grad_cam() -> types.ModuleType:
+    """The real pytorch-grad-cam package (PyPI `grad-cam`), imported with the real torchvision where that
+    imports, else with `_torchvision_stand_in` in sys.modules for the duration of the import only (so
+    nothing else sees a torchvision). Raises ImportError when grad-cam is not installed."""
+    if importlib.util.find_spec("pytorch_grad_cam") is None:
+        raise ImportError(f"pytorch-grad-cam is not installed: {PGC_INSTALL}")
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or built for another torch
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        stand_in = _torchvision_stand_in()
+        sys.modules.update(stand_in)
+        try:
+            import pytorch_grad_cam
+        finally:
+            for name in stand_in:
+                sys.modules.pop(name, None)
+        return pytorch_grad_cam
+    import pytorch_grad_cam
+
+    return pytorch_grad_cam
