@@ -227,6 +227,6 @@ def to_fastcam_target(targets: Sequence[Callable[[Tensor], Tensor]] | None, batc
     warnings.warn(
         "fastcam.compat.pytorch_grad_cam: these targets are not all of one known kind (ClassifierOutputTarget, "
         "SemanticSegmentationTarget of one category, ...), so each is called on its image's output in turn: "
-        "correct, but slower than one batched target (see fastcam.targets)", RuntimeWarning, stacklevel=3,
+        "correct, but slower than one batched target (see fastcam.targets)", RuntimeWarning, stacklevel=5,  # the caller of the CAM
     )
     return _PerImage(targets)
