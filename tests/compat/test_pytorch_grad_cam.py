@@ -22,7 +22,7 @@ from fastcam.compat import pytorch_grad_cam as compat
 from fastcam.compat.pytorch_grad_cam.utils import model_targets as compat_targets
 from fastcam.models import tiny_resnet, tiny_vgg
 from fastcam.targets import BinaryTarget, ClassTarget, SegmentationTarget, SimilarityTarget
-from fastcam_testkit.pgc import pytorch_grad_cam_or_skip
+from fastcam_testkit.pgc import give_fastcam_sign, pytorch_grad_cam_or_skip
 
 pgc = pytorch_grad_cam_or_skip()
 import pytorch_grad_cam.utils.model_targets as pgc_targets  # noqa: E402
@@ -31,28 +31,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 GRADIENT = ["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM", "GradCAMElementWise"]
 METHODS = GRADIENT + ["EigenCAM", "EigenGradCAM", "ScoreCAM", "AblationCAM"]
-PROJECTING = ("base_cam", "eigen_cam", "eigen_grad_cam", "layer_cam", "hirescam", "grad_cam_elementwise")
 
 
 @pytest.fixture
 def fastcam_sign(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pytorch-grad-cam's `get_2d_projection`, its result flipped per image to fastcam's sign."""
-    import importlib
-
-    original = importlib.import_module("pytorch_grad_cam.utils.svd_on_activations").get_2d_projection
-
-    def signed(batch: np.ndarray) -> np.ndarray:
-        projections = original(batch)
-        for b, activations in enumerate(np.nan_to_num(batch)):
-            flat = activations.reshape(activations.shape[0], -1).T.astype(np.float64)
-            v = np.linalg.svd(flat - flat.mean(0), full_matrices=False)[2][0]
-            theirs = 1.0 if float(projections[b].ravel() @ ((flat - flat.mean(0)) @ v)) >= 0 else -1.0
-            ours = 1.0 if float(flat.mean(0) @ v) >= 0 else -1.0
-            projections[b] *= theirs * ours
-        return projections
-
-    for module in PROJECTING:
-        monkeypatch.setattr(importlib.import_module(f"pytorch_grad_cam.{module}"), "get_2d_projection", signed)
+    give_fastcam_sign(monkeypatch)
 
 
 def both(name: str, model: nn.Module, layers: list[nn.Module], images: torch.Tensor, make_targets, **call) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001

@@ -200,3 +200,29 @@ def pytorch_grad_cam_or_skip() -> types.ModuleType:
             raise
         pytest.skip(f"{exc} (README's set-up)", allow_module_level=True)
         raise  # unreachable: pytest.skip raises
+
+
+#: pytorch-grad-cam's modules that import `get_2d_projection` by name
+PROJECTING_MODULES = ("base_cam", "eigen_cam", "eigen_grad_cam", "layer_cam", "hirescam", "grad_cam_elementwise")
+
+
+def give_fastcam_sign(monkeypatch: "pytest.MonkeyPatch") -> None:  # noqa: F821
+    """Make pytorch-grad-cam's principal components take fastcam's sign (the component along the mean
+    activation; pytorch-grad-cam keeps the SVD's arbitrary one): its own `get_2d_projection`, each image's
+    projection flipped where its sign differs from fastcam's, for the duration of a test."""
+    svd = importlib.import_module("pytorch_grad_cam.utils.svd_on_activations")
+    original = svd.get_2d_projection
+
+    def signed(batch: np.ndarray) -> np.ndarray:
+        projections = original(batch)
+        for b, activations in enumerate(np.nan_to_num(batch)):
+            flat = activations.reshape(activations.shape[0], -1).T.astype(np.float64)
+            centred = flat - flat.mean(0)
+            v = np.linalg.svd(centred, full_matrices=False)[2][0]
+            theirs = 1.0 if float(projections[b].ravel() @ (centred @ v)) >= 0 else -1.0
+            ours = 1.0 if float(flat.mean(0) @ v) >= 0 else -1.0
+            projections[b] *= theirs * ours
+        return projections
+
+    for module in PROJECTING_MODULES:
+        monkeypatch.setattr(importlib.import_module(f"pytorch_grad_cam.{module}"), "get_2d_projection", signed)
