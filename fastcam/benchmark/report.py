@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
+from fastcam.benchmark.contenders import PYTORCH_GRAD_CAM_METHODS
 from fastcam.benchmark.setting import BenchConfig
 from fastcam.benchmark.timing import Timing
 from fastcam.methods.registry import display_name, get_method, method_names
@@ -55,8 +56,13 @@ class BenchReport:
         return markdown_tables(self)
 
 
+#: the contender groups whose throughput is divided by every peer's
+OURS = ("fastcam", "compat")
+
+
 def ratios(results: Sequence[Result]) -> dict[str, dict[str, float]]:
-    """Throughput ratios: every contender vs plain inference, and every fastcam contender vs every peer."""
+    """Throughput ratios: every contender vs plain inference, and every fastcam or compat contender vs every
+    peer."""
     ok = {r.key: r.images_per_s for r in results if r.images_per_s}
     out: dict[str, dict[str, float]] = {}
     if "inference" in ok:
@@ -65,7 +71,7 @@ def ratios(results: Sequence[Result]) -> dict[str, dict[str, float]]:
         out["softcam_vs_softcam_inference"] = {"softcam": ok["softcam"] / ok["softcam-inference"]}
     peers = [r.key for r in results if r.group == "peer" and r.key in ok]
     for r in results:
-        if r.group == "fastcam" and r.key in ok:
+        if r.group in OURS and r.key in ok:
             out[r.key] = {p: ok[r.key] / ok[p] for p in peers}
             if r.key == "cfcam" and "gradcam" in ok:
                 out[r.key]["gradcam"] = ok["cfcam"] / ok["gradcam"]
@@ -88,6 +94,9 @@ TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
     *((f"{display_name(m)} >= 0.9x plain inference (CPU)", m, "inference", 0.9, "cpu")
       for m in method_names(post_hoc=True) if get_method(m).needs_gradients),
     ("Ablation-CAM >= Score-CAM (CPU)", "ablationcam", "scorecam", 1.0, "cpu"),
+    # issue 27: the same pytorch-grad-cam script, run by fastcam.compat.pytorch_grad_cam vs by pytorch-grad-cam
+    *((f"compat {display_name(m)} >= {minimum:g}x pytorch-grad-cam (CPU)", f"compat-{m}", f"pgc-{m}", minimum, "cpu")
+      for m in PYTORCH_GRAD_CAM_METHODS for minimum in [3.0 if m in ("scorecam", "ablationcam") else 1.0]),
 )
 
 
@@ -133,7 +142,7 @@ def markdown_tables(report: BenchReport) -> str:
                      f"{t.min_s * 1e3:.1f}–{t.max_s * 1e3:.1f} | {len(t.times_s)} | {r.images_per_s:.2f} | {_fmt(vs_inf.get(r.key))} | {r.note} |")
     results = report.by_key()
     peers = [r.key for r in report.results if r.group == "peer" and r.images_per_s]
-    ours = [r.key for r in report.results if r.group == "fastcam" and r.images_per_s]
+    ours = [r.key for r in report.results if r.group in OURS and r.images_per_s]
     if peers and ours:
         lines += ["", "Throughput ratio, fastcam method ÷ peer (>1: fastcam faster):", "",
                   "| fastcam \\ peer | " + " | ".join(results[p].name for p in peers) + " |",
