@@ -215,3 +215,16 @@ def test_no_hook_is_left_and_the_model_is_put_in_eval_mode(small_images):
     assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
     with pytest.raises(TypeError, match="list of modules"):
         compat.GradCAM(model, model.layer4)
+
+
+def test_tta_transforms_set_on_the_object_as_pytorch_grad_cams_users_do(resnet_x1000, small_images):
+    ttach = pytest.importorskip("ttach")
+    transforms = ttach.Compose([ttach.VerticalFlip(), ttach.Multiply(factors=[0.8, 1.2])])
+    maps = []
+    for library in (pgc, compat):
+        cam = library.LayerCAM(model=resnet_x1000, target_layers=[resnet_x1000.layer3])
+        cam.tta_transforms = transforms
+        maps.append(cam(input_tensor=small_images, targets=None, aug_smooth=True))
+        if library is pgc:
+            cam.activations_and_grads.release()
+    np.testing.assert_allclose(maps[1], maps[0], atol=1e-5, rtol=0)
