@@ -45,6 +45,9 @@ setup(
             "transformers>=4.40", "nibabel>=5.0",
             "playwright>=1.40",  # the browser test of the HTML report (drives the system Chromium)
             "ray[serve]>=2.60",  # fastcam.serve: its tests start the real service
+            # pytorch-grad-cam's own dependencies but torchvision: grad-cam itself installs with --no-deps
+            # (README's set-up), and the tests give it a stand-in torchvision (fastcam_testkit.pgc)
+            "ttach>=0.0.3", "opencv-python-headless>=4.5",
         ],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         # fastcam.deploy.export: torch's ONNX exporter (dynamo=True) needs onnx + onnxscript; onnxruntime runs
@@ -57,6 +60,8 @@ setup(
         "nifti": ["nibabel>=5.0"],
         # fastcam.serve: `fastcam serve`, explanations over HTTP on Ray Serve (dynamic batching, replicas)
         "serve": ["ray[serve]>=2.60"],
+        # fastcam.compat.pytorch_grad_cam.utils.image.show_cam_on_image colours with OpenCV, as pytorch-grad-cam
+        "compat": ["opencv-python-headless>=4.5"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },

@@ -70,7 +70,8 @@ def test_readme_quick_start_core_install_extras_table_and_ci_agree() -> None:
     assert main_job[0] == "python3 -m venv .venv"
     assert main_job[1] == ".venv/bin/pip install -c constraints.txt -e ."  # the core, no extra
     assert main_job[2].startswith(".venv/bin/fastcam demo")
-    assert tests == ['.venv/bin/pip install -c constraints.txt -e ".[test]"', ".venv/bin/python -m pytest"]
+    assert tests == ['.venv/bin/pip install -c constraints.txt -e ".[test]"',
+                     ".venv/bin/pip install --no-deps -c constraints.txt grad-cam", ".venv/bin/python -m pytest"]
     rows = set(re.findall(r"^\| `fastcam\[(\w+)\]` \|", readme, flags=re.M))
     missing = set(setup_extras()) - rows
     assert not missing, f"README.md's extras table lacks {sorted(missing)} (setup.py declares them)"

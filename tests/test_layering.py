@@ -59,6 +59,8 @@ def test_ops_import_nothing_above_them() -> None:
     ("deploy", tuple(a for a in APPLICATIONS if a != "fastcam.pipeline") + ("fastcam.kernels",)),
     ("cluster", APPLICATIONS + ("fastcam.methods", "fastcam.softcam", "fastcam.kernels")),
     ("metrics", APPLICATIONS + ("fastcam.methods", "fastcam.softcam", "fastcam.kernels")),
+    # other libraries' APIs over the explainers: a library floor, for any application to use
+    ("compat", APPLICATIONS + ("fastcam.kernels",)),
 ])
 def test_library_floors_do_not_import_floors_above(floor: str, forbidden: tuple[str, ...]) -> None:
     """Methods reach kernels only through the dispatcher (`fastcam._backend.op`), never by import;

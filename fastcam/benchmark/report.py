@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
+from fastcam.benchmark.contenders import PYTORCH_GRAD_CAM_METHODS
 from fastcam.benchmark.setting import BenchConfig
 from fastcam.benchmark.timing import Timing
 from fastcam.methods.registry import display_name, get_method, method_names
@@ -55,6 +56,10 @@ class BenchReport:
         return markdown_tables(self)
 
 
+#: the contender groups whose throughput is divided by every peer's
+OURS = ("fastcam", "compat")
+
+
 def ratios(results: Sequence[Result]) -> dict[str, dict[str, float]]:
     """Throughput ratios: every contender vs plain inference, SoftCAM vs its own network's inference, and
     every fastcam contender vs each peer implementation of the *same* method (a ratio across methods
@@ -71,9 +76,10 @@ def ratios(results: Sequence[Result]) -> dict[str, dict[str, float]]:
 
 
 def same_method_pairs(results: Sequence[Result]) -> list[tuple[Result, Result]]:
-    """(fastcam contender, peer contender) pairs that computed the same method, both timed, in table order."""
+    """(fastcam or compat contender, peer contender) pairs that computed the same method, both timed, in table
+    order."""
     timed = [r for r in results if r.images_per_s]
-    return [(ours, peer) for ours in timed if ours.group == "fastcam"
+    return [(ours, peer) for ours in timed if ours.group in OURS
             for peer in timed if peer.group == "peer" and peer.method == ours.method]
 
 
@@ -93,6 +99,9 @@ TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
     *((f"{display_name(m)} >= 0.9x plain inference (CPU)", m, "inference", 0.9, "cpu")
       for m in method_names(post_hoc=True) if get_method(m).needs_gradients),
     ("Ablation-CAM >= Score-CAM (CPU)", "ablationcam", "scorecam", 1.0, "cpu"),
+    # issue 27: the same pytorch-grad-cam script, run by fastcam.compat.pytorch_grad_cam vs by pytorch-grad-cam
+    *((f"compat {display_name(m)} >= {minimum:g}x pytorch-grad-cam (CPU)", f"compat-{m}", f"pgc-{m}", minimum, "cpu")
+      for m in PYTORCH_GRAD_CAM_METHODS for minimum in [3.0 if m in ("scorecam", "ablationcam") else 1.0]),
 )
 
 

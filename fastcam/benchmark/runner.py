@@ -6,7 +6,9 @@ library is not importable):
 - plain inference (`torch.inference_mode()`), the throughput ceiling;
 - fastcam's explainers of every registered method, SoftCAM on the converted network (with that
   network's own plain inference beside it);
-- torchcam GradCAM, ScoreCAM, LayerCAM and XGradCAM, captum LayerGradCam, pytorch-grad-cam GradCAM and ScoreCAM;
+- torchcam GradCAM, ScoreCAM, LayerCAM and XGradCAM, captum LayerGradCam;
+- pytorch-grad-cam's GradCAM, GradCAMPlusPlus, ScoreCAM, AblationCAM and EigenCAM, and the same calls run by
+  `fastcam.compat.pytorch_grad_cam` (`compat-*`, fastcam contenders);
 - `ReleasedCFCAMLoop`: a per-image loop doing what the CF-CAM authors' released code does
   (github jerryp-hfut/CF-CAM, cfcam.py), the baseline of CF-CAM's speed-up.
 

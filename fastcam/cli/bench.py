@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scorecam-batch-size", type=int, default=64,
                    help="fastcam's perturbed inputs per forward (Score-CAM's masked inputs, Ablation-CAM's ablated copies)")
     p.add_argument("--peer-scorecam-batch-size", type=int, default=None,
-                   help="torchcam / pytorch-grad-cam ScoreCAM batch size (default: their own, 32 / 16)")
+                   help="torchcam / pytorch-grad-cam ScoreCAM and pytorch-grad-cam AblationCAM batch size, also given to "
+                   "the compat module's same calls (default: their own, 32 / 16 / 32)")
     p.add_argument("--contenders", default=None, metavar="LIST",
                    help=f"comma-separated subset of: {', '.join(CONTENDER_KEYS)} (default: all but "
                    f"{', '.join(k for k in CONTENDER_KEYS if k not in DEFAULT_CONTENDER_KEYS) or 'none'})")

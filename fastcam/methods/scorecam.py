@@ -89,6 +89,10 @@ class ScoreCAM(BaseCAM):
     #: whether constant channels (all-zero masks) may share one forward of the zero image: true when the
     #: masked input of a zero mask is the zero image whatever the image and the sample
     zero_masks_give_zero_images: bool = True
+    #: pytorch-grad-cam's masks (`fastcam.compat.pytorch_grad_cam` sets it): each channel upsampled with
+    #: align_corners=True, then min-max normalised; by default normalised at the layer's resolution, then
+    #: upsampled with align_corners=False (torchcam's order)
+    upsample_then_normalize: bool = False
 
     @property
     def samples(self) -> int:
@@ -130,7 +134,11 @@ class ScoreCAM(BaseCAM):
             row = torch.arange(start, min(start + self.batch_size, rows), device=images.device)
             pair = live.index_select(0, row % live.numel())
             idx = owner.index_select(0, pair)
-            up = F.interpolate(masks.index_select(0, pair), size=size, mode=_MODES[images.dim()], align_corners=False)
+            if self.upsample_then_normalize:
+                raw = activations.flatten(0, 1).index_select(0, pair).unsqueeze(1)
+                up = normalize_channels(F.interpolate(raw, size=size, mode=_MODES[images.dim()], align_corners=True))
+            else:
+                up = F.interpolate(masks.index_select(0, pair), size=size, mode=_MODES[images.dim()], align_corners=False)
             masked = self._masked_inputs(images.index_select(0, idx), up, row // live.numel(), generator)
             with ctx.model_autocast():  # masked forwards keep the caller's AMP
                 out = ctx.model(masked)
