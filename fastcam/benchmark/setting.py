@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from fastcam.benchmark.contenders import CONTENDER_KEYS, DEFAULT_CONTENDER_KEYS
-from fastcam.pipeline.explain import AMP_DTYPES
+from fastcam._device import check_amp, parse_device
 
 
 @dataclass
@@ -15,7 +15,7 @@ class BenchConfig:
     """The settings of a benchmark run (recorded in its JSON).
 
     Attributes:
-        model: a model spec (`fastcam.pipeline.load_model`), built with random weights.
+        model: a model spec (`fastcam.models.load_model`), built with random weights.
         size, batch: square input side and images per batch.
         device: "cuda" or "cpu"; amp: None, "bf16" or "fp16" (every contender's call autocast).
         channels_last: the model and the batch in channels_last memory format (the fast layout for
@@ -52,8 +52,7 @@ class BenchConfig:
         unknown = [k for k in self.contenders if k not in CONTENDER_KEYS]
         if unknown:
             raise ValueError(f"unknown contenders {unknown}; choose from {', '.join(CONTENDER_KEYS)}")
-        if self.amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        check_amp(self.amp)
         for name in ("size", "batch", "repeats", "scorecam_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -91,11 +90,9 @@ def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting
     """The model (built from `config.model` unless given) on the device in eval mode, its target layer,
     a seeded batch of N(0, 1) images and the model's predicted classes as targets."""
     from fastcam._validation import resolve_layer
-    from fastcam.pipeline import load_model
+    from fastcam.models import load_model
 
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available here")
+    device = parse_device(config.device)
     if model is None:
         # the benchmark times fastcam's builders by their bare names (resnet18, resnet50: random weights, the
         # same on every machine); any other spec is taken as given

@@ -14,9 +14,8 @@ from fastcam.io.report import find_mask
 from fastcam.io.report import read_labels as read_labels_file
 from fastcam.io.store import Run, RunDirectory
 from fastcam.methods.registry import METHODS
-from fastcam.pipeline import load_model
-from fastcam.pipeline.specs import SCHEMES, import_from_spec, spec_imports_code
-from fastcam.pipeline.settings import state_hash
+from fastcam.models import load_model, state_hash
+from fastcam.models.specs import SCHEMES, import_from_spec, spec_imports_code
 
 
 class ModelMismatch(ValueError):
@@ -64,7 +63,7 @@ def _weights_candidates(run_dir: Path, weights: str) -> list[Path]:
 
 def check_trusted(meta: dict[str, Any], path: str | Path, spec: str | None, trust_run: bool) -> None:
     """Refuse to build a run's model from a spec read from its run.json that imports code (`module:callable`,
-    `fastcam.pipeline.specs.spec_imports_code`), unless the user named the model (`spec`) or trusts the
+    `fastcam.models.specs.spec_imports_code`), unless the user named the model (`spec`) or trusts the
     run: opening someone's run directory must not run their code."""
     recorded = meta.get("settings", {}).get("model", {}).get("spec")
     if spec or trust_run or not isinstance(recorded, str) or not spec_imports_code(recorded):

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fastcam.models.specs import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported (their home)
+
 #: how `file_fingerprints` identifies an input file: its size and mtime, or its content
 FINGERPRINT_MODES = ("stat", "content")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def list_images(root: str | Path) -> list[str]:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from fastcam._device import AMP_DTYPES
 from fastcam._validation import NonFiniteError, expected_in_channels
 from fastcam.io.images import FINGERPRINT_MODES, ImageFolder, Preprocess, file_fingerprints
 from fastcam.io.store import STORE_FORMAT, Run, RunDirectory, ShardWriter, open_run, shard_indices
@@ -40,8 +41,6 @@ from fastcam.pipeline.data import (
 )
 from fastcam.pipeline.distributed import process_group, rank_device, torchrun_ranks
 from fastcam.pipeline.settings import check_settings, jsonable, state_hash
-
-AMP_DTYPES: dict[str | None, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}
 
 #: (maps, lowres, logits, targets) of the explained rows of a batch
 Explained = tuple[Tensor, Tensor, Tensor, Tensor]

@@ -13,7 +13,7 @@ def test_bench_bad_input() -> None:
         benchmark.run_benchmark(BenchConfig(model="tiny_resnet", size=32, batch=1, device="cpu",
                                             contenders=("gradcam", "fastgradcam")), progress=False)
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="needs a CUDA GPU"):
             benchmark.run_benchmark(BenchConfig(model="tiny_resnet", device="cuda"), progress=False)
 
 

@@ -17,7 +17,7 @@ from fastcam.cli import main
 from fastcam.io.images import Preprocess
 from fastcam.pipeline import explain_folder, load_model, open_run
 from fastcam.pipeline.explain import RandomWeightsWarning
-from fastcam.pipeline.specs import hf_preprocessing
+from fastcam.models.specs import hf_preprocessing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
