@@ -22,7 +22,7 @@ import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -189,6 +189,10 @@ class Preprocess:
     bilinear with antialiasing here, where timm's recipes often say bicubic). Grayscale images given to an
     RGB model are repeated over 3 channels; RGB images given to a 1-channel model are converted with
     ITU-R 601-2 luma weights (as Pillow's "L").
+
+    With a `processor` (a model's own preprocessing, e.g. a Hugging Face model's `AutoImageProcessor`
+    wrapped by `fastcam.models.processors.HFImageProcessor`), the processor makes the model input from the
+    image with the model's channels; `size`, `mean` and `std` then describe its output (`denormalize`).
     """
 
     channels: int = 3
@@ -198,6 +202,9 @@ class Preprocess:
     #: resize the shorter side to this first, then centre-crop to `size` (torchvision's and timm's
     #: evaluation transforms); None resizes straight to `size`
     resize: int | None = None
+    #: (C, H, W) image in [0, 1] -> model input, in place of resize and normalisation; recorded by its
+    #: `describe()` in the run's settings
+    processor: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -213,14 +220,21 @@ class Preprocess:
         if self.resize is not None and (self.size is None or self.resize < min(self.size)):
             raise ValueError(f"resize {self.resize} needs a crop size no larger than it, got size {self.size}")
 
-    def display(self, image: Tensor) -> Tensor:
-        """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
+    def adapt_channels(self, image: Tensor) -> Tensor:
+        """The image with the model's channels (grayscale repeated, RGB to luma)."""
         if image.shape[0] != self.channels:
             if self.channels == 3:
                 image = image.expand(3, -1, -1)
             else:
                 luma = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
                 image = (image * luma).sum(0, keepdim=True)
+        return image
+
+    def display(self, image: Tensor) -> Tensor:
+        """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
+        image = self.adapt_channels(image)
+        if self.processor is not None:
+            return self.denormalize(self.processor(image)[None])[0]
         if self.resize is not None and self.size is not None:
             height, width = image.shape[-2:]
             scale = self.resize / min(height, width)
@@ -255,6 +269,9 @@ class Preprocess:
                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
         if self.resize is not None:  # only when set: runs recorded before it existed keep their settings
             out["resize"] = self.resize
+        if self.processor is not None:
+            describe = getattr(self.processor, "describe", None)
+            out["processor"] = describe() if callable(describe) else repr(self.processor)
         return out
 
 
@@ -340,6 +357,8 @@ class ImageFolder(FolderItems, Dataset):
         return tuple(read_image(path).shape[-2:])
 
     def _load(self, path: Path) -> Tensor:
+        if self.preprocess.processor is not None:  # the model's own preprocessing makes its input
+            return self.preprocess.processor(self.preprocess.adapt_channels(read_image(path)))
         image = self.preprocess.display(read_image(path))
         if tuple(image.shape[-2:]) != tuple(self.size):
             return image  # refused by the caller, with the sizes

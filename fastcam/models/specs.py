@@ -8,8 +8,8 @@ A spec names where a model comes from; nothing is ever downloaded:
   `timm.data.resolve_data_config` (input size, crop_pct, mean/std).
 - `hf:PATH`: a local Hugging Face folder (`config.json`, optional `model.safetensors`,
   `preprocessor_config.json`), loaded with `local_files_only=True`, `trust_remote_code=False` and
-  safetensors only (a pickled `pytorch_model.bin` is refused); preprocessing from the folder's image
-  processor config, read as JSON.
+  safetensors only (a pickled `pytorch_model.bin` is refused); preprocessing by the folder's own
+  `AutoImageProcessor` (`preprocessor_config.json`), class names from the config's `id2label`.
 - `fastcam:NAME`: a `fastcam.models` builder (plain torch, torchvision's layout).
 - `module:factory`: your own code (a callable returning an nn.Module, or a module object), imported as
   `python -m` would: modules of the current directory first.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import math
 import os
 import sys
@@ -36,7 +35,7 @@ from torch import nn
 from fastcam.models.builders import BUILDERS
 
 __all__ = ["HF_PICKLED_WEIGHTS", "HF_SAFE_WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD", "SCHEMES", "build",
-           "hf_preprocessing", "import_from_spec", "prefix_tokens", "spec_imports_code"]
+           "hf_class_names", "hf_preprocessing", "import_from_spec", "prefix_tokens", "spec_imports_code"]
 
 #: ImageNet's channel statistics (torchvision's recipe, and the default of fastcam's own builders' users)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,7 +106,8 @@ def build(spec: str, num_classes: int | None = None, in_channels: int | None = N
 
     defaults: "source" (the scheme), "random_weights" (the model starts from a random initialisation),
     and the model's own preprocessing where it has one: "size" (H, W) the model input, "resize" (resize
-    the shorter side to this, then centre-crop to size), "mean", "std".
+    the shorter side to this, then centre-crop to size), "mean", "std"; for a Hugging Face folder also
+    its "processor" (`hf_preprocessing`) and "class_names" (`hf_class_names`).
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"a model spec must be a non-empty string, got {spec!r}")
@@ -236,42 +236,34 @@ def _huggingface(path_text: str, spec: str, num_classes: int | None, in_channels
             config.num_labels = num_classes
         model = transformers.AutoModelForImageClassification.from_config(config)
         random_weights = True
-    return model, {"source": "hf", "random_weights": random_weights, **hf_preprocessing(path)}
+    return model, {"source": "hf", "random_weights": random_weights, "class_names": hf_class_names(model.config),
+                   **hf_preprocessing(path)}
 
 
 def hf_preprocessing(folder: Path) -> dict[str, Any]:
-    """size / resize / mean / std from a Hugging Face image processor config (`preprocessor_config.json`),
-    read as JSON (no processor class is built): `size` {"height", "width"} or {"shortest_edge"} (with
-    `crop_size` when `do_center_crop`, or `crop_pct` as ConvNeXt's processor), `image_mean`/`image_std`
-    when `do_normalize`. Empty when the folder has none."""
-    file = folder / "preprocessor_config.json"
-    if not file.is_file():
+    """The preprocessing of a local Hugging Face model folder: its own `AutoImageProcessor`
+    (`preprocessor_config.json`, never re-implemented) as "processor" (`HFImageProcessor`), with what it
+    gives: "size" (H, W) when its outputs have one fixed size, "mean"/"std" when it normalises. Empty when
+    the folder has no processor config."""
+    from fastcam.models.processors import hf_image_processor
+
+    processor = hf_image_processor(folder)
+    if processor is None:
         return {}
-    config = json.loads(file.read_text(encoding="utf-8"))
-    out: dict[str, Any] = {}
-    if config.get("do_normalize", True) and config.get("image_mean") is not None:
-        out["mean"], out["std"] = tuple(config["image_mean"]), tuple(config["image_std"])
-    size = config.get("size")
-    crop = config.get("crop_size") if config.get("do_center_crop") else None
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        out["size"] = (int(size["height"]), int(size["width"]))
-    elif isinstance(size, dict) and "shortest_edge" in size:
-        edge = int(size["shortest_edge"])
-        if crop is not None:
-            out["size"], out["resize"] = _crop(crop), edge
-        elif config.get("crop_pct"):
-            out["size"], out["resize"] = (edge, edge), int(edge / float(config["crop_pct"]))
-        else:
-            out["size"] = (edge, edge)
-    elif isinstance(size, int):
-        out["size"] = (size, size)
-    if crop is not None and "size" in out and "resize" not in out:
-        out["resize"], out["size"] = min(out["size"]), _crop(crop)
-    return out
+    recipe = {"size": processor.size, "mean": processor.mean, "std": processor.std}
+    return {"processor": processor, **{k: v for k, v in recipe.items() if v is not None}}
 
 
-def _crop(crop: Any) -> tuple[int, int]:
-    return (int(crop["height"]), int(crop["width"])) if isinstance(crop, dict) else _pair(crop)
+def hf_class_names(config: Any) -> list[str] | None:
+    """Class index -> name from a Hugging Face config's `id2label`; None when it names no class (absent,
+    incomplete, or transformers' placeholders "LABEL_0", "LABEL_1", ...)."""
+    id2label = getattr(config, "id2label", None) or {}
+    count = int(getattr(config, "num_labels", len(id2label)) or 0)
+    try:
+        names = [str(id2label[i]) if i in id2label else str(id2label[str(i)]) for i in range(count)]
+    except KeyError:
+        return None
+    return None if not names or names == [f"LABEL_{i}" for i in range(count)] else names
 
 
 def prefix_tokens(model: nn.Module) -> int | None:

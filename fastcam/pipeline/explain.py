@@ -481,9 +481,12 @@ def explain_folder(
     and records it in run.json. The other arguments are `explain_dataset`'s.
     """
     # a method that is not post-hoc explains its own network: the built model is converted to it
-    built, defaults = load_model(model, weights, num_classes, in_channels, softcam=not get_method(method).post_hoc)
+    loaded = load_model(model, weights, num_classes, in_channels, softcam=not get_method(method).post_hoc)
+    built, defaults = loaded
     model_info: dict[str, Any] = {"spec": model, "weights": str(Path(weights).resolve()) if weights else None,
                                   "source": defaults.get("source")}
+    if loaded.class_names:
+        model_info["class_names"] = loaded.class_names
     if defaults.get("random_weights"):
         message = (f"model {model!r} has random weights (no --weights file was given): its explanations show "
                    "what an untrained network responds to, not what a trained one uses")
@@ -511,7 +514,9 @@ def explain_folder(
                                 mean=tuple(mean) if mean else defaults.get("mean"),
                                 std=tuple(std) if std else defaults.get("std"),
                                 # --size overrides the model's recipe: a plain resize, no centre crop
-                                resize=defaults.get("resize") if size is None else None)
+                                resize=defaults.get("resize") if size is None else None,
+                                # the model's own processor, unless --size/--mean/--std say otherwise
+                                processor=loaded.processor if size is None and not mean and not std else None)
         dataset = data
     return explain_dataset(
         built, dataset, method=method, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,

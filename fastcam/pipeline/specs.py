@@ -6,6 +6,7 @@ from fastcam.models.specs import (  # noqa: F401 - re-exported
     IMAGENET_STD,
     SCHEMES,
     build,
+    hf_class_names,
     hf_preprocessing,
     import_from_spec,
     prefix_tokens,
