@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from fastcam.benchmark.contenders import CONTENDER_KEYS, DEFAULT_CONTENDER_KEYS
 from fastcam._device import check_amp, parse_device
+from fastcam.targets import primary_tensor
 
 
 @dataclass
@@ -15,7 +16,8 @@ class BenchConfig:
     """The settings of a benchmark run (recorded in its JSON).
 
     Attributes:
-        model: a model spec (`fastcam.models.load_model`), built with random weights.
+        model: a model spec (`fastcam.models.load_model`: the grammar of every command; a bare name is
+            torchvision's), built with random weights, e.g. "fastcam:resnet18" or "hf:FOLDER".
         size, batch: square input side and images per batch.
         device: "cuda" or "cpu"; amp: None, "bf16" or "fp16" (every contender's call autocast).
         channels_last: the model and the batch in channels_last memory format (the fast layout for
@@ -31,7 +33,7 @@ class BenchConfig:
         max_time: stop timing a contender after this many seconds of timed calls (at least one call).
     """
 
-    model: str = "resnet18"
+    model: str = "fastcam:resnet18"
     size: int = 224
     batch: int = 64
     device: str = "cuda"
@@ -94,17 +96,20 @@ def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting
 
     device = parse_device(config.device)
     if model is None:
-        # the benchmark times fastcam's builders by their bare names (resnet18, resnet50: random weights, the
-        # same on every machine); any other spec is taken as given
-        spec = config.model if ":" in config.model else f"fastcam:{config.model}"
-        model, _ = load_model(spec, num_classes=config.num_classes)
+        model = load_model(config.model, num_classes=config.num_classes).model
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).eval().to(memory_format=fmt)
     layer_name, layer = resolve_layer(model, resolve_layer_name(model, config.layer))
     generator = torch.Generator().manual_seed(config.seed)
     images = torch.randn(config.batch, 3, config.size, config.size, generator=generator).to(device)
     images = images.contiguous(memory_format=fmt)
-    with torch.inference_mode():
-        logits = model(images)
+    try:
+        with torch.inference_mode():
+            logits = primary_tensor(model(images))  # a Hugging Face ModelOutput: its logits
+    except Exception as exc:  # noqa: BLE001 - the model's own error on this batch, said plainly
+        raise ValueError(f"model {config.model!r} failed on the benchmark batch {tuple(images.shape)}: "
+                         f"{type(exc).__name__}: {exc} (check --size and --layer)") from exc
+    if logits.dim() != 2:
+        raise ValueError(f"model {config.model!r} returns {tuple(logits.shape)} scores, not (batch, classes)")
     return Setting(model=model, layer_name=layer_name, layer=layer, images=images,
                    targets=logits.argmax(dim=1).clone(), num_classes=int(logits.shape[1]), config=config)

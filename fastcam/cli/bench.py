@@ -5,6 +5,7 @@ import argparse
 
 from fastcam._device import AMP_NAMES
 from fastcam.benchmark.contenders import CONTENDER_KEYS, DEFAULT_CONTENDER_KEYS
+from fastcam.cli.common import SPEC_HELP
 
 NAME = "bench"
 
@@ -18,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and the CF-CAM released code's per-image loop on the same model, inputs and device; print Markdown "
         "tables (images/s, ratios) and write JSON with the environment.",
     )
-    p.add_argument("--model", default="resnet18", metavar="SPEC",
-                   help="resnet18, resnet50 or any fastcam.models builder (random weights), or module:factory")
+    p.add_argument("--model", default="fastcam:resnet18", metavar="SPEC",
+                   help=SPEC_HELP.split(". Preprocessing")[0] + "; random weights (default fastcam:resnet18)")
     p.add_argument("--layer", default=None, help="target layer (default layer4)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the built model (default: the builder's)")
     p.add_argument("--size", type=int, default=224, help="square input side")

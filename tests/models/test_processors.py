@@ -17,34 +17,10 @@ from PIL import Image
 
 from fastcam.models import load_model
 from fastcam.pipeline import explain_folder
+from fastcam_testkit.hf import HF_CASES, save_hf_folder
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
-#: processor configs as the Hub's model folders hold them (small sizes), and each a random-init model
-CASES: dict[str, tuple[dict[str, Any], Any, str, str | None]] = {
-    "vit": ({"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 32, "width": 32},
-             "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-             "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
-            lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
-                image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=32, num_labels=3, id2label={0: "cat", 1: "dog", 2: "fox"})),
-            "vit.layers.-1.layernorm_before", "vit"),
-    "convnext": ({"image_processor_type": "ConvNextImageProcessor", "do_resize": True, "size": {"shortest_edge": 32},
-                  "crop_pct": 0.875, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255,
-                  "do_normalize": True, **IMAGENET},
-                 lambda: transformers.ConvNextForImageClassification(transformers.ConvNextConfig(
-                     hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3)),
-                 "convnext.encoder.stages.-1", None),
-    # microsoft/resnet-50's config: the legacy feature-extractor form, an int size
-    "resnet": ({"feature_extractor_type": "ConvNextFeatureExtractor", "image_processor_type": "ConvNextImageProcessor",
-                "do_resize": True, "size": 40, "crop_pct": 0.875, "resample": 3, "do_normalize": True, **IMAGENET},
-               lambda: transformers.ResNetForImageClassification(transformers.ResNetConfig(
-                   embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)),
-               "resnet.encoder.stages.-1", None),
-}
-
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -58,12 +34,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _folder(tmp_path: Path, name: str) -> Path:
-    config, make, _, _ = CASES[name]
-    torch.manual_seed(0)
-    path = tmp_path / name
-    make().save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(json.dumps(config))
-    return path
+    return save_hf_folder(tmp_path / name, name)
 
 
 def _expected(folder: Path, images: Path) -> torch.Tensor:
@@ -73,10 +44,10 @@ def _expected(folder: Path, images: Path) -> torch.Tensor:
                       for name in sorted(p.name for p in images.iterdir())])
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(HF_CASES))
 def test_a_run_feeds_the_model_what_its_auto_image_processor_gives(name: str, images: Path, tmp_path: Path) -> None:
     folder = _folder(tmp_path, name)
-    _, _, layer, reshape = CASES[name]
+    layer, reshape = HF_CASES[name].layer, HF_CASES[name].reshape
     seen: list[torch.Tensor] = []
 
     def capture(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
@@ -93,7 +64,7 @@ def test_a_run_feeds_the_model_what_its_auto_image_processor_gives(name: str, im
     assert seen and seen[0].shape == expected.shape
     torch.testing.assert_close(seen[0], expected, rtol=0, atol=0)
     recorded = run.meta["settings"]["data"]["preprocess"]["processor"]
-    assert recorded["config"]["resample"] == CASES[name][0]["resample"]
+    assert recorded["config"]["resample"] == HF_CASES[name].processor["resample"]
 
 
 def test_the_processor_describes_its_output_and_id2label_names_the_classes(tmp_path: Path) -> None:
@@ -119,6 +90,6 @@ def test_id2label_names_the_classes_in_run_json_the_report_and_eval(images: Path
         assert f'<span class="k">predicted</span> {["cat", "dog", "fox"][c]} (' in html
     reloaded = torch.stack([item["image"] for item in run_images(run)])
     torch.testing.assert_close(reloaded, _expected(folder, images), rtol=0, atol=0)
-    (folder / "preprocessor_config.json").write_text(json.dumps({**CASES["vit"][0], "resample": 3}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({**HF_CASES["vit"].processor, "resample": 3}))
     with pytest.raises(ValueError, match="has changed since"):
         run_images(run)
