@@ -1,7 +1,8 @@
 """What a run explains: datasets and their items, targets and preprocessing (models: `fastcam.models`).
 
 Everything here turns the user's description of the inputs (a folder, a Dataset or DataLoader, a
-targets choice, a model spec and weights file) into the objects the explain loop consumes.
+targets choice) into the objects the explain loop consumes; a model spec and weights file are loaded by
+`fastcam.models.load_model` (re-exported here).
 """
 from __future__ import annotations
 
