@@ -70,10 +70,10 @@ def parse_device(device: str | torch.device) -> torch.device:
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} needs a CUDA GPU, but none is available here "
-                             "(torch.cuda.is_available() is False); use --device cpu") from None
+                             "(torch.cuda.is_available() is False); use device='cpu' (the CLI's --device cpu)") from None
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {str(device)!r} is not available here; use --device cpu")
+        raise ValueError(f"device {str(device)!r} is not available here; use device='cpu' (the CLI's --device cpu)")
     return parsed

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from fastcam.io.images import ImageFolder, Preprocess
-from fastcam.models.loading import load_model  # noqa: F401 - re-exported (its home before fastcam.models)
 
 #: (dataset indices of a batch's readable rows, their labels) -> targets for `explain`
 TargetsResolver = Callable[[Tensor, list[Any]], Any]
@@ -228,3 +227,7 @@ def read_targets_file(path: str | os.PathLike[str]) -> dict[str, int]:
                              f"{lines[name]})")
         table[name], lines[name] = int(value), lineno
     return table
+
+
+# ---------------------------------------------------------------------------------------------- models
+from fastcam.models.loading import load_model  # noqa: E402,F401 - re-exported (its home before fastcam.models)

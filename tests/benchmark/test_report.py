@@ -21,7 +21,7 @@ def test_ratios_and_targets_by_hand() -> None:
     assert r["vs_inference"]["gradcam"] == pytest.approx(0.9)
     assert r["gradcam"] == pytest.approx({"torchcam-gradcam": 3.0, "released-cfcam": 7.5})
     assert r["cfcam"]["gradcam"] == pytest.approx(60 / 90) and r["cfcam"]["released-cfcam"] == pytest.approx(5.0)
-    report = BenchReport(config=BenchConfig(model="fastcam:resnet18", size=224, batch=8, device="cpu"),
+    report = BenchReport(config=BenchConfig(model="resnet18", size=224, batch=8, device="cpu"),
                          environment={"device_name": "cpu", "versions": {"torch": "x"}, "torch_threads": 2,
                                       "date": "today"}, results=results, ratios=r)
     targets = {t["target"]: t for t in benchmark.check_targets(report)}
