@@ -76,6 +76,14 @@ def test_library_floors_do_not_import_floors_above(floor: str, forbidden: tuple[
     assert offending_imports(f"fastcam/{floor}", f"fastcam.{floor}", forbidden) == []
 
 
+def test_the_check_sees_imports_of_every_form(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("import fastcam.io.store\nfrom fastcam import pipeline\nfrom ..evaluate import app\n"
+                      "def f():\n    from fastcam.cli import main\n")
+    names = imported_modules(module, "fastcam.metrics")
+    assert {"fastcam.io.store", "fastcam.pipeline", "fastcam.evaluate.app", "fastcam.cli"} <= names
+
+
 def test_device_module_imports_nothing_of_fastcam() -> None:
     """fastcam._device (AMP names, devices) sits at the bottom: every floor may use it."""
     assert [n for n in imported_modules(ROOT / "fastcam" / "_device.py", "fastcam") if n.startswith("fastcam")] == []
@@ -85,11 +93,3 @@ def test_pipeline_sits_above_models() -> None:
     """The pipeline uses models/ (the one loader); nothing of models/ reaches up to it (checked above), and
     the pipeline imports no command beside it."""
     assert offending_imports("fastcam/pipeline", "fastcam.pipeline", COMMANDS + ("fastcam.cli", "fastcam.demo")) == []
-
-
-def test_the_check_sees_imports_of_every_form(tmp_path: Path) -> None:
-    module = tmp_path / "m.py"
-    module.write_text("import fastcam.io.store\nfrom fastcam import pipeline\nfrom ..evaluate import app\n"
-                      "def f():\n    from fastcam.cli import main\n")
-    names = imported_modules(module, "fastcam.metrics")
-    assert {"fastcam.io.store", "fastcam.pipeline", "fastcam.evaluate.app", "fastcam.cli"} <= names
