@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastcam._device import check_amp
 from fastcam.softcam.checkpoint import save
 from fastcam._validation import check_non_negative, check_positive_int
 from fastcam.softcam.modules import check_softcam_output
+from fastcam._device import check_amp
 
 
 def elastic_net(evidence: Tensor, l1: float, l2: float, first_only: bool = False) -> Tensor:
