@@ -90,9 +90,12 @@ def resolve_layer_name(model: nn.Module, layer: str | None) -> str:
 
 def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting:
     """The model (built from `config.model` unless given) on the device in eval mode, its target layer,
-    a seeded batch of N(0, 1) images and the model's predicted classes as targets."""
+    a seeded batch of N(0, 1) images and the model's predicted classes as targets.
+
+    A model whose output is not a tensor (a Hugging Face `ModelOutput`) is timed behind
+    `fastcam.models.LogitsOnly` by every contender alike: the peers take only tensor outputs."""
     from fastcam._validation import resolve_layer
-    from fastcam.models import load_model
+    from fastcam.models import LogitsOnly, load_model
 
     device = parse_device(config.device)
     if model is None:
@@ -105,10 +108,14 @@ def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting
     images = images.contiguous(memory_format=fmt)
     try:
         with torch.inference_mode():
-            logits = primary_tensor(model(images))  # a Hugging Face ModelOutput: its logits
+            output = model(images)
     except Exception as exc:  # noqa: BLE001 - the model's own error on this batch, said plainly
         raise ValueError(f"model {config.model!r} failed on the benchmark batch {tuple(images.shape)}: "
                          f"{type(exc).__name__}: {exc} (check --size and --layer)") from exc
+    logits = primary_tensor(output)  # a Hugging Face ModelOutput: its logits
+    if not isinstance(output, torch.Tensor):
+        model = LogitsOnly(model)
+        layer_name = f"net.{layer_name}"
     if logits.dim() != 2:
         raise ValueError(f"model {config.model!r} returns {tuple(logits.shape)} scores, not (batch, classes)")
     return Setting(model=model, layer_name=layer_name, layer=layer, images=images,

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from fastcam._fx import LeafTracer
+from fastcam.models.loading import LogitsOnly
 
 __all__ = ["NotPooledLinearError", "PooledLinearHead", "pooled_linear_head"]
 
@@ -301,19 +302,6 @@ _ATEN_RESHAPE = ("flatten", "view", "reshape", "_unsafe_view", "squeeze")
 _ATEN_IDENTITY = ("clone", "contiguous", "alias", "detach", "_assert_tensor_metadata")
 
 
-class _LogitsOf(nn.Module):
-    """The model with its (B, K) scores as its only output (a Hugging Face `ModelOutput`'s logits)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> Tensor:
-        from fastcam.targets import primary_tensor
-
-        return primary_tensor(self.model(images))
-
-
 def _module_path(node: fx.Node) -> tuple[str, str] | None:
     """(qualified name, class name) of the innermost module an exported node ran in, below the wrapper."""
     stack = node.meta.get("nn_module_stack") or {}
@@ -321,7 +309,7 @@ def _module_path(node: fx.Node) -> tuple[str, str] | None:
         return None
     path, kind = list(stack.values())[-1]
     path = str(path).removeprefix("L['self'].")
-    path = "" if path == "model" else path.removeprefix("model.")  # `_LogitsOf.model`: the model itself
+    path = "" if path == "net" else path.removeprefix("net.")  # `LogitsOnly.net`: the model itself
     return path, getattr(kind, "__name__", str(kind).rpartition(".")[2].strip("'>"))
 
 
@@ -365,7 +353,7 @@ def _exported_head(model: nn.Module, layer_name: str, layer: nn.Module, example_
     qualified = next((n for n, m in model.named_modules() if m is layer), layer_name)
     dims = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
     try:
-        program = torch.export.export(_LogitsOf(model).eval(), (example_images,), dynamic_shapes=({**dims},),
+        program = torch.export.export(LogitsOnly(model).eval(), (example_images,), dynamic_shapes=({**dims},),
                                       strict=False)
     except Exception as exc:  # noqa: BLE001 - export raises many kinds; any means "cannot verify"
         raise NotPooledLinearError(f"{fx_error}; torch.export cannot trace it either ({type(exc).__name__}: "

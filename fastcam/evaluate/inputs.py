@@ -14,25 +14,13 @@ from fastcam.io.report import find_mask
 from fastcam.io.report import read_labels as read_labels_file
 from fastcam.io.store import Run, RunDirectory
 from fastcam.methods.registry import METHODS
-from fastcam.models import load_model, state_hash
+from fastcam.models import LogitsOnly, load_model, state_hash  # noqa: F401 - LogitsOnly re-exported
 from fastcam.models.processors import HFImageProcessor, hf_image_processor
 from fastcam.models.specs import SCHEMES, import_from_spec, spec_imports_code
 
 
 class ModelMismatch(ValueError):
     """The model given or recorded for a run is not the one the run explained (its weights differ)."""
-
-
-class LogitsOnly(nn.Module):
-    """A SoftCAM network returns (logits, evidence); the metrics need the logits only."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: Tensor) -> Tensor:
-        out = self.net(images)
-        return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:

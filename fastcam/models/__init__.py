@@ -26,8 +26,8 @@ from fastcam.models.builders import (
     tiny_vgg,
     vgg16,
 )
-from fastcam.models.loading import LoadedModel, load_model, state_hash
+from fastcam.models.loading import LoadedModel, LogitsOnly, load_model, state_hash
 
-__all__ = ["BUILDERS", "VGG", "BasicBlock", "BasicBlock3d", "Bottleneck", "DenseNet", "LoadedModel", "ResNet",
+__all__ = ["BUILDERS", "VGG", "BasicBlock", "BasicBlock3d", "Bottleneck", "DenseNet", "LoadedModel", "LogitsOnly", "ResNet",
            "ResNet3d", "densenet121", "load_model", "resnet18", "resnet18_3d", "resnet50", "state_hash",
            "tiny_densenet", "tiny_resnet", "tiny_resnet3d", "tiny_vgg", "vgg16"]

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 
 from fastcam._device import parse_device
 from fastcam.models.specs import build
+from fastcam.targets import primary_tensor
 
-__all__ = ["LoadedModel", "load_model", "load_state_dict", "output_classes", "state_hash"]
+__all__ = ["LoadedModel", "LogitsOnly", "load_model", "load_state_dict", "output_classes", "state_hash"]
 
 
 @dataclass
@@ -63,6 +64,19 @@ class LoadedModel:
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.defaults))
+
+
+class LogitsOnly(nn.Module):
+    """`net` with its (B, K) scores as its only output (`fastcam.targets.primary_tensor`): a Hugging Face
+    `ModelOutput`'s logits, a SoftCAM network's (logits, evidence) first item. For callers that take
+    tensor outputs only (metrics, peer libraries, graph tracers); `net`'s modules are under `net.`."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> Tensor:
+        return primary_tensor(self.net(images))
 
 
 def load_model(spec: str, weights: str | Path | None = None, num_classes: int | None = None,

@@ -30,9 +30,11 @@ def test_bench_times_a_hugging_face_folder(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", f"hf:{folder}", "--layer", "resnet.encoder.stages.-1", "--size", "40",
                  "--batch", "2", "--device", "cpu", "--warmup", "0", "--repeats", "1", "--contenders",
-                 "inference,gradcam", "--out", str(out), "--quiet"]) == 0
+                 "inference,gradcam,torchcam-gradcam", "--out", str(out), "--quiet"]) == 0
     results = {r["key"]: r for r in json.loads(out.read_text())["results"]}
-    assert results["inference"]["status"] == "ok" and results["gradcam"]["status"] == "ok", results
+    assert all(r["status"] == "ok" for r in results.values()), results
+    # the peers take tensor outputs only: every contender times the model behind LogitsOnly alike
+    assert setting.layer_name == "net.resnet.encoder.stages.1" and type(setting.model).__name__ == "LogitsOnly"
 
 
 def test_bench_errors_are_clean_exits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
