@@ -3,7 +3,7 @@
 Run it explicitly (it is not part of the test suite; pytest.ini disables benchmarks by default):
 
     python -m pytest bench/ --benchmark-enable                                    # resnet18, 224, CPU batch 8
-    python -m pytest bench/ --benchmark-enable --bench-model resnet50 --bench-batch 64 --bench-device cuda
+    python -m pytest bench/ --benchmark-enable --bench-model fastcam:resnet50 --bench-batch 64 --bench-device cuda
     python -m pytest bench/ --benchmark-enable --benchmark-json bench/results/pytest-benchmark.json
 
 Without --benchmark-enable every contender runs once (a smoke run). Files named bench_*.py are collected.
@@ -21,7 +21,7 @@ from fastcam.benchmark import BenchConfig, Setting, make_setting
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fastcam bench")
-    group.addoption("--bench-model", default="resnet18", help="fastcam.models builder or module:factory")
+    group.addoption("--bench-model", default="fastcam:resnet18", help="a model spec (fastcam:NAME, hf:FOLDER, module:factory, ...)")
     group.addoption("--bench-layer", default=None, help="target layer (default layer4)")
     group.addoption("--bench-size", type=int, default=224, help="square input side")
     group.addoption("--bench-batch", type=int, default=None, help="batch size (default 64 on CUDA, 8 on CPU)")

@@ -35,13 +35,13 @@ from fastcam.benchmark.provenance import environment
 from fastcam.benchmark.report import BenchReport, Result, check_targets, ratios
 from fastcam.benchmark.setting import BenchConfig, make_setting
 from fastcam.benchmark.timing import Timing, time_callable
-from fastcam.pipeline.explain import AMP_DTYPES
+from fastcam._device import check_amp
 
 
 def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress: bool = True) -> BenchReport:
     """Time every requested contender on one model / batch / device; see the module docstring."""
     device = torch.device(config.device)
-    amp = AMP_DTYPES[config.amp]  # the config checked it
+    amp = check_amp(config.amp)
     setting = make_setting(config, model)
     env = environment(device)  # recorded before the run: the commit and tree state that were timed
     results = [Result(key=c.key, name=c.name, group=c.group, method=c.method, status="ok") for c in CONTENDERS

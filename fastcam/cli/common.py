@@ -15,7 +15,7 @@ WEIGHTS_HELP = "safetensors file, or a state dict loaded with torch.load(weights
 
 def add_model_group(p: argparse.ArgumentParser, *, weights_help: str = WEIGHTS_HELP,
                     layer_help: str = "target layer, dotted module name") -> argparse._ArgumentGroup:
-    """--model, --weights, --num-classes, --in-channels, --layer: how `fastcam.pipeline.load_model` builds a model."""
+    """--model, --weights, --num-classes, --in-channels, --layer: how `fastcam.models.load_model` builds a model."""
     model = p.add_argument_group("model")
     model.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
     model.add_argument("--weights", metavar="FILE", help=weights_help)

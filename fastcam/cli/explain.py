@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from fastcam._device import AMP_NAMES
 from fastcam.cli.common import add_method_group, add_model_group, parse_size
 from fastcam.methods.registry import display_name, method_names
 
@@ -49,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                 "(default: explain_dataset's max_skip_fraction, 0.1; 1: never stop)")
     run_group.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available); "
                            "under torchrun each rank uses cuda:LOCAL_RANK")
-    run_group.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast the model's forward passes")
+    run_group.add_argument("--amp", choices=AMP_NAMES, default=None, help="autocast the model's forward passes")
     run_group.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                            help="storage dtype of the maps")
     run_group.add_argument("--no-resume", action="store_true",

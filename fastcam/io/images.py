@@ -23,7 +23,7 @@ import io
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fastcam.models.specs import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported (their home)
+
 #: how `file_fingerprints` identifies an input file: its size and mtime, or its content
 FINGERPRINT_MODES = ("stat", "content")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def list_images(root: str | Path) -> list[str]:
@@ -300,6 +300,10 @@ class Preprocess:
     bilinear with antialiasing here, where timm's recipes often say bicubic). Grayscale images given to an
     RGB model are repeated over 3 channels; RGB images given to a 1-channel model are converted with
     ITU-R 601-2 luma weights (as Pillow's "L").
+
+    With a `processor` (a model's own preprocessing, e.g. a Hugging Face model's `AutoImageProcessor`
+    wrapped by `fastcam.models.processors.HFImageProcessor`), the processor makes the model input from the
+    image with the model's channels; `size`, `mean` and `std` then describe its output (`denormalize`).
     """
 
     channels: int = 3
@@ -309,6 +313,9 @@ class Preprocess:
     #: resize the shorter side to this first, then centre-crop to `size` (torchvision's and timm's
     #: evaluation transforms); None resizes straight to `size`
     resize: int | None = None
+    #: (C, H, W) image in [0, 1] -> model input, in place of resize and normalisation; recorded by its
+    #: `describe()` in the run's settings
+    processor: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -326,7 +333,8 @@ class Preprocess:
 
     @classmethod
     def for_model(cls, channels: int, defaults: dict[str, Any], size: int | Sequence[int] | None = None,
-                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> "Preprocess":
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  processor: Callable[[Tensor], Tensor] | None = None) -> "Preprocess":
         """The preprocessing of a model built from a spec (`fastcam explain`'s and `fastcam serve`'s flags).
 
         Args:
@@ -335,22 +343,32 @@ class Preprocess:
             size: one side or (H, W); overrides the recipe with a plain resize (no centre crop).
             mean: per-channel mean (default: the recipe's, else none).
             std: per-channel std (default: the recipe's, else none).
+            processor: the model's own preprocessing (a Hugging Face model's `AutoImageProcessor`, as the
+                loader returns it), used unless `size`, `mean` or `std` override the recipe.
         """
         side = size if size is not None else defaults.get("size")
         if isinstance(side, int):
             side = (side, side)
         return cls(channels=channels, size=tuple(side) if side else None,  # type: ignore[arg-type]
                    mean=tuple(mean) if mean else defaults.get("mean"), std=tuple(std) if std else defaults.get("std"),
-                   resize=defaults.get("resize") if size is None else None)
+                   resize=defaults.get("resize") if size is None else None,
+                   processor=processor if size is None and not mean and not std else None)
 
-    def display(self, image: Tensor) -> Tensor:
-        """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
+    def adapt_channels(self, image: Tensor) -> Tensor:
+        """The image with the model's channels (grayscale repeated, RGB to luma)."""
         if image.shape[0] != self.channels:
             if self.channels == 3:
                 image = image.expand(3, -1, -1)
             else:
                 luma = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
                 image = (image * luma).sum(0, keepdim=True)
+        return image
+
+    def display(self, image: Tensor) -> Tensor:
+        """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
+        image = self.adapt_channels(image)
+        if self.processor is not None:
+            return self.denormalize(self.processor(image)[None])[0]
         if self.resize is not None and self.size is not None:
             height, width = image.shape[-2:]
             scale = self.resize / min(height, width)
@@ -385,6 +403,9 @@ class Preprocess:
                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
         if self.resize is not None:  # only when set: runs recorded before it existed keep their settings
             out["resize"] = self.resize
+        if self.processor is not None:
+            describe = getattr(self.processor, "describe", None)
+            out["processor"] = describe() if callable(describe) else repr(self.processor)
         return out
 
 
@@ -477,6 +498,8 @@ class ImageFolder(FolderItems, Dataset):
         return tuple(self._read(path).shape[-2:])
 
     def _load(self, path: Path) -> Tensor:
+        if self.preprocess.processor is not None:  # the model's own preprocessing makes its input
+            return self.preprocess.processor(self.preprocess.adapt_channels(self._read(path)))
         return self.fitted.normalize(self.fitted.display(self._read(path)))
 
     def _blank(self) -> Tensor:

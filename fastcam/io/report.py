@@ -138,6 +138,13 @@ def parse_class_names(value: str | os.PathLike[str] | Sequence[str] | Mapping[in
     return {i: str(name) for i, name in enumerate(value)}
 
 
+def model_class_names(run: Run) -> list[str] | None:
+    """The class names the run's model gave (`settings.model.class_names` in run.json: a Hugging Face
+    config's `id2label`), or None."""
+    names = run.meta.get("settings", {}).get("model", {}).get("class_names")
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
 def _default_labels_file(run: Run) -> Path | None:
     """The run's DATA/labels.csv, when the run explained a folder that has one."""
     data = run.meta.get("settings", {}).get("data", {})
@@ -180,7 +187,8 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
 
     Runs are `Run`s or run directories (opened with `open_run`). `labels`: a mapping id -> class or a
     labels CSV (default: the first run's DATA/labels.csv when it exists); `class_names`: see
-    `parse_class_names` (default: the labels CSV's class-name column, if any). `evaluation`: the
+    `parse_class_names` (default: the labels CSV's class-name column, if any, else the
+    model's own, `model_class_names`). `evaluation`: the
     evaluation section (`fastcam.evaluate.report_evaluation`). Methods are shown by their display names.
     """
     if not runs:
@@ -207,7 +215,8 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
         label_map, names = read_labels_and_names(labels_file)
     elif labels is not None:
         label_map = {str(k): int(v) for k, v in labels.items()}  # type: ignore[union-attr]
-    names = parse_class_names(class_names) or names
+    # the user's names, else the labels CSV's, else the model's own (a Hugging Face config's id2label)
+    names = parse_class_names(class_names) or names or parse_class_names(model_class_names(opened[0]))
 
     def name(c: int | None) -> str:
         return "" if c is None else names.get(int(c), str(int(c)))

@@ -1,7 +1,8 @@
-"""What a run explains: datasets and their items, targets, preprocessing, and models built from specs.
+"""What a run explains: datasets and their items, targets and preprocessing (models: `fastcam.models`).
 
 Everything here turns the user's description of the inputs (a folder, a Dataset or DataLoader, a
-targets choice, a model spec and weights file) into the objects the explain loop consumes.
+targets choice) into the objects the explain loop consumes; a model spec and weights file are loaded by
+`fastcam.models.load_model` (re-exported here).
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -297,94 +297,4 @@ def read_targets_file(path: str | os.PathLike[str]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def load_model(spec: str, weights: str | Path | None = None, num_classes: int | None = None,
-               in_channels: int | None = None, softcam: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model of a spec and load its weights. Returns (model, defaults): the spec's source,
-    whether the model is left with random weights ("random_weights": a spec with a random initialisation
-    and no weights file), and its own preprocessing ("size", "resize", "mean", "std") where it has one.
-
-    SPEC (`fastcam.pipeline.specs`): `torchvision:NAME`, `timm:NAME`, `hf:PATH` (a local folder, never
-    downloaded), `fastcam:NAME` (`fastcam.models` builders), `module:factory` (a callable returning an
-    nn.Module, or an nn.Module object; the module is imported as `python -m` would, the current directory
-    first), or a bare NAME: torchvision's, when torchvision is importable. With `softcam=True` the built
-    model is converted with `fastcam.softcam.convert` before the weights (of the SoftCAM network) load.
-    Weights that cannot be read, are refused (pickled objects) or do not fit the model raise a ValueError
-    saying so.
-    """
-    from fastcam.pipeline.specs import build
-
-    model, defaults = build(spec, num_classes, in_channels)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model spec {spec!r} gave a {type(model).__name__}, not an nn.Module")
-    if softcam:
-        from fastcam import softcam as sc
-
-        k = num_classes or _output_classes(model)
-        model = sc.convert(model, k)
-    if weights is not None:
-        state = _load_state_dict(weights)
-        _check_fits(model, state, spec, weights)
-        model.load_state_dict(state)
-        defaults["random_weights"] = False
-    return model, defaults
-
-
-def _check_fits(model: nn.Module, state: Mapping[str, Any], spec: str, weights: str | Path) -> None:
-    """Refuse a state dict that does not fit the model, naming missing/unexpected keys and shape changes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}" for k in own
-              if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = [f"{len(missing)} missing key(s) (e.g. {missing[:3]})" if missing else "",
-             f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]})" if unexpected else "",
-             f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else ""]
-    raise ValueError(f"weights {str(weights)!r} do not fit the model {spec!r}: " + "; ".join(p for p in parts if p)
-                     + "; check --model, --num-classes and --in-channels (and --method softcam weights)")
-
-
-def _output_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ValueError("cannot infer the number of classes; pass --num-classes")
-    return last[-1].out_features
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative line of a loader's error: the refused global of a weights-only unpickler, else the
-    first line."""
-    text = str(exc).strip()
-    refused = re.search(r"(unsupported GLOBAL [^\s]+|Unsupported global: GLOBAL [^\s]+)", text, re.IGNORECASE)
-    return refused.group(0) if refused else (text.splitlines()[0] if text else type(exc).__name__)
-
-
-def _load_state_dict(path: str | Path) -> dict[str, Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise ValueError(f"cannot read weights {str(path)!r}: not a valid safetensors file ({_first_line(exc)}); "
-                             "check the file, or save it again with safetensors.torch.save_file") from exc
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
-            raise ValueError(f"refused to load weights {str(path)!r}: the file holds Python objects other than "
-                             f"tensors, which are never run ({_first_line(exc)}); save a plain state dict "
-                             "(torch.save(model.state_dict(), ...)) or a safetensors file") from exc
-        raise ValueError(f"cannot read weights {str(path)!r}: not a PyTorch file ({_first_line(exc)})") from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise ValueError(f"cannot read weights {str(path)!r}: not a PyTorch file ({_first_line(exc)})") from exc
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{str(path)!r} does not hold a state dict")
-    return state
+from fastcam.models.loading import load_model  # noqa: E402,F401 - re-exported (its home before fastcam.models)

@@ -14,6 +14,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from fastcam._device import parse_device  # noqa: F401 - re-exported (its home before fastcam._device)
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -46,25 +48,6 @@ def rank_device(device: str | torch.device | None, ranks: Ranks) -> torch.device
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
-
-
-def parse_device(device: str | torch.device) -> torch.device:
-    """A device the user named, refused with a ValueError saying what to do when it is not a device or is
-    not available here (CUDA without a GPU, a GPU index past the last one)."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device {str(device)!r} is not a device: use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} needs a CUDA GPU, but none is available here "
-                             "(torch.cuda.is_available() is False); use device='cpu' (the CLI's --device cpu)") from None
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
-                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {str(device)!r} is not available here; use device='cpu' (the CLI's --device cpu)")
-    return parsed
 
 
 @contextlib.contextmanager

@@ -67,9 +67,12 @@ def explain_folder(
     """
     info = get_method(method)  # the one lookup: explain_dataset takes the entry as it is
     # a method that is not post-hoc explains its own network: the built model is converted to it
-    built, defaults = load_model(model, weights, num_classes, in_channels, softcam=not info.post_hoc)
+    loaded = load_model(model, weights, num_classes, in_channels, softcam=not info.post_hoc)
+    built, defaults = loaded
     model_info: dict[str, Any] = {"spec": model, "weights": str(Path(weights).resolve()) if weights else None,
                                   "source": defaults.get("source")}
+    if loaded.class_names:
+        model_info["class_names"] = loaded.class_names
     if defaults.get("random_weights"):
         message = (f"model {model!r} has random weights (no --weights file was given): its explanations show "
                    "what an untrained network responds to, not what a trained one uses")
@@ -90,14 +93,11 @@ def explain_folder(
         dataset: Any = VolumeFolder(data, vprep)
         preprocess = None
     else:
-        side = size if size is not None else defaults.get("size") or expected_input_size(built)
-        if isinstance(side, int):
-            side = (side, side)
-        preprocess = Preprocess(channels=expected_in_channels(built) or 3, size=tuple(side) if side else None,
-                                mean=tuple(mean) if mean else defaults.get("mean"),
-                                std=tuple(std) if std else defaults.get("std"),
-                                # --size overrides the model's recipe: a plain resize, no centre crop
-                                resize=defaults.get("resize") if size is None else None)
+        # the spec's recipe (the model's own processor for Hugging Face models; the size the model states
+        # when the recipe has none); --size/--mean/--std override it
+        recipe = {**defaults, "size": defaults.get("size") or expected_input_size(built)}
+        preprocess = Preprocess.for_model(expected_in_channels(built) or 3, recipe, size, mean, std,
+                                          processor=loaded.processor)
         dataset = data
     return explain_dataset(
         built, dataset, method=info, target_layer=layer, out=out, batch_size=batch_size, device=device, amp=amp,

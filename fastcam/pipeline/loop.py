@@ -26,6 +26,7 @@ from fastcam.io.images import FINGERPRINT_MODES, FolderItems, ImageFolder, Prepr
 from fastcam.io.store import STORE_FORMAT, Run, RunDirectory, ShardWriter, open_run, shard_indices
 from fastcam.methods.base import Explainer
 from fastcam.methods.registry import MethodInfo, get_method
+from fastcam._device import AMP_DTYPES
 from fastcam.pipeline.data import (
     SafeItems,
     TargetsResolver,
@@ -40,7 +41,6 @@ from fastcam.pipeline.robust import explain_finite
 from fastcam.pipeline.skips import DEFAULT_MAX_SKIP_FRACTION, SkipGuard, check_max_skip_fraction
 from fastcam.pipeline.settings import check_settings, jsonable, state_hash
 
-AMP_DTYPES: dict[str | None, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}
 
 __all__ = ["AMP_DTYPES", "explain_dataset"]
 

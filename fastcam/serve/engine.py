@@ -57,7 +57,7 @@ class ServeOptions:
     """What a `fastcam serve` replica explains with, and its limits.
 
     Attributes:
-        model: a model spec (`fastcam.pipeline.load_model`: torchvision:, timm:, hf:, fastcam:, module:factory).
+        model: a model spec (`fastcam.models.load_model`: torchvision:, timm:, hf:, fastcam:, module:factory).
         layer: the target layer, a dotted module name (not used by methods that are not post-hoc).
         method: a registered method id (`fastcam.methods.registry`).
         weights: safetensors file or state dict of the model (of the SoftCAM network for softcam).
@@ -164,23 +164,25 @@ class ExplainEngine:
     def __init__(self, options: ServeOptions) -> None:
         from fastcam._validation import expected_in_channels
         from fastcam.io.images import Preprocess
-        from fastcam.pipeline import load_model, make_explainer
-        from fastcam.pipeline.explain import AMP_DTYPES
+        from fastcam._device import AMP_DTYPES
+        from fastcam.models import load_model
+        from fastcam.pipeline import make_explainer
         from fastcam.targets import primary_tensor
 
         self.options = options
         info = get_method(options.method)
-        model, defaults = load_model(options.model, options.weights, options.num_classes, options.in_channels,
-                                     softcam=not info.post_hoc)
+        loaded = load_model(options.model, options.weights, options.num_classes, options.in_channels,
+                            softcam=not info.post_hoc)
+        model, defaults = loaded
         self.random_weights = bool(defaults.get("random_weights"))
         self.preprocess = Preprocess.for_model(expected_in_channels(model) or 3, defaults, options.size,
-                                               options.mean, options.std)
+                                               options.mean, options.std, processor=loaded.processor)
         if self.preprocess.size is None:
             raise ValueError(f"model {options.model!r} has no input size of its own: give one (--size H W), so "
                              "that images of any size can be explained together")
         kwargs = dict(options.method_kwargs)
         if options.reshape is not None:
-            from fastcam.pipeline.specs import prefix_tokens
+            from fastcam.models.specs import prefix_tokens
             from fastcam.reshape import from_spec
 
             kwargs["reshape_transform"] = from_spec(options.reshape, prefix_tokens=prefix_tokens(model))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from fastcam.ops._checks import check_int, check_real
 from fastcam.softcam.checkpoint import save
 from fastcam.softcam.modules import check_softcam_output
+from fastcam._device import check_amp
 
 
 def elastic_net(evidence: Tensor, l1: float, l2: float, first_only: bool = False) -> Tensor:
@@ -41,19 +42,6 @@ def elastic_net(evidence: Tensor, l1: float, l2: float, first_only: bool = False
     if l2:
         per_image = per_image + l2 * torch.linalg.vector_norm(flat, ord=2, dim=1)
     return per_image.mean()
-
-
-_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-def _amp_dtype(amp: object) -> torch.dtype | None:
-    if amp is None:
-        return None
-    if isinstance(amp, str) and amp in _AMP_DTYPES:
-        return _AMP_DTYPES[amp]
-    if amp in (torch.bfloat16, torch.float16):
-        return amp  # type: ignore[return-value]
-    raise ValueError(f"amp must be None, torch.bfloat16/'bf16' or torch.float16/'fp16', got {amp!r}")
 
 
 def _batch(batch: object, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -153,7 +141,7 @@ def fit(
     if eta_min > lr:
         raise ValueError(f"eta_min ({eta_min}) must not exceed lr ({lr})")
     l1, l2 = check_real("l1", l1, low=0), check_real("l2", l2, low=0)
-    amp_dtype = _amp_dtype(amp)
+    amp_dtype = check_amp(amp)
     if device is None:
         first = next(net.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")

@@ -18,7 +18,7 @@ def test_every_registered_method_is_a_fastcam_contender() -> None:
 
 def test_every_contender_has_one_builder() -> None:
     assert set(_BUILDERS) == set(CONTENDER_KEYS)
-    setting = make_setting(BenchConfig(model="tiny_resnet", size=32, batch=1, device="cpu",
+    setting = make_setting(BenchConfig(model="fastcam:tiny_resnet", size=32, batch=1, device="cpu",
                                        contenders=("inference",)))
     with pytest.raises(ValueError, match="unknown contender 'fastgradcam'"):
         build("fastgradcam", setting)
@@ -39,7 +39,7 @@ def test_torchcam_contenders_and_the_default_selection() -> None:
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("key", ["torchcam-layercam", "torchcam-xgradcam", "ablationcam", "layercam"])
 def test_new_contenders_run(key: str) -> None:
-    setting = make_setting(BenchConfig(model="tiny_resnet", size=32, batch=2, device="cpu", scorecam_batch_size=16,
+    setting = make_setting(BenchConfig(model="fastcam:tiny_resnet", size=32, batch=2, device="cpu", scorecam_batch_size=16,
                                        contenders=(key,)))
     run, close, note = build(key, setting)
     try:

@@ -13,7 +13,7 @@ from fastcam.cli import main
 def test_bench_cli_smoke_writes_valid_json(tmp_path, capsys) -> None:
     out = tmp_path / "bench.json"
     contenders = "inference,gradcam,softcam-inference,softcam,torchcam-gradcam,captum-gradcam,pgc-gradcam,released-cfcam"
-    rc = main(["bench", "--model", "tiny_resnet", "--size", "32", "--batch", "2", "--device", "cpu",
+    rc = main(["bench", "--model", "fastcam:tiny_resnet", "--size", "32", "--batch", "2", "--device", "cpu",
                "--repeats", "1", "--warmup", "0", "--contenders", contenders, "--out", str(out), "--quiet",
                "--markdown", str(tmp_path / "bench.md")])
     assert rc == 0
@@ -56,5 +56,5 @@ def test_bench_without_out_writes_nothing_into_the_current_folder(tmp_path, monk
 
 def test_bench_cli_bad_input() -> None:
     assert main(["bench", "--model", "no_such_model", "--device", "cpu", "--quiet"]) == 2
-    assert main(["bench", "--model", "tiny_resnet", "--device", "cpu", "--contenders", "fastgradcam", "--quiet"]) == 2
-    assert main(["bench", "--model", "tiny_resnet", "--device", "cpu", "--max-time", "0", "--quiet"]) == 2
+    assert main(["bench", "--model", "fastcam:tiny_resnet", "--device", "cpu", "--contenders", "fastgradcam", "--quiet"]) == 2
+    assert main(["bench", "--model", "fastcam:tiny_resnet", "--device", "cpu", "--max-time", "0", "--quiet"]) == 2
