@@ -13,7 +13,7 @@ from fastcam.errors import RandomWeightsWarning  # defined with every error; imp
 from fastcam.io.images import Preprocess
 from fastcam.io.store import Run
 from fastcam.methods.registry import get_method
-from fastcam.pipeline.data import load_model
+from fastcam.models import load_model
 from fastcam.pipeline.loop import explain_dataset
 from fastcam.pipeline.skips import DEFAULT_MAX_SKIP_FRACTION
 
@@ -81,7 +81,7 @@ def explain_folder(
     kwargs = dict(method_kwargs or {})
     if reshape is not None:
         from fastcam.reshape import from_spec
-        from fastcam.pipeline.specs import prefix_tokens
+        from fastcam.models.specs import prefix_tokens
 
         kwargs["reshape_transform"] = from_spec(reshape, prefix_tokens=prefix_tokens(built))
     if volumes:
