@@ -132,6 +132,7 @@ class AblationCAM(BaseCAM):
     """
 
     name = "ablationcam"
+    weights_run_model = True
 
     def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, ablation_value: float = 0.0,
                  partial_forward: bool = True, **kwargs: Any) -> None:

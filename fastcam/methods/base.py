@@ -4,8 +4,11 @@ One call, end to end (`fastcam.GradCAM(model, "layer4")(images)`):
 validate the images and the model (no host sync) → register the capture hooks *for this call and thread*
 (`fastcam.methods._capture`) → forward (no_grad until the target layer, the graph recorded after it) →
 remove the hooks → one `torch.autograd.grad` to the target layers' outputs only (gradient methods) →
-one host sync for every NaN/Inf check of the call → `_get_weights(ctx)` → `combine` (weighted sum, ReLU,
-upsample, normalise; Triton or torch through the one dispatcher `fastcam._backend.op`) → `Explanation`.
+`_get_weights(ctx)` → `combine` (weighted sum, ReLU, upsample, normalise; Triton or torch through the one
+dispatcher `fastcam._backend.op`) → one host sync for every NaN/Inf check of the call (pixels, logits,
+activations, gradients, weights, maps: a non-finite value anywhere raises `NonFiniteError` naming the
+images, never a NaN map) → `Explanation`. Methods whose weights run the model again (Score-CAM's family,
+Ablation-CAM: `weights_run_model`) read the checks up to the gradients before those forwards too.
 Methods whose map is not a per-channel weighted sum (HiResCAM, Layer-CAM, Eigen-CAM, ...) override
 `_get_lowres(ctx)` instead; their (B, *spatial) map goes through the shared `upsample_normalize` op.
 
@@ -284,6 +287,9 @@ class BaseCAM(Explainer):
 
     #: SmoothGrad noisy copies per image (gradient methods set it; 0 = none)
     smooth: int = 0
+    #: whether `_get_weights` runs the model again (Score-CAM's masked inputs, Ablation-CAM's ablations): the
+    #: inputs' checks are then read before the weights, so a non-finite batch costs none of those forwards
+    weights_run_model: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.layer_name!r}, backend={self.backend!r})"
@@ -429,28 +435,49 @@ class BaseCAM(Explainer):
                 activations=activations, gradients=gradients,
                 backend=resolve_backend(self.backend, activations), caller_amp=amp, layer_name=name, extras=extras,
             ))
-        # the call's one host sync: nothing non-finite reaches the weights or the maps
-        alive_layers = finite.raise_if_any(torch.stack(alive) if alive else None)
-        for (name, _), is_alive in zip(self.layers, alive_layers):
-            if not is_alive:
-                raise ValueError(_dead_gradient_message(name))
+        flags = torch.stack(alive) if alive else None
+        if self.weights_run_model:
+            # read before the weights' own forwards, so a bad batch costs none of them; the weights and the
+            # maps are read after (a second sync, beside the thousands of forwards it guards)
+            self._raise_if_failed(finite, flags)
+            finite, flags = FiniteCheck(), None
         # Weights and the combine are computed in float32 even inside a caller's autocast region; model
         # forwards inside `_get_weights` get the caller's autocast back through `ctx.model_autocast()`.
-        with torch.autocast(device_type=device_type, enabled=False):
-            results = [self._combine(ctx, size) for ctx in contexts]
-            lowres, maps = results[0] if len(results) == 1 else self._fuse([low for low, _ in results], size)
-            if self.aug_smooth:
-                lowres, maps = deaugment(lowres, batch), deaugment(maps, batch)
+        try:
+            with torch.autocast(device_type=device_type, enabled=False):
+                results = [self._combine(ctx, size, finite, batch) for ctx in contexts]
+                lowres, maps = results[0] if len(results) == 1 else self._fuse([low for low, _ in results], size)
+                if self.aug_smooth:
+                    lowres, maps = deaugment(lowres, batch), deaugment(maps, batch)
+        except Exception:
+            self._raise_if_failed(finite, flags)  # a non-finite value or a dead gradient explains the failure
+            raise
+        finite.add("the maps", maps)
+        # the call's one host sync (the second with `weights_run_model`): every value on the way to the
+        # maps is finite, the maps included
+        self._raise_if_failed(finite, flags)
         scores_out = logits if logits is not None else scores[:batch].unsqueeze(1)
         return Explanation(maps=maps, lowres=lowres, logits=scores_out.detach().float(), targets=classes)
 
-    def _combine(self, ctx: CallContext, size: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    def _raise_if_failed(self, finite: FiniteCheck, alive: Tensor | None) -> None:
+        """One host read: `NonFiniteError` for the first non-finite value queued in `finite`, else a
+        ValueError for the first layer whose `alive` flag (the target's gradient there is not all zero) is
+        False."""
+        for (name, _), is_alive in zip(self.layers, finite.raise_if_any(alive)):
+            if not is_alive:
+                raise ValueError(_dead_gradient_message(name))
+
+    def _combine(self, ctx: CallContext, size: tuple[int, ...], finite: FiniteCheck, batch: int) -> tuple[Tensor, Tensor]:
         """(lowres, maps) of one layer. Weighted-sum methods take the fused `combine` op (weighted sum, ReLU,
         upsample, normalise in one pass); methods overriding `_get_lowres`, and `eigen_smooth`, take
-        `_get_lowres` followed by the shared `upsample_normalize` op."""
+        `_get_lowres` followed by the shared `upsample_normalize` op. The weights (or the lowres map) are
+        queued in `finite` per image of the `batch`."""
         if not self.eigen_smooth and type(self)._get_lowres is BaseCAM._get_lowres:
-            return op("combine", ctx.backend)(ctx.activations, self._get_weights(ctx), size)
+            weights = self._get_weights(ctx)
+            finite.add(f"the channel weights at layer {ctx.layer_name!r}", per_image(weights, batch))
+            return op("combine", ctx.backend)(ctx.activations, weights, size)
         lowres = self._get_lowres(ctx)
+        finite.add(f"the map at layer {ctx.layer_name!r}", per_image(lowres, batch))
         return lowres, op("upsample_normalize", ctx.backend)(lowres, size)
 
     def _get_lowres(self, ctx: CallContext) -> Tensor:

@@ -52,6 +52,7 @@ class ScoreCAM(BaseCAM):
     """
 
     name = "scorecam"
+    weights_run_model = True
 
     def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, score: str = "probability",
                  **kwargs: Any) -> None:

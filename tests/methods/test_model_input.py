@@ -209,3 +209,29 @@ def test_channel_check_reads_the_first_convolution_run(images: torch.Tensor) -> 
     assert maps.shape == (4, 64, 48)
     with pytest.raises(ValueError, match=r"first convolution 'backbone.0' expects 3 input channels but got 1"):
         fastcam.GradCAM(model, "backbone")(images[:, :1])
+
+
+class _NaNAfterFirstForward(nn.Module):
+    """A model that is finite on the images but NaN on every later forward (the masked or ablated inputs of
+    Score-CAM's family and Ablation-CAM), as one NaN weight in ResNet's layer4[0].conv1 made oneDNN do
+    for batches of another size (issue 26 item 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        logits = self.fc(self.features(x).relu().mean((2, 3)))
+        return logits if self.forwards == 1 else logits * float("nan")
+
+
+@pytest.mark.parametrize("method", [fastcam.ScoreCAM, fastcam.SSCAM, fastcam.ISCAM, fastcam.AblationCAM])
+def test_non_finite_extra_forwards_raise_instead_of_nan_maps(method, images: torch.Tensor) -> None:
+    kwargs = {"partial_forward": False} if method is fastcam.AblationCAM else {"num_samples": 2} if method is not fastcam.ScoreCAM else {}
+    cam = method(_NaNAfterFirstForward().eval(), "features", **kwargs)
+    with pytest.raises(fastcam.NonFiniteError, match=r"the channel weights at layer 'features'.*image\(s\) 0, 1, 2, 3") as info:
+        cam(images, 0)
+    assert info.value.indices == [0, 1, 2, 3]
