@@ -25,10 +25,11 @@ target layer returning a tuple, values crossing the cut that are not per-image t
 layer's output by the ablated copies (pytorch-grad-cam's approach: correct for any model, but the
 backbone runs once per chunk).
 
-Caveat of tracing: `torch.fx` patches `torch.nn.Module.__call__` process-wide while it traces (once per
-explainer and model structure, a few tens of ms; later calls reuse the split). Do not run other forwards
-in other threads during an explainer's first call, or pass `partial_forward=False` (no tracing, full
-forwards).
+Tracing and threads: `torch.fx` patches `torch.nn.Module.__call__` and `__getattr__` process-wide while
+it traces (once per explainer and model structure, a few tens of ms; later calls reuse the split). The
+tracer (`fastcam._fx.LeafTracer`) passes other threads' module calls and parameter reads through as plain
+execution, so their inference runs as usual; another `torch.fx` trace in another thread at that moment
+would still meet the patch: pass `partial_forward=False` (no tracing, full forwards) where that happens.
 
 Differences from pytorch-grad-cam: it ablates to 0 when the layer's minimum is 0 and otherwise to
 "minimum − 1e7", decreasing further for every row of a chunk (a side effect of recomputing the minimum
