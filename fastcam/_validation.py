@@ -89,6 +89,15 @@ class FiniteCheck:
         return flags
 
 
+def check_has_values(tensor: Tensor, name: str) -> Tensor:
+    """`tensor`, or a ValueError naming `name` when it lives on the meta device (shapes only, no values to
+    read or copy: torch's own error would be a raw NotImplementedError deep inside a call)."""
+    if tensor.is_meta:
+        raise ValueError(f"{name} are on the meta device, which holds shapes but no values: create them on the "
+                         "CPU or on the images' device")
+    return tensor
+
+
 def check_image_batch(images: object) -> Tensor:
     """The structure of a batch of images, with no host sync: a floating tensor (B, C, H, W), or
     (B, C, D, H, W) for volumes, non-empty. Finiteness is checked later, with the rest (`FiniteCheck`)."""
@@ -208,6 +217,7 @@ def resolve_targets(targets: TargetsLike, logits: Tensor) -> Tensor:
             raise ValueError(f"target class {targets} is out of range for a model with {num_classes} classes")
         return torch.full((batch,), targets, dtype=torch.long, device=device)
     if isinstance(targets, Tensor):
+        check_has_values(targets, "targets")
         if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
             raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
         if targets.dim() == 0:

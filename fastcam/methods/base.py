@@ -41,6 +41,7 @@ from fastcam._validation import (
     SPATIAL_RANKS,
     FiniteCheck,
     TargetsLike,
+    check_has_values,
     check_image_batch,
     check_model_input,
     resolve_layers,
@@ -165,7 +166,7 @@ class Explainer:
         """
         images = check_image_batch(images)
         batch = images.shape[0]
-        index = classes if isinstance(classes, Tensor) else torch.as_tensor(list(classes), dtype=torch.long)
+        index = check_has_values(classes, "classes") if isinstance(classes, Tensor) else torch.as_tensor(list(classes), dtype=torch.long)
         if index.is_floating_point() or index.dtype == torch.bool or index.dim() not in (1, 2) or index.numel() == 0:
             raise TypeError(f"classes must be K class indices or (B, K) of them, got {index.dtype} {tuple(index.shape)}")
         if index.dim() == 1:

@@ -8,6 +8,7 @@ from torch import nn
 
 import fastcam
 from fastcam import softcam
+from fastcam.methods import registry
 from fastcam.methods.gradcampp import gradcampp_weights
 from fastcam.models import tiny_resnet
 
@@ -235,3 +236,26 @@ def test_non_finite_extra_forwards_raise_instead_of_nan_maps(method, images: tor
     with pytest.raises(fastcam.NonFiniteError, match=r"the channel weights at layer 'features'.*image\(s\) 0, 1, 2, 3") as info:
         cam(images, 0)
     assert info.value.indices == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("name", registry.method_names(post_hoc=True))
+def test_targets_on_the_meta_device_are_named(name: str, resnet: nn.Module, images: torch.Tensor) -> None:
+    """Issue 26 item 8: targets on the meta device gave torch's raw NotImplementedError in every method."""
+    cam = registry.method_class(name)(resnet, "layer4")
+    for targets in (torch.tensor([0, 1, 2, 3], device="meta"), torch.tensor(1, device="meta")):
+        with pytest.raises(ValueError, match="targets are on the meta device"):
+            cam(images, targets)
+
+
+def test_meta_tensors_in_targets_and_classes_are_named(resnet: nn.Module, images: torch.Tensor) -> None:
+    net = softcam.convert(resnet, 3).eval()
+    with pytest.raises(ValueError, match="targets are on the meta device"):
+        fastcam.SoftCAM(net)(images, torch.tensor([0, 1, 2, 3], device="meta"))
+    with pytest.raises(ValueError, match="classes are on the meta device"):
+        fastcam.GradCAM(resnet, "layer4").explain_per_class(images, torch.tensor([0, 1], device="meta"))
+    meta = torch.zeros(4, 3, device="meta")
+    for make, what in ((lambda: fastcam.targets.ClassTarget(meta[:, 0].long()), "classes"),
+                       (lambda: fastcam.targets.SegmentationTarget(0, meta), "mask"),
+                       (lambda: fastcam.targets.SimilarityTarget(meta), "reference")):
+        with pytest.raises(ValueError, match=f"{what}.*meta device"):
+            make()
