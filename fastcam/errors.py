@@ -30,7 +30,7 @@ class RunDamagedError(ValueError):
     """A run directory's store does not read back as it was written: missing, truncated or altered files.
 
     Attributes:
-        path: the run directory; damages: every problem found (`fastcam.io.store.Damage`).
+        path: the run directory; damages: every problem found (`fastcam.io.run.Damage`).
     """
 
     def __init__(self, path: str, damages: Sequence[Any]) -> None:

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the report of the runs."""
     from fastcam.evaluate import report_evaluation
     from fastcam.io.report import write_report
-    from fastcam.io.store import open_run
+    from fastcam.io.run import open_run
 
     runs = [open_run(path) for path in args.runs]
     path = write_report(runs, args.out, title=args.title, masks_dir=args.masks, labels=args.labels,

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Verify each run, print a summary; 1 if any is damaged."""
-    from fastcam.io.store import STORE_FORMAT, verify_run
+    from fastcam.io.run import STORE_FORMAT, verify_run
 
     status = 0
     for path in args.runs:

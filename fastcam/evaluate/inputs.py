@@ -12,7 +12,7 @@ from fastcam.errors import UntrustedRunError
 from fastcam.io.images import ImageFolder, Preprocess, read_image
 from fastcam.io.report import find_mask
 from fastcam.io.report import read_labels as read_labels_file
-from fastcam.io.store import Run, RunDirectory
+from fastcam.io.run import Run, RunDirectory
 from fastcam.methods.registry import METHODS
 from fastcam.pipeline import load_model
 from fastcam.pipeline.specs import SCHEMES, import_from_spec, spec_imports_code

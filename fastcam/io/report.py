@@ -39,7 +39,7 @@ from urllib.parse import quote
 import torch
 
 from fastcam.io.overlay import colormap_stops, find_output, output_name, read_overlay_info
-from fastcam.io.store import Run, open_run
+from fastcam.io.run import Run, open_run
 from fastcam.methods.registry import display_name
 
 CONFIG_ID = "fastcam-report-config"

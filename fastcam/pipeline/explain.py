@@ -1,7 +1,7 @@
 """Explain whole datasets into a resumable run directory: `explain_dataset` and its batch loop.
 
 The dataset is streamed: one batch is loaded, explained on the device, written to the Zarr store
-(`fastcam.io.store`) and committed before the next, so memory stays flat however many images there
+(`fastcam.io.run`) and committed before the next, so memory stays flat however many images there
 are, and a run killed at any moment resumes where its last commit left it when the same call (or the
 same `fastcam explain` command) is made again. Under torchrun each rank explains its own shard
 (`fastcam.pipeline.distributed`).
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fastcam._validation import NonFiniteError, expected_in_channels
 from fastcam.io.images import FINGERPRINT_MODES, ImageFolder, Preprocess, file_fingerprints
-from fastcam.io.store import STORE_FORMAT, Run, RunDirectory, ShardWriter, open_run, shard_indices
+from fastcam.io.run import STORE_FORMAT, Run, RunDirectory, ShardWriter, open_run, shard_indices
 from fastcam.methods.registry import get_method
 from fastcam.pipeline.data import (
     SafeItems,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastcam.io.store import RunDirectory
+from fastcam.io.run import RunDirectory
 
 
 def state_hash(model: nn.Module) -> str:

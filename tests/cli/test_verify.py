@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastcam_testkit.runs import chunk_name
 
 from fastcam.cli import main
 
@@ -19,16 +20,16 @@ def test_verify_sound_damaged_and_not_a_run(tmp_path: Path, folder: Path, weight
     assert main(["verify", str(out)]) == 0
     text = capsys.readouterr().out
     assert "5 samples, 1 shard(s), 3 batches (complete); 5 explained, 0 skipped" in text and "OK" in text
-    (out / "shard-00000-of-00001" / "logits" / "c.1.0").unlink()
-    chunk = out / "shard-00000-of-00001" / "lowres" / "c.2.0.0"
+    (out / chunk_name("logits", 1)).unlink()
+    chunk = out / chunk_name("lowres", 2)
     chunk.write_bytes(chunk.read_bytes()[:-1] + b"\x00")
     assert main(["verify", str(out)]) == 1
     text = capsys.readouterr().out
-    assert "DAMAGED shard-00000-of-00001/logits/c.1.0: chunk missing (batch 1: samples 2-3" in text
-    assert "DAMAGED shard-00000-of-00001/lowres/c.2.0.0: chunk altered" in text and "2 problem(s)" in text
+    assert f"DAMAGED {chunk_name('logits', 1)}: chunk missing (batch 1: samples 2-3" in text
+    assert f"DAMAGED {chunk_name('lowres', 2)}: chunk altered" in text and "2 problem(s)" in text
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 2  # never read as data
     err = capsys.readouterr().err
-    assert "is damaged" in err and "logits/c.1.0" in err and "Traceback" not in err
+    assert "is damaged" in err and chunk_name("logits", 1) in err and "Traceback" not in err
     assert main(argv) == 0  # the same command repairs it
     assert main(["verify", str(out)]) == 0
     assert main(["verify", str(tmp_path / "nothing")]) == 2

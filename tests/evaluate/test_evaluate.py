@@ -18,7 +18,7 @@ from fastcam import metrics
 from fastcam.cli import main
 from fastcam.evaluate import RunMetrics, evaluate, evaluate_run, markdown_table
 from fastcam.io.images import ImageFolder, Preprocess
-from fastcam.io.store import RunDirectory, ShardWriter, open_run
+from fastcam.io.run import RunDirectory, ShardWriter, open_run
 from fastcam.models import tiny_resnet
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from fastcam.io.overlay import find_output, legacy_output_name, output_name
 from fastcam.io.report import parse_class_names, read_config, read_labels_and_names, render_again, url, write_report
-from fastcam.io.store import open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam_testkit.report import HOSTILE, explain_with_overlays, write_hostile_folder, write_image
 
 class Page(HTMLParser):
@@ -116,13 +116,13 @@ def test_hostile_run_json_values_are_escaped(hostile_run: tuple[Path, Path], tmp
     _, source = hostile_run
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
-    meta = json.loads((run_dir / "run.json").read_text())
+    meta = json.loads(RunDirectory(run_dir).run_json.read_text())
     meta["method"] = "<script>alert('method')</script>"
     meta["timings"] = {"seconds": "<img src=x onerror=alert(1)>", "images_per_s": "</td><script>alert(2)</script>"}
     meta["device"] = ["<svg onload=alert(3)>"]
     meta["settings"]["model"]["spec"] = "\"><script>alert(4)</script>"
     meta["settings"]["target_layer"] = "<iframe src=javascript:alert(5)>"
-    (run_dir / "run.json").write_text(json.dumps(meta))
+    RunDirectory(run_dir).run_json.write_text(json.dumps(meta))
     (run_dir / "overlays" / "overlay.json").write_text(json.dumps({"colormap": "</style><script>alert(7)</script>"}))
     title = "</script><script>alert(8)</script><!--"
     out = write_report([run_dir], tmp_path / "report.html", title=title, class_names=["<i>a</i>", "b&c", "\"d"])

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from fastcam.io.run import RunDirectory
 import fastcam
 from fastcam.io.images import read_image
 from fastcam.models import tiny_resnet
@@ -40,7 +41,7 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path, classifie
     assert run.ids == good
     assert {s["id"] for s in run.skipped} == bad
     assert all(s["error"] for s in run.skipped)
-    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta = json.loads(RunDirectory(tmp_path / "run").run_json.read_text())
     assert {s["id"] for s in meta["skipped"]} == bad and meta["n_skipped"] == 4 and meta["n_explained"] == 7
     # the stored maps are those of the method on the same images (independent oracle: a direct call)
     images = torch.stack([read_image(data / name) for name in good])
@@ -75,7 +76,7 @@ def test_changed_settings_are_refused(tmp_path: Path, classifier: Classifier, wr
     write_images(data, 4)
     out = tmp_path / "run"
     explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=out, batch_size=2, progress=False)
-    before = (out / "shard-00000-of-00001.progress.json").read_text()
+    before = RunDirectory(out).progress(0, 1).read_text()
     with pytest.raises(ValueError, match="other settings.*\n.*method"):
         explain_dataset(classifier(), data, method="gradcampp", target_layer="layer4", out=out, batch_size=2, progress=False)
     with pytest.raises(ValueError, match="state_sha256|model"):
@@ -88,10 +89,10 @@ def test_changed_settings_are_refused(tmp_path: Path, classifier: Classifier, wr
     with pytest.raises(ValueError, match="resume=False"):
         explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=out, batch_size=2, resume=False,
                         progress=False)
-    assert (out / "shard-00000-of-00001.progress.json").read_text() == before  # nothing was touched
+    assert RunDirectory(out).progress(0, 1).read_text() == before  # nothing was touched
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not a fastcam run directory"):
+    with pytest.raises(ValueError, match="^out '.*' exists and is not a fastcam run directory; choose an empty or new out$"):
         explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=tmp_path / "other", progress=False)
 
 
