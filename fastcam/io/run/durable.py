@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -54,13 +54,30 @@ def fsync_paths(paths: Sequence[Path]) -> None:
         future.result()
 
 
+def create_temporary(parent: Path, prefix: str, *, directory: bool = False) -> tuple[Path, int | None]:
+    """A new hidden temporary file (path, open write descriptor) or folder (path, None) in `parent`, with the
+    permissions of any new file there (0666/0777 less the umask, as Zarr's chunks): `tempfile`'s are 0600/
+    0700, which would leave a run's JSON files and shard folders unreadable to the colleagues it is shared
+    with."""
+    for _ in range(100):
+        path = Path(parent) / f".{prefix}.{secrets.token_hex(6)}.tmp"
+        try:
+            if directory:
+                os.mkdir(path, 0o777)
+                return path, None
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {prefix!r} in {str(parent)!r}")
+
+
 def write_json_atomic(path: Path, payload: Any, *, exclusive: bool = False, sync_first: Sequence[Path] = ()) -> None:
     """Write JSON so that readers (and a restart after a kill) see either the old or the new file; the file
     and its directory are fsynced. `exclusive=True` creates the file only if it does not exist yet
     (FileExistsError otherwise), atomically. `sync_first`: other paths made durable (fsynced together
     with the temporary file) before the new file replaces the old one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp, fd = create_temporary(path.parent, path.name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1, sort_keys=False)

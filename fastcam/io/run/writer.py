@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +13,7 @@ from torch import Tensor
 
 from fastcam.io.run.check import check_shard, progress_problem
 from fastcam.io.run.damage import Damage
-from fastcam.io.run.durable import fsync_path, fsync_paths, write_json_atomic
+from fastcam.io.run.durable import create_temporary, fsync_path, fsync_paths, write_json_atomic
 from fastcam.io.run.layout import EMPTY_PROGRESS, RunDirectory
 from fastcam.io.run.schema import ARRAYS, DATA_ARRAYS, EXPLAINED, SCHEMA, SKIPPED, ShardGeometry
 
@@ -115,7 +114,7 @@ class ShardWriter:
         rename it into place (atomic)."""
         import zarr
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.creating", dir=self.run_dir))
+        tmp, _ = create_temporary(self.run_dir, f"{self.path.name}.creating", directory=True)
         group = zarr.open_group(str(tmp), mode="w")
         group.attrs.update({"rank": self.rank, "world_size": self.world, "rows": self.rows,
                             "batch_size": self.batch_size})
