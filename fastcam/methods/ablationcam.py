@@ -4,11 +4,16 @@ run from the target layer on.
 A channel's weight is the relative drop of the target score when that channel of the target layer is
 ablated (set to `ablation_value`, 0 by default, the paper's choice):
 
-$$ w_c = \frac{y - y_c}{y}, \qquad L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big) $$
+$$ w_c = \frac{y - y_c}{|y|}, \qquad L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big) $$
 
 with $y$ the target's score (a logit for a class target, as pytorch-grad-cam and the paper) and $y_c$ the
 same score with channel $c$ of $A$ ablated. Where $y = 0$ exactly, $w_c = y - y_c$ (the same map up to a
-positive factor, instead of an infinity). The B·C ablated copies of a batch are packed into forwards of
+positive factor, instead of an infinity). The paper and pytorch-grad-cam divide by $y$ itself, which is
+the same for $y > 0$ but flips every weight where $y < 0$ (an unlikely class's logit): a channel whose
+ablation lowers the score would count against the target. Dividing by $|y|$ keeps the sign of the drop,
+so a channel supports the target exactly when ablating it lowers the target's score, whatever the sign of
+the score; a target scored as the negative of another ("evidence against",
+`fastcam.targets.BinaryTarget(positive=False)`, score $-z$) gets the other's weights negated. The B·C ablated copies of a batch are packed into forwards of
 `batch_size` rows across images and channels.
 
 **Only the layers after the target run again.** The model is traced once with `torch.fx` (the target
@@ -237,4 +242,5 @@ class AblationCAM(BaseCAM):
             ablated[start : start + pair.numel()] = accumulation(ctx.target.select(index).score(ctx.view(out)))
         y = scores.unsqueeze(1)
         drop = y - ablated.view(rows, channels)
-        return torch.where(y == 0, drop, drop / torch.where(y == 0, torch.ones_like(y), y))
+        # relative to |y|: dividing by a negative y (pytorch-grad-cam's y) would flip every weight
+        return torch.where(y == 0, drop, drop / torch.where(y == 0, torch.ones_like(y), y.abs()))
