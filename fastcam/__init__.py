@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Explanation": "fastcam.explanation:Explanation",
     "NonFiniteError": "fastcam._validation:NonFiniteError",
+    "UninformativeMapWarning": "fastcam._validation:UninformativeMapWarning",
     "BaseCAM": "fastcam.methods:BaseCAM",
     "GradCAM": "fastcam.methods:GradCAM",
     "GradCAMPlusPlus": "fastcam.methods:GradCAMPlusPlus",

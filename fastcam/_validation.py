@@ -35,6 +35,12 @@ class NonFiniteError(ValueError):
         super().__init__(f"{reason} contain NaN or Inf for image(s) {shown} of the batch")
 
 
+class UninformativeMapWarning(UserWarning):
+    """A target layer's maps cannot say where the evidence is: they are 1×1 (1×1×1 for volumes), so every
+    upsampled map is constant (all ones, or all zeros for the Eigen methods). The message names an earlier
+    layer with a larger map."""
+
+
 class FiniteCheck:
     """Per-image NaN/Inf checks gathered along one call, read back to the host once (`raise_if_any`).
 

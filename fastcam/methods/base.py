@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import numbers
+import threading
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, ContextManager, Sequence
@@ -41,6 +43,7 @@ from fastcam._validation import (
     SPATIAL_RANKS,
     FiniteCheck,
     TargetsLike,
+    UninformativeMapWarning,
     check_has_values,
     check_image_batch,
     check_model_input,
@@ -285,6 +288,8 @@ class BaseCAM(Explainer):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
         self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
+        # (layer name, image shape) -> the 1×1-map warning given (derived from the model's structure)
+        self._single_cell_warnings: dict[tuple[str, tuple[int, ...]], str] = {}
 
     #: SmoothGrad noisy copies per image (gradient methods set it; 0 = none)
     smooth: int = 0
@@ -430,6 +435,8 @@ class BaseCAM(Explainer):
                     f"layer {name!r} gives {activations.dim() - 2}-D maps {tuple(activations.shape)} for "
                     f"{images.dim() - 2}-D images {tuple(images.shape)}"
                 )
+            if activations.shape[2:].numel() == 1:
+                self._warn_single_cell(name, tuple(activations.shape), images)
             contexts.append(CallContext(
                 model=self.model, images=rows, output=view_all, logits=row_logits, target=target,
                 targets=classes if explained == batch else classes.repeat(explained // batch),
@@ -459,6 +466,46 @@ class BaseCAM(Explainer):
         self._raise_if_failed(finite, flags)
         scores_out = logits if logits is not None else scores[:batch].unsqueeze(1)
         return Explanation(maps=maps, lowres=lowres, logits=scores_out.detach().float(), targets=classes)
+
+    def _warn_single_cell(self, name: str, shape: tuple[int, ...], images: Tensor) -> None:
+        """Warn (`UninformativeMapWarning`, once per layer and image size) that `name`'s maps are 1×1,
+        naming the last layer before it with a larger map (found by one probe forward of one image)."""
+        key = (name, tuple(images.shape[1:]))
+        message = self._single_cell_warnings.get(key)
+        if message is None:
+            earlier = None if self.model.training else self._last_layer_with_a_map(dict(self.layers)[name], images[:1])
+            instead = (f"explain {earlier!r} instead (the last layer before it with a larger map)" if earlier
+                       else "explain an earlier layer with a larger map")
+            message = (f"layer {name!r} gives 1×1 maps {shape} for images of size {tuple(images.shape[2:])}: every "
+                       "map is constant (all ones; all zeros for the Eigen methods) and says nothing about where "
+                       f"the evidence is; {instead}, or give larger images")
+            self._single_cell_warnings[key] = message
+            warnings.warn(message, UninformativeMapWarning, stacklevel=5)
+
+    def _last_layer_with_a_map(self, layer: nn.Module, image: Tensor) -> str | None:
+        """The module that finishes last before `layer` starts, among those whose output is a map larger than
+        1×1, in one forward of `image` (hooks for that forward and this thread only), or None."""
+        thread, started, found = threading.get_ident(), [False], []
+
+        def start(module: nn.Module, inputs: Any) -> None:
+            started[0] = started[0] or threading.get_ident() == thread
+
+        def record(name: str) -> Callable[..., None]:
+            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+                if (threading.get_ident() == thread and not started[0] and isinstance(output, Tensor)
+                        and output.dim() == image.dim() and output.shape[2:].numel() > 1):
+                    found.append(name)
+            return hook
+
+        handles = [layer.register_forward_pre_hook(start)]
+        handles += [m.register_forward_hook(record(n)) for n, m in self.model.named_modules() if n and m is not layer]
+        try:
+            with torch.no_grad():
+                self.model(image)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return found[-1] if found else None
 
     def _raise_if_failed(self, finite: FiniteCheck, alive: Tensor | None) -> None:
         """One host read: `NonFiniteError` for the first non-finite value queued in `finite`, else a

@@ -1,6 +1,8 @@
 """Model-side bad input gets a clear error naming the problem (issue 10), and what is valid works."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -259,3 +261,20 @@ def test_meta_tensors_in_targets_and_classes_are_named(resnet: nn.Module, images
                        (lambda: fastcam.targets.SimilarityTarget(meta), "reference")):
         with pytest.raises(ValueError, match=f"{what}.*meta device"):
             make()
+
+
+# ------------------------------------------------------------------------------------------- 1×1 maps
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", ["gradcam", "eigencam", "scorecam", "ablationcam"])
+def test_single_cell_maps_are_warned_naming_a_layer_with_a_map(name: str, resnet: nn.Module) -> None:
+    """Issue 24 item 8: at 32 x 32 px, tiny ResNet's layer4 is 1 x 1: most methods returned all-ones maps and
+    the Eigen methods all zeros, without a word."""
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cam = registry.method_class(name)(resnet, "layer4")
+    with pytest.warns(fastcam.UninformativeMapWarning, match=r"layer 'layer4' gives 1×1 maps.*explain 'layer3' instead"):
+        maps = cam(images, 0)
+    assert torch.allclose(maps.amax((1, 2)), maps.amin((1, 2)))  # what the warning is about: constant maps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cam(images, 0)  # once per explainer, layer and image size
+        registry.method_class(name)(resnet, "layer3")(images, 0)  # 2 x 2: no warning
