@@ -52,6 +52,7 @@ from fastcam._validation import (
 from fastcam.explanation import Explanation
 from fastcam.methods._capture import capture
 from fastcam.methods._smoothing import (
+    ImageNoise,
     augment,
     check_generator,
     deaugment,
@@ -374,8 +375,9 @@ class BaseCAM(Explainer):
         """Gradient methods may transform dY/dA before any weighting (noise for robustness studies)."""
         return gradients
 
-    def _model_inputs(self, rows: Tensor) -> Tensor:
-        """What the forward runs: the rows explained, then any extra copies (SmoothGrad's noisy ones)."""
+    def _model_inputs(self, rows: Tensor, batch: int) -> Tensor:
+        """What the forward runs: the rows explained (row r belongs to image r mod `batch`), then any extra
+        copies (SmoothGrad's noisy ones)."""
         return rows
 
     def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
@@ -389,7 +391,7 @@ class BaseCAM(Explainer):
         # forward runs them and, for SmoothGrad, their noisy copies after them: one forward for all, and the
         # target is resolved on the first `batch` rows (the images as given).
         rows = augment(images) if self.aug_smooth else images
-        inputs = self._model_inputs(rows)
+        inputs = self._model_inputs(rows, batch)
         output, raws = self._forward(inputs)
         for (name, _), raw in zip(self.layers, raws):  # reported in the order the values arise
             finite.add(f"the activations of layer {name!r}", per_image(raw, batch))
@@ -572,8 +574,12 @@ class GradientCAM(BaseCAM):
         gradient_noise: std of Gaussian noise added to dY/dA before any weighting (robustness studies;
             0 = none), the same for every gradient method (see fastcam.metrics.gradient_noise_robustness).
         generator: the source of both noises: a `torch.Generator` on the images' device (its state
-            advances), an int seed (a fresh generator each call and each noise: the same noise on every call
-            with the same shapes), or None (torch's global RNG).
+            advances), an int seed, or None (torch's global RNG). With an int seed, SmoothGrad's noise is
+            drawn per image, image i of the call from a generator seeded with seed + i
+            (`fastcam.methods._smoothing.ImageNoise`): an image's map does not depend on its batch-mates
+            (it equals the image explained alone with seed + i) and repeats on every call; the gradient
+            noise takes a fresh generator seeded with the seed on each call (the same noise for the same
+            shapes).
     """
 
     uses_gradients = True
@@ -595,10 +601,10 @@ class GradientCAM(BaseCAM):
         noisy.generator = generator
         return noisy
 
-    def _model_inputs(self, rows: Tensor) -> Tensor:
+    def _model_inputs(self, rows: Tensor, batch: int) -> Tensor:
         if not self.smooth:
             return rows
-        return with_noise_copies(rows, self.smooth, self.smooth_sigma, make_generator(self.generator, rows.device))
+        return with_noise_copies(rows, self.smooth, self.smooth_sigma, ImageNoise(self.generator, batch, rows.device), batch)
 
     def _transform_gradients(self, gradients: Tensor, images: Tensor) -> Tensor:
         if not self.gradient_noise:
