@@ -86,17 +86,27 @@ def summarise(run: Run) -> RunSummary:
     return out
 
 
+def _rows_of(ids: Sequence[Any], wanted: Sequence[Any]) -> dict[Any, int]:
+    """The rows of the `wanted` ids in `ids` (one pass; a wanted id may be given as text); ValueError naming
+    those that are not there."""
+    if not wanted:
+        return {}
+    as_text = {str(sid) for sid in wanted}
+    found = {str(sid): row for row, sid in enumerate(ids) if str(sid) in as_text}
+    rows = {sid: found.get(str(sid), -1) for sid in wanted}
+    missing = [sid for sid, row in rows.items() if row < 0]
+    if missing:
+        raise ValueError(f"{len(missing)} listed id(s) are not explained samples of the run, e.g. {missing[0]!r}")
+    return rows
+
+
 def select_rows(summary: RunSummary, ids: Sequence[Any], limit: int, listed: Sequence[Any] = (),
                 seed: int = SELECTION_SEED) -> tuple[list[int], str]:
     """The rows of the image grid: every row when there are at most `limit` (plus the `listed` ids), else
     the `listed` ids, then the most and the least confident predictions and a seeded random sample, a
     third of the rest each. Returns the rows and a sentence saying what they are."""
     n = len(ids)
-    positions = {sid: i for i, sid in enumerate(ids)} if listed else {}
-    unknown = [sid for sid in listed if sid not in positions and str(sid) not in positions]
-    if unknown:
-        raise ValueError(f"{len(unknown)} listed id(s) are not explained samples of the run, e.g. {unknown[0]!r}")
-    chosen = list(dict.fromkeys(positions.get(sid, positions.get(str(sid))) for sid in listed))
+    chosen = list(dict.fromkeys(_rows_of(ids, listed).values()))
     if n <= limit:
         return list(dict.fromkeys([*chosen, *range(n)])), "every image"
     k = max(limit - len(chosen), 0) // 3
@@ -300,7 +310,7 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
     rows, context["selection"] = select_rows(summaries[0], ids, max_images, show_ids)
     shown = [ids[i] for i in rows]
     context["n_shown"], context["n_total"] = len(shown), len(ids)
-    context["sort_keys"], context["rows"] = _grid(opened, shown, base, masks_dir, label_of, name, evaluation)
+    context["sort_keys"], context["rows"] = _grid(opened, shown, rows, base, masks_dir, label_of, name, evaluation)
     import fastcam
 
     context["version"] = fastcam.__version__
@@ -320,7 +330,7 @@ def _run_rows(opened: Sequence[Run], summaries: Sequence[RunSummary], label_of: 
         model = settings.get("model", {}) if isinstance(settings.get("model"), dict) else {}
         accuracy = ""
         known = [(p, label_of(s)) for p, s in zip(summary.predicted.tolist(), run.ids)
-                 if label_of(s) is not None] if label_of is not None else []
+                 if label_of(s) is not None] if label_of is not None else []  # labelled runs only
         if known:
             accuracy = f"{sum(p == y for p, y in known) / len(known):.3f}"
         rows.append({
@@ -337,7 +347,7 @@ def _run_rows(opened: Sequence[Run], summaries: Sequence[RunSummary], label_of: 
 def _class_table(opened: Sequence[Run], summaries: Sequence[RunSummary], name: Any) -> dict[str, Any]:
     """Predicted-class counts (the most predicted classes, the others summed) and the distribution of the
     explained class's probability, per run."""
-    counts = [Counter(s.predicted.tolist()) for s in summaries]
+    counts = [Counter(dict(zip(*(v.tolist() for v in np.unique(s.predicted, return_counts=True))))) for s in summaries]
     total = sum(counts, Counter())
     classes = sorted(c for c, _ in total.most_common(MAX_CLASS_COLUMNS))
     others = len(total) > len(classes)
@@ -378,10 +388,10 @@ def _evaluation_context(evaluation: ReportEvaluation, base: Path) -> dict[str, A
     }
 
 
-def _grid(opened: Sequence[Run], shown: Sequence[Any], base: Path, masks_dir: str | Path | None, label_of: Any,
+def _grid(opened: Sequence[Run], shown: Sequence[Any], shown_rows: Sequence[int], base: Path, masks_dir: str | Path | None, label_of: Any,
           name: Any, evaluation: ReportEvaluation | None) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
     """The sort keys (select options) and the rows of the image grid."""
-    rows_of = [{sid: i for i, sid in enumerate(run.ids)} for run in opened]
+    rows_of = [dict(zip(shown, shown_rows)) if run.ids == opened[0].ids else _rows_of(run.ids, shown) for run in opened]
     scores = [(evaluation.per_image.get(str(Path(run.path).resolve()), {}) if evaluation else {}) for run in opened]
     row_metrics = [m for m in ROW_METRICS if any(m in v for s in scores for v in s.values())]
     multi = len(opened) > 1

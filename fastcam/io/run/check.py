@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fastcam.io.run.chunks import ChunkProblem, ChunkSpec, chunk_spec, read_chunk
+from fastcam.io.run.chunks import ChunkProblem, ChunkSpec, array_spec, chunk_paths, read_chunk, read_node
 from fastcam.io.run.damage import Damage, describe_samples, relative_path
 from fastcam.io.run.layout import RunDirectory, require_run
 from fastcam.io.run.schema import DATA_ARRAYS, EXPLAINED, IDS_JSON, RUN_JSON, SKIPPED, STORE_FORMAT, ShardGeometry
@@ -118,8 +118,6 @@ def check_shard(directory: RunDirectory, rank: int, world: int, n_items: int, ba
     Damage is collected, not raised: `open_run` raises it, `verify_run` reports it and `ShardWriter.plan`
     recomputes the damaged batches.
     """
-    import zarr
-
     out = ShardCheck(ShardGeometry(n_items, rank, world, batch_size))
     rows = out.geometry.rows
     root = directory.root
@@ -155,22 +153,16 @@ def check_shard(directory: RunDirectory, rank: int, world: int, n_items: int, ba
         out.broken_group = True
         return out
     try:
-        group = zarr.open_group(str(shard_dir), mode="r")
-    except Exception as exc:  # noqa: BLE001 - any failure to open is damage
+        if read_node(shard_dir).get("node_type") != "group":
+            raise ValueError("not a group")
+    except (OSError, ValueError) as exc:  # any failure to read it is damage
         damage(shard_dir / "zarr.json", f"unreadable Zarr group ({type(exc).__name__}: {exc})", out.committed)
         out.broken_group = True
         return out
 
     def open_array(name: str) -> None:
         """Check the array's metadata against the run; its chunk layout goes to `out.specs`."""
-        try:
-            spec, problem = chunk_spec(group[name], rows, batch_size)
-            where = shard_dir / name / "zarr.json"
-        except KeyError:
-            spec, problem, where = None, "array missing", shard_dir / name
-        except Exception as exc:  # noqa: BLE001 - any failure to read the metadata is damage
-            spec, problem = None, f"unreadable array metadata ({type(exc).__name__}: {exc})"
-            where = shard_dir / name / "zarr.json"
+        spec, problem, where = array_spec(shard_dir / name, rows, batch_size)
         if spec is None:
             damage(where, problem, out.committed)
             out.broken_arrays.add(name)
@@ -188,9 +180,10 @@ def check_shard(directory: RunDirectory, rank: int, world: int, n_items: int, ba
     kept = {name: np.zeros((rows, *out.specs[name].shape[1:]), out.specs[name].dtype)
             for name in ("status", "fingerprint", *(DATA_ARRAYS if load else ())) if name in out.specs}
 
+    paths = {name: chunk_paths(directory, rank, world, name, spec.ndim) for name, spec in out.specs.items()}
+
     def read(name: str, batch: int) -> np.ndarray | None:
-        spec = out.specs[name]
-        path = directory.chunk(rank, world, name, batch, spec.ndim)
+        spec, path = out.specs[name], paths[name](batch)
         try:
             values = read_chunk(path, spec)
         except ChunkProblem as exc:

@@ -4,22 +4,26 @@ A run's arrays are written by Zarr (v3) with the codecs `bytes` (little-endian) 
 compression: a chunk file is the chunk's raw bytes followed by the CRC-32C of those bytes. Zarr decodes
 a chunk through its async codec pipeline at about 0.5 ms per call; reading the file and checking its
 CRC here costs about 0.02 ms (`bench/bench_store_scale.py`), which is what makes a streaming pass over a
-million samples (tens of thousands of chunks) take seconds. The array metadata are checked against this
-exact layout first (`chunk_spec`), so any other layout is refused rather than misread, and any Zarr v3
-reader still reads the files.
+million samples (tens of thousands of chunks) take seconds. The array metadata (each array's
+`zarr.json`, Zarr v3's documented JSON) are read and checked against this exact layout first
+(`array_spec`), so any other layout is refused rather than misread, and any Zarr v3 reader still reads
+the files. Reading a run imports no Zarr (its import alone takes about a second).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 #: the codec names of every array of a run (store format 2): raw bytes (little-endian where the dtype has
 #: a byte order), then the CRC-32C
 CODECS = ["bytes", "crc32c"]
+#: the dtypes a run stores (`schema.SCHEMA`), as Zarr v3 names them
+DATA_TYPES = ("float16", "float32", "int64", "uint8", "uint64")
 
 
 class ChunkProblem(Exception):
@@ -51,19 +55,52 @@ class ChunkSpec:
         return len(self.shape)
 
 
-def chunk_spec(array: Any, rows: int, batch_size: int) -> tuple[ChunkSpec | None, str]:
-    """The chunk layout of an opened Zarr array, or (None, what does not match the run)."""
-    codecs = [c.to_dict() for c in array.metadata.codecs]
-    names = [c.get("name") for c in codecs]
-    endian = codecs[0].get("configuration", {}).get("endian", "little") if codecs else None
-    spec = ChunkSpec(tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype).newbyteorder("<"))
-    if names != CODECS or endian != "little" or spec.shape[0] != max(rows, 1) or spec.chunk != (batch_size, *spec.shape[1:]):
-        return None, (f"array metadata do not match the run (shape {spec.shape}, chunks {spec.chunk}, "
-                      f"codecs {names})")
-    return spec, ""
+def read_node(folder: Path) -> dict[str, Any]:
+    """The Zarr v3 metadata (`zarr.json`) of a group or array folder; OSError or ValueError if unreadable."""
+    with open(folder / "zarr.json", encoding="utf-8") as f:
+        meta = json.load(f)
+    if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
+        raise ValueError("not Zarr v3 metadata")
+    return meta
 
 
-def read_chunk(path: Path, spec: ChunkSpec) -> np.ndarray:
+def array_spec(folder: Path, rows: int, batch_size: int) -> tuple[ChunkSpec | None, str, Path]:
+    """The chunk layout of the array stored in `folder`, or (None, what is wrong, the file or folder at fault)."""
+    try:
+        meta = read_node(folder)
+    except FileNotFoundError:
+        return None, "array missing", folder
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable array metadata ({type(exc).__name__}: {exc})", folder / "zarr.json"
+    try:
+        codecs = meta["codecs"]
+        names = [c.get("name") for c in codecs]
+        endian = codecs[0].get("configuration", {}).get("endian", "little") if codecs else None
+        chunk = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        shape, dtype = tuple(meta["shape"]), meta["data_type"]
+        keys = meta["chunk_key_encoding"]
+        layout_ok = (meta.get("node_type") == "array" and dtype in DATA_TYPES and names == CODECS
+                     and endian == "little" and meta["chunk_grid"].get("name") == "regular"
+                     and keys.get("name") == "default" and keys.get("configuration", {}).get("separator") == "."
+                     and not meta.get("storage_transformers"))
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        return None, f"unreadable array metadata ({type(exc).__name__}: {exc})", folder / "zarr.json"
+    if not layout_ok or not shape or shape[0] != max(rows, 1) or chunk != (batch_size, *shape[1:]):
+        return None, (f"array metadata do not match the run (shape {shape}, chunks {chunk}, codecs {names})"), \
+            folder / "zarr.json"
+    return ChunkSpec(shape, chunk, np.dtype(dtype).newbyteorder("<")), "", folder
+
+
+def chunk_paths(directory: Any, rank: int, world: int, name: str, ndim: int) -> Callable[[int], str]:
+    """batch -> the chunk file of `directory.chunk(rank, world, name, batch, ndim)` (a `RunDirectory`),
+    from the text of one name it gives (building each path with pathlib costs more than reading the chunk)."""
+    text = str(directory.chunk(rank, world, name, 0, ndim))
+    cut = text.rindex("c.0") + 2
+    head, tail = text[:cut], text[cut + 1:]
+    return lambda batch: f"{head}{batch}{tail}"
+
+
+def read_chunk(path: str | Path, spec: ChunkSpec) -> np.ndarray:
     """The chunk stored at `path`, its size and CRC-32C checked; ChunkProblem says what is wrong."""
     import google_crc32c
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from fastcam.errors import RunDamagedError
 from fastcam.io.run.check import ShardCheck, status_problem
-from fastcam.io.run.chunks import ChunkProblem, read_chunk
+from fastcam.io.run.chunks import ChunkProblem, chunk_paths, read_chunk
 from fastcam.io.run.damage import Damage, describe_samples, relative_path
 from fastcam.io.run.layout import RunDirectory
 from fastcam.io.run.schema import SCHEMA
@@ -25,8 +25,20 @@ from fastcam.io.run.schema import SCHEMA
 READ_DTYPES = {"lowres": np.float32, "scale": np.float32, "logits": np.float32, "targets": np.int64,
                "predicted": np.int64}
 
-#: where rows live: (shard rank, batch, positions in the output, rows in the chunk)
-Plan = list[tuple[int, int, np.ndarray, np.ndarray]]
+#: where rows live: (shard rank, batch, positions in the output, rows in the chunk), each a slice when the
+#: positions are evenly spaced (dataset order: every W-th output row from consecutive chunk rows)
+Plan = list[tuple[int, int, Any, Any]]
+
+
+def _as_slice(values: np.ndarray) -> Any:
+    """`values` as an equivalent slice when they are evenly spaced and increasing, else themselves."""
+    if len(values) == 1:
+        return slice(int(values[0]), int(values[0]) + 1)
+    step = int(values[1] - values[0])
+    if step > 0 and int(values[-1] - values[0]) == step * (len(values) - 1) and (len(values) == 2 or bool(
+            (np.diff(values) == step).all())):
+        return slice(int(values[0]), int(values[-1]) + 1, step)
+    return values
 
 
 class RunSource:
@@ -51,6 +63,7 @@ class RunSource:
         self._status_ok: set[tuple[int, int]] = set()
         self._cache: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
         self._capacity = 8 * (self.world + 1)
+        self._paths: dict[tuple[str, int], Callable[[int], str]] = {}  # (name, rank) -> batch -> chunk file
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape of array `name` as read: (rows, *tail)."""
@@ -80,7 +93,10 @@ class RunSource:
         spec = shard.specs.get(name)
         if spec is None:
             raise self._damaged(rank, self.directory.shard(rank, self.world) / name, "array missing", batch)
-        path = self.directory.chunk(rank, self.world, name, batch, spec.ndim)
+        paths = self._paths.get((name, rank))
+        if paths is None:
+            paths = self._paths[(name, rank)] = chunk_paths(self.directory, rank, self.world, name, spec.ndim)
+        path = paths(batch)
         try:
             values = read_chunk(path, spec)
         except ChunkProblem as exc:
@@ -98,7 +114,8 @@ class RunSource:
         key = rank * (int(batch.max(initial=0)) + 1) + batch
         order = np.argsort(key, kind="stable")
         bounds = np.flatnonzero(np.diff(key[order])) + 1
-        return [(int(rank[g[0]]), int(batch[g[0]]), g, within[g]) for g in np.split(order, bounds) if len(g)]
+        return [(int(rank[g[0]]), int(batch[g[0]]), _as_slice(g), _as_slice(within[g]))
+                for g in np.split(order, bounds) if len(g)]
 
     def read(self, name: str, positions: np.ndarray, plan: Plan | None = None) -> np.ndarray:
         """Rows `positions` of array `name`, as read (maps times their scale: the raw maps)."""

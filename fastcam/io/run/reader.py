@@ -147,20 +147,26 @@ class Run:
                          predicted=int(self.predicted[row]))
 
     def iter_batches(self, batch_size: int) -> Iterator[RunBatch]:
-        """Every sample in dataset order, `batch_size` rows at a time (each chunk is read once)."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+        """Every sample in dataset order, `batch_size` rows at a time; each chunk is read once (rows are read
+        in blocks of whole batches spanning a chunk of every shard, then cut)."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        for start in range(0, len(self), batch_size):
-            rows = range(start, min(start + batch_size, len(self)))
-            sl = slice(rows.start, rows.stop)
-            if isinstance(self.lowres, RunArray):  # one plan of the chunks for every array
-                source = self.lowres.source
+        source = self.lowres.source if isinstance(self.lowres, RunArray) else None
+        span = source.batch_size * source.world if source is not None else batch_size
+        block = batch_size * -(-span // batch_size)
+        for first in range(0, len(self), block):
+            rows = range(first, min(first + block, len(self)))
+            if source is not None:  # one plan of the chunks for every array
                 positions = np.arange(rows.start, rows.stop)
                 plan = source.plan(positions)
                 values = {name: torch.from_numpy(source.read(name, positions, plan)) for name in DATA_ARRAYS}
             else:
-                values = {name: getattr(self, name)[sl] for name in DATA_ARRAYS}
-            yield RunBatch(rows=rows, ids=self.ids[sl], indices=self.indices[sl], **values)
+                values = {name: getattr(self, name)[rows.start:rows.stop] for name in DATA_ARRAYS}
+            for start in range(rows.start, rows.stop, batch_size):
+                part = range(start, min(start + batch_size, rows.stop))
+                cut = slice(part.start - first, part.stop - first)
+                yield RunBatch(rows=part, ids=self.ids[part.start:part.stop], indices=self.indices[part.start:part.stop],
+                               **{name: v[cut] for name, v in values.items()})
 
     def upsampled(self, i: int | str, size: Sequence[int] | None = None) -> Tensor:
         """Map of sample `i` (row or id) upsampled bilinearly to `size` (default: the input size) and
