@@ -29,7 +29,9 @@ def test_verify_sound_damaged_and_not_a_run(tmp_path: Path, folder: Path, weight
     assert f"DAMAGED {chunk_name('lowres', 2)}: chunk altered" in text and "2 problem(s)" in text
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 2  # never read as data
     err = capsys.readouterr().err
-    assert "is damaged" in err and chunk_name("logits", 1) in err and "Traceback" not in err
+    # the first damaged chunk the report's reads touch is named
+    assert "is damaged" in err and (chunk_name("logits", 1) in err or chunk_name("lowres", 2) in err)
+    assert "Traceback" not in err
     assert main(argv) == 0  # the same command repairs it
     assert main(["verify", str(out)]) == 0
     assert main(["verify", str(tmp_path / "nothing")]) == 2

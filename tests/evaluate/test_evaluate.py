@@ -52,7 +52,7 @@ def test_fastcam_eval_on_a_tiny_run(tmp_path: Path) -> None:
     # the same numbers by hand, from the stored maps and the metrics API
     maps = fastcam.ops.upsample_normalize(run.lowres.float(), (64, 64))
     images = torch.stack([ImageFolder(data, Preprocess(channels=3))[i]["image"] for i in range(3)])
-    auc = metrics.deletion(model, images, maps, run.targets, steps=4).auc
+    auc = metrics.deletion(model, images, maps, run.targets[:], steps=4).auc
     assert summary["deletion"]["mean"] == pytest.approx(auc.mean().item(), abs=1e-5)
     mask = torch.zeros(1, 64, 64, dtype=torch.bool)
     mask[0, :32, :32] = True

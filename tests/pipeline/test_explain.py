@@ -47,8 +47,8 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path, classifie
     images = torch.stack([read_image(data / name) for name in good])
     with fastcam.GradCAM(model, "layer4") as cam:
         exp = cam.explain(images)
-    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(run.logits, exp.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.logits[:], exp.logits, rtol=1e-5, atol=1e-6)
     assert torch.equal(run.targets, exp.targets) and torch.equal(run.predicted, exp.logits.argmax(1))
     torch.testing.assert_close(run.upsampled(2), exp.maps[2], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(run.upsampled(good[3], (9, 13)),
@@ -185,7 +185,7 @@ def test_images_with_non_finite_explanations_are_skipped_with_the_reason(tmp_pat
     assert bool(torch.isfinite(run.lowres).all()) and bool(torch.isfinite(run.logits).all())
     with fastcam.GradCAM(inner, "layer4") as cam:  # the others are stored as the method computes them
         exp = cam.explain(images[[0, 2, 3, 5]])
-    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], exp.lowres, rtol=1e-5, atol=1e-6)
     assert run.meta["n_skipped"] == 2 and run.meta["n_explained"] == 4
     with fastcam.GradCAM(_NaNForBrightImages(inner), "model.layer4") as cam:  # a batch with no finite image
         kept, explained, dropped = explain_finite(cam, images[[1, 4]], None, None, {})
@@ -296,4 +296,4 @@ def test_registered_methods_run_through_the_pipeline(method: str, kwargs: dict, 
     # the pipeline explains in batches of 2: compare per batch (SmoothGrad's seeded noise depends on the batch)
     expected = torch.cat([make_explainer(model, method, "layer3", kwargs).explain(images[i : i + 2]).lowres
                           for i in range(0, 3, 2)])
-    torch.testing.assert_close(run.lowres, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], expected, rtol=1e-5, atol=1e-6)

@@ -36,7 +36,8 @@ shard geometry (rows, batches).
 
 Modules: `durable` (fsync, atomic JSON), `damage` (`Damage`, sample descriptions), `schema` (the arrays,
 the shard geometry), `layout` (`RunDirectory`, `WriterLock`), `check` (`check_shard`, `verify_run`),
-`writer` (`ShardWriter`), `reader` (`Run`, `open_run`).
+`writer` (`ShardWriter`), `chunks` (one chunk file read and verified), `lazy` (`RunArray`: lazy arrays
+over the shards), `reader` (`Run`, `open_run`).
 
 Commit protocol. Batch b of a shard covers rows [b*B, (b+1)*B) and is exactly one chunk of every array,
 so a batch is written without reading anything back. A batch counts only once the shard's progress
@@ -81,7 +82,8 @@ from fastcam.io.run.check import ShardCheck, Verification, check_shard, verify_r
 from fastcam.io.run.damage import Damage, describe_samples
 from fastcam.io.run.durable import fsync_path, fsync_paths, read_json, write_json_atomic
 from fastcam.io.run.layout import RunDirectory, WriterLock, require_run
-from fastcam.io.run.reader import Run, open_run
+from fastcam.io.run.lazy import RunArray
+from fastcam.io.run.reader import Run, RunBatch, RunSample, open_run
 from fastcam.io.run.schema import (
     ARRAYS, DATA_ARRAYS, EXPLAINED, IDS_JSON, RUN_JSON, SCHEMA, SKIPPED, STORE_FORMAT, ArraySpec, ShardGeometry,
     shard_indices, shard_rows,
@@ -90,7 +92,7 @@ from fastcam.io.run.writer import ShardWriter
 
 __all__ = [
     "ARRAYS", "DATA_ARRAYS", "EXPLAINED", "IDS_JSON", "RUN_JSON", "SCHEMA", "SKIPPED", "STORE_FORMAT", "ArraySpec",
-    "Damage", "Run", "RunDirectory", "ShardCheck", "ShardGeometry", "ShardWriter", "Verification", "WriterLock",
+    "Damage", "Run", "RunArray", "RunBatch", "RunDirectory", "RunSample", "ShardCheck", "ShardGeometry", "ShardWriter", "Verification", "WriterLock",
     "check_shard", "describe_samples", "fsync_path", "fsync_paths", "open_run", "read_json", "require_run",
     "shard_indices", "shard_rows", "verify_run", "write_json_atomic",
 ]

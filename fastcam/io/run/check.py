@@ -3,14 +3,14 @@ its size and passes its CRC-32C), ids.json against run.json, and the whole run (
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fastcam.io.run.chunks import ChunkProblem, ChunkSpec, array_spec, chunk_paths, read_chunk, read_node
 from fastcam.io.run.damage import Damage, describe_samples, relative_path
 from fastcam.io.run.layout import RunDirectory, require_run
 from fastcam.io.run.schema import DATA_ARRAYS, EXPLAINED, IDS_JSON, RUN_JSON, SKIPPED, STORE_FORMAT, ShardGeometry
@@ -58,6 +58,7 @@ class ShardCheck:
         damages: every problem found; damaged: the batches they make unreadable.
         data: the arrays' rows that were kept (`status`, `fingerprint`; the data arrays when `load`).
         broken_group, broken_arrays: whether the whole group, or which arrays, must be rebuilt.
+        specs: the chunk layout of each array whose metadata are sound.
     """
 
     geometry: ShardGeometry
@@ -68,6 +69,7 @@ class ShardCheck:
     data: dict[str, np.ndarray] = field(default_factory=dict)
     broken_group: bool = False
     broken_arrays: set[str] = field(default_factory=set)
+    specs: dict[str, ChunkSpec] = field(default_factory=dict)
 
     @property
     def rank(self) -> int:
@@ -89,16 +91,33 @@ class ShardCheck:
         return self.geometry.batch_rows(batch)
 
 
+def status_problem(values: np.ndarray, geometry: ShardGeometry, batch: int, skipped: set[int]) -> tuple[str, str] | None:
+    """What is wrong with the status rows `values` of batch `batch` (read from its chunk) against the
+    skipped list of the shard's commit record: None, or ("status" or "progress", the problem)."""
+    r = geometry.batch_rows(batch)
+    values = values[: len(r)]
+    if not np.isin(values, (EXPLAINED, SKIPPED)).all():
+        return "status", "rows marked neither explained nor skipped (never written)"
+    stored = {geometry.dataset_index(r.start + int(i)) for i in np.flatnonzero(values == SKIPPED)}
+    listed = {geometry.dataset_index(row) for row in r} & skipped if skipped else set()
+    if stored != listed:
+        return "progress", (f"its skipped list ({len(listed)} samples) disagrees with the store "
+                            f"({len(stored)} marked skipped)")
+    return None
+
+
 def check_shard(directory: RunDirectory, rank: int, world: int, n_items: int, batch_size: int,
-                ids: Sequence[Any] | None = None, expect_progress: bool = False, load: bool = True) -> ShardCheck:
-    """Check one shard against its commit record and read its committed rows (see the module docstring);
-    with `load=False` only `status` and `fingerprint` are kept, the data arrays are checked and dropped.
+                ids: Sequence[Any] | None = None, expect_progress: bool = False, load: bool = True,
+                chunks: bool = True, on_batch: Callable[[int], None] | None = None) -> ShardCheck:
+    """Check one shard against its commit record (see the module docstring), batch by batch: every
+    committed chunk is read once and checked (size, CRC-32C), then dropped, so memory stays flat. Kept:
+    `status` and `fingerprint` (one byte and eight per row), and the data arrays' rows when `load`.
+    With `chunks=False` only the commit record and the arrays' metadata are checked (what `open_run`
+    does; it checks each chunk when a read touches it). `on_batch(rows)` is called after each batch.
 
     Damage is collected, not raised: `open_run` raises it, `verify_run` reports it and `ShardWriter.plan`
     recomputes the damaged batches.
     """
-    import zarr
-
     out = ShardCheck(ShardGeometry(n_items, rank, world, batch_size))
     rows = out.geometry.rows
     root = directory.root
@@ -134,102 +153,61 @@ def check_shard(directory: RunDirectory, rank: int, world: int, n_items: int, ba
         out.broken_group = True
         return out
     try:
-        group = zarr.open_group(str(shard_dir), mode="r")
-    except Exception as exc:  # noqa: BLE001 - any failure to open is damage
+        if read_node(shard_dir).get("node_type") != "group":
+            raise ValueError("not a group")
+    except (OSError, ValueError) as exc:  # any failure to read it is damage
         damage(shard_dir / "zarr.json", f"unreadable Zarr group ({type(exc).__name__}: {exc})", out.committed)
         out.broken_group = True
         return out
 
-    def read(name: str, batches: list[int], keep: bool) -> np.ndarray | None:
-        """Check the array's chunks of `batches` (existence, size, CRC-32C); their rows when `keep` (else
-        read in bounded spans and dropped: a resume checks a large store without holding it)."""
-        path = shard_dir / name
+    def open_array(name: str) -> None:
+        """Check the array's metadata against the run; its chunk layout goes to `out.specs`."""
+        spec, problem, where = array_spec(shard_dir / name, rows, batch_size)
+        if spec is None:
+            damage(where, problem, out.committed)
+            out.broken_arrays.add(name)
+        else:
+            out.specs[name] = spec
+
+    skipped = {int(s["index"]) for s in progress["skipped"]}
+    committed = set(out.committed)
+    explained = sum(len(out.batch_rows(b)) for b in out.committed) - sum(
+        1 for i in skipped if i % world == rank and (i // world) // batch_size in committed)
+    for name in ("status", "fingerprint", *(DATA_ARRAYS if explained > 0 else ())):
+        open_array(name)
+    if not chunks or "status" not in out.specs or "fingerprint" not in out.specs:
+        return out
+    kept = {name: np.zeros((rows, *out.specs[name].shape[1:]), out.specs[name].dtype)
+            for name in ("status", "fingerprint", *(DATA_ARRAYS if load else ())) if name in out.specs}
+
+    paths = {name: chunk_paths(directory, rank, world, name, spec.ndim) for name, spec in out.specs.items()}
+
+    def read(name: str, batch: int) -> np.ndarray | None:
+        spec, path = out.specs[name], paths[name](batch)
         try:
-            arr = group[name]
-        except KeyError:
-            damage(path, "array missing", batches)
-            out.broken_arrays.add(name)
+            values = read_chunk(path, spec)
+        except ChunkProblem as exc:
+            damage(path, str(exc), [batch])
             return None
-        except Exception as exc:  # noqa: BLE001
-            damage(path / "zarr.json", f"unreadable array metadata ({type(exc).__name__}: {exc})", batches)
-            out.broken_arrays.add(name)
-            return None
-        codecs = [c.to_dict().get("name") for c in arr.metadata.codecs]
-        if "crc32c" not in codecs or arr.shape[0] != max(rows, 1) or arr.chunks[0] != batch_size:
-            damage(path / "zarr.json", f"array metadata do not match the run (shape {arr.shape}, chunks {arr.chunks}, "
-                   f"codecs {codecs})", batches)
-            out.broken_arrays.add(name)
-            return None
-        chunk_bytes = math.prod(arr.chunks) * arr.dtype.itemsize
-        good = []
-        for b in batches:
-            chunk = directory.chunk(rank, world, name, b, arr.ndim)
-            try:
-                size = chunk.stat().st_size
-            except FileNotFoundError:
-                damage(chunk, "chunk missing", [b])
-                continue
-            if size != chunk_bytes + 4:
-                damage(chunk, f"chunk {'truncated' if size < chunk_bytes + 4 else 'too long'} ({size} bytes, expected "
-                       f"{chunk_bytes + 4})", [b])
-                continue
-            good.append(b)
-        values = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype) if keep else None
-        per_span = max(1, (32 << 20) // max(chunk_bytes, 1))  # batches per read: ~32 MiB at a time
-        spans: list[list[int]] = []
-        for b in good:  # runs of consecutive batches, each at most `per_span` long
-            if spans and spans[-1][-1] == b - 1 and len(spans[-1]) < per_span:
-                spans[-1].append(b)
-            else:
-                spans.append([b])
-        for span in spans:
-            singles = [[b] for b in span] if len(span) > 1 else []
-            for part in (span, *singles):  # the whole span; batch by batch if a chunk fails
-                lo, hi = out.batch_rows(part[0]).start, out.batch_rows(part[-1]).stop
-                try:
-                    block = arr[lo:hi]
-                except Exception as exc:  # noqa: BLE001 - a chunk failed its checksum (or could not be decoded)
-                    if len(part) == 1:
-                        damage(directory.chunk(rank, world, name, part[0], arr.ndim),
-                               "chunk altered (its CRC-32C checksum does not match its content)" if "checksum" in str(exc)
-                               else f"chunk unreadable ({type(exc).__name__}: {exc})", part)
-                    continue
-                if values is not None:
-                    values[lo:hi] = block
-                if part is span:
-                    break
+        if name in kept:
+            r = out.batch_rows(batch)
+            kept[name][r.start:r.stop] = values[: len(r)]
         return values
 
-    status = read("status", out.committed, True)
-    fingerprint = read("fingerprint", out.committed, True)
-    if status is None or fingerprint is None:
-        return out
-    skipped_index = {int(s["index"]) for s in progress["skipped"]}
-    with_data = []
     for b in out.committed:
-        if b in out.damaged:
-            continue
-        r = out.batch_rows(b)
-        values = status[r.start:r.stop]
-        if not np.isin(values, (EXPLAINED, SKIPPED)).all():
-            damage(directory.chunk(rank, world, "status", b, 1),
-                   "rows marked neither explained nor skipped (never written)", [b])
-            continue
-        stored_skips = {rank + world * row for row in r if status[row] == SKIPPED}
-        listed = {i for i in skipped_index if i in {rank + world * row for row in r}}
-        if stored_skips != listed:
-            damage(progress_path, f"its skipped list ({len(listed)} samples) disagrees with the store "
-                   f"({len(stored_skips)} marked skipped)", [b])
-            continue
-        if (values == EXPLAINED).any():
-            with_data.append(b)
-    data = {"status": status, "fingerprint": fingerprint}
-    for name in DATA_ARRAYS:
-        if with_data:
-            values = read(name, with_data, load)
-            if values is not None:
-                data[name] = values
-    out.data = data
+        status, fingerprint = read("status", b), read("fingerprint", b)
+        if status is not None and fingerprint is not None:
+            found = status_problem(status, out.geometry, b, skipped)
+            if found:
+                where = directory.chunk(rank, world, "status", b, 1) if found[0] == "status" else progress_path
+                damage(where, found[1], [b])
+            elif (status == EXPLAINED).any():
+                for name in DATA_ARRAYS:
+                    if name in out.specs:
+                        read(name, b)
+        if on_batch is not None:
+            on_batch(len(out.batch_rows(b)))
+    out.data = kept
     return out
 
 
@@ -294,24 +272,33 @@ def check_ids(directory: RunDirectory, meta: dict[str, Any]) -> tuple[list[Any] 
     return ids, []
 
 
-def check_run(directory: RunDirectory, load: bool = True
+def check_run(directory: RunDirectory, load: bool = True, chunks: bool = True,
+              on_batch: Callable[[int], None] | None = None
               ) -> tuple[dict[str, Any], list[Any] | None, list[ShardCheck], list[Damage]]:
-    """run.json, ids.json and every shard of a run (`check_shard`): (run.json, the ids when sound, the
-    shards' checks, every problem)."""
+    """run.json, ids.json and every shard of a run (`check_shard`, whose `load`, `chunks` and `on_batch`
+    these are): (run.json, the ids when sound, the shards' checks, every problem)."""
     meta = directory.require_run().read_meta()
     ids, damages = check_ids(directory, meta)
     n, world, batch = int(meta["n_samples"]), int(meta["world_size"]), int(meta["batch_size"])
-    shards = [check_shard(directory, rank, world, n, batch, ids, expect_progress=bool(meta.get("complete")), load=load)
-              for rank in range(world)]
+    shards = [check_shard(directory, rank, world, n, batch, ids, expect_progress=bool(meta.get("complete")), load=load,
+                          chunks=chunks, on_batch=on_batch) for rank in range(world)]
     for shard in shards:
         damages += shard.damages
     return meta, ids, shards, damages
 
 
-def verify_run(path: str | os.PathLike[str], *, inputs: bool = True) -> Verification:
+def committed_rows(shard: ShardCheck) -> np.ndarray:
+    """The rows of a shard's committed, undamaged batches."""
+    return np.concatenate([np.arange(r.start, r.stop) for r in map(shard.batch_rows, shard.committed)
+                           if r.start // shard.geometry.batch_size not in shard.damaged] or [np.zeros(0, np.int64)])
+
+
+def verify_run(path: str | os.PathLike[str], *, inputs: bool = True,
+               on_batch: Callable[[int], None] | None = None) -> Verification:
     """Check a whole run directory (every committed chunk, the commit records, ids.json) without raising
-    on damage; with `inputs`, also compare the input files' fingerprints (folder runs) with the stored
-    ones. A legacy run (store format 1, written without checksums) is reported as unverifiable."""
+    on damage, chunk by chunk in flat memory; with `inputs`, also compare the input files' fingerprints
+    (folder runs) with the stored ones. `on_batch(rows)` is called after each checked batch (a progress
+    bar). A legacy run (store format 1, written without checksums) is reported as unverifiable."""
     directory = require_run(path)
     meta = directory.read_meta()
     result = Verification(directory.root, meta, int(meta["n_samples"]), int(meta["world_size"]))
@@ -319,14 +306,13 @@ def verify_run(path: str | os.PathLike[str], *, inputs: bool = True) -> Verifica
         result.damages.append(Damage(RUN_JSON, f"store format {meta.get('fastcam_run')!r} was written without "
                                                "checksums and cannot be verified; explain again to get a verified run"))
         return result
-    meta, ids, shards, result.damages = check_run(directory, load=False)
+    meta, ids, shards, result.damages = check_run(directory, load=False, on_batch=on_batch)
     for shard in shards:
         result.batches += shard.num_batches
-        committed = [b for b in shard.committed if b not in shard.damaged]
         result.committed += len(shard.committed)
         status = shard.data.get("status")
         if status is not None:
-            rows = [r for b in committed for r in shard.batch_rows(b)]
+            rows = committed_rows(shard)
             result.explained += int((status[rows] == EXPLAINED).sum())
             result.skipped += int((status[rows] == SKIPPED).sum())
     data = meta.get("settings", {}).get("data", {})
@@ -338,8 +324,8 @@ def verify_run(path: str | os.PathLike[str], *, inputs: bool = True) -> Verifica
             stored = shard.data.get("fingerprint")
             if stored is None:
                 continue
-            rows = [r for b in shard.committed if b not in shard.damaged for r in shard.batch_rows(b)]
-            names = [str(ids[shard.rank + shard.world * r]) for r in rows]
+            rows = committed_rows(shard)
+            names = [str(ids[shard.rank + shard.world * int(r)]) for r in rows]
             now = file_fingerprints(data["root"], names, mode)
             result.changed_inputs += [name for name, a, b in zip(names, stored[rows], now) if a != b]
     return result

@@ -1,12 +1,13 @@
-"""Reading a run back (`open_run` -> `Run`), verified; runs of store format 1 (no checksums) are read by the
-legacy reader kept here."""
+"""Reading a run back (`open_run` -> `Run`): run.json, ids.json and the commit records at open, the
+arrays lazily (`fastcam.io.run.lazy`: each read decodes and verifies only the chunks it touches). Runs of
+store format 1 (no checksums) are read whole by the legacy reader kept here."""
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -15,15 +16,61 @@ from torch import Tensor
 from fastcam.errors import RunDamagedError
 from fastcam.io.run.check import check_run
 from fastcam.io.run.layout import RunDirectory, require_run
+from fastcam.io.run.lazy import RunArray, RunSource
 from fastcam.io.run.schema import DATA_ARRAYS, EXPLAINED, SCHEMA, ShardGeometry
+
+#: an array of a run: lazy (`RunArray`, store format 2) or a tensor (format 1, read whole)
+RunValues = Union[RunArray, Tensor]
+
+
+@dataclass
+class RunSample:
+    """One explained sample of a run (`Run.sample`).
+
+    Attributes:
+        row: its row in the run; index: its position in the dataset; id: its sample id.
+        lowres: its low-resolution map (raw, float32); scale: the map's max as stored.
+        logits: (K,) float32; target: the explained class; predicted: the argmax class.
+    """
+
+    row: int
+    index: int
+    id: Any
+    lowres: Tensor
+    scale: float
+    logits: Tensor
+    target: int
+    predicted: int
+
+
+@dataclass
+class RunBatch:
+    """Consecutive rows of a run (`Run.iter_batches`), as CPU tensors.
+
+    Attributes:
+        rows: their rows in the run; ids, indices: their sample ids and dataset positions.
+        lowres, scale, logits, targets, predicted: as the run's arrays, for these rows.
+    """
+
+    rows: range
+    ids: list[Any]
+    indices: Tensor
+    lowres: Tensor
+    scale: Tensor
+    logits: Tensor
+    targets: Tensor
+    predicted: Tensor
 
 
 @dataclass
 class Run:
-    """A finished (or, with `allow_partial`, an unfinished) run directory, read back and verified.
+    """A finished (or, with `allow_partial`, an unfinished) run directory, opened.
 
     Samples a run skipped (unreadable files) are left out of `ids`/`lowres`/...; they are in `skipped`.
-    All tensors are on the CPU, in dataset order.
+    Rows are in dataset order. The arrays are lazy (`RunArray`): `run.lowres[i]`, `run.lowres[i:j]`,
+    `run.logits[index_tensor]` read and verify only the chunks they touch and give CPU tensors; a damaged
+    chunk raises `RunDamagedError` naming its file, batch and samples at the read that touches it.
+    `run.sample(id)` reads one sample, `run.iter_batches(n)` streams them all.
 
     Attributes:
         path: the run directory.
@@ -33,27 +80,34 @@ class Run:
         lowres: (N, h, w) float32 low-resolution maps after ReLU (not normalised), as `Explanation.lowres`
             ((N, d, h, w) for volumes)
             (`upsampled(i)` gives the normalised input-size map, as `Explanation.maps`).
-        logits: (N, K) float32; targets: (N,) int64 explained class; predicted: (N,) argmax class.
+        logits: (N, K) float32.
+        targets: (N,) int64 explained class.
+        predicted: (N,) int64 argmax class.
         skipped: [{"index", "id", "error"}] of the files that could not be read.
+        scale: (N,) float32, the max each map was divided by for storage.
     """
 
     path: Path
     meta: dict[str, Any]
     ids: list[Any]
     indices: Tensor
-    lowres: Tensor
-    logits: Tensor
-    targets: Tensor
-    predicted: Tensor
+    lowres: RunValues
+    logits: RunValues
+    targets: RunValues
+    predicted: RunValues
     skipped: list[dict[str, Any]]
+    scale: RunValues
+    _rows_by_id: dict[Any, int] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
     def scores(self) -> Tensor:
-        """Softmax probability of the explained class, (N,)."""
-        return torch.softmax(self.logits, dim=1).gather(1, self.targets.clamp_min(0).view(-1, 1)).squeeze(1)
+        """Softmax probability of the explained class, (N,) (read in batches)."""
+        parts = [torch.softmax(b.logits, dim=1).gather(1, b.targets.clamp_min(0).view(-1, 1)).squeeze(1)
+                 for b in self.iter_batches(65536)]
+        return torch.cat(parts) if parts else torch.zeros(0)
 
     @property
     def method(self) -> str:
@@ -66,7 +120,7 @@ class Run:
         return RunDirectory(self.path)
 
     @property
-    def maps(self) -> Tensor:
+    def maps(self) -> RunValues:
         """Deprecated name of `lowres` (the low-resolution maps; `Explanation.maps` is the upsampled one)."""
         warnings.warn("Run.maps is deprecated: it is the low-resolution map, now named Run.lowres "
                       "(Run.upsampled(i) gives the input-size map)", DeprecationWarning, stacklevel=2)
@@ -75,13 +129,44 @@ class Run:
     def position(self, key: int | str) -> int:
         """Row of sample `key`: a row number (int) or a sample id (str)."""
         if isinstance(key, str):
+            if self._rows_by_id is None:  # built at the first lookup by id: O(1) after
+                self._rows_by_id = {sid: row for row, sid in enumerate(self.ids)}
             try:
-                return self.ids.index(key)
-            except ValueError:
+                return self._rows_by_id[key]
+            except KeyError:
                 raise KeyError(f"{key!r} is not an explained sample of {self.path}") from None
         if not -len(self.ids) <= key < len(self.ids):
             raise IndexError(f"row {key} out of range for a run of {len(self.ids)} samples")
-        return key
+        return key % len(self.ids)
+
+    def sample(self, key: int | str) -> RunSample:
+        """Sample `key` (a row number or a sample id), read (and verified) alone."""
+        row = self.position(key)
+        return RunSample(row=row, index=int(self.indices[row]), id=self.ids[row], lowres=self.lowres[row],
+                         scale=float(self.scale[row]), logits=self.logits[row], target=int(self.targets[row]),
+                         predicted=int(self.predicted[row]))
+
+    def iter_batches(self, batch_size: int) -> Iterator[RunBatch]:
+        """Every sample in dataset order, `batch_size` rows at a time; each chunk is read once (rows are read
+        in blocks of whole batches spanning a chunk of every shard, then cut)."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        source = self.lowres.source if isinstance(self.lowres, RunArray) else None
+        span = source.batch_size * source.world if source is not None else batch_size
+        block = batch_size * -(-span // batch_size)
+        for first in range(0, len(self), block):
+            rows = range(first, min(first + block, len(self)))
+            if source is not None:  # one plan of the chunks for every array
+                positions = np.arange(rows.start, rows.stop)
+                plan = source.plan(positions)
+                values = {name: torch.from_numpy(source.read(name, positions, plan)) for name in DATA_ARRAYS}
+            else:
+                values = {name: getattr(self, name)[rows.start:rows.stop] for name in DATA_ARRAYS}
+            for start in range(rows.start, rows.stop, batch_size):
+                part = range(start, min(start + batch_size, rows.stop))
+                cut = slice(part.start - first, part.stop - first)
+                yield RunBatch(rows=part, ids=self.ids[part.start:part.stop], indices=self.indices[part.start:part.stop],
+                               **{name: v[cut] for name, v in values.items()})
 
     def upsampled(self, i: int | str, size: Sequence[int] | None = None) -> Tensor:
         """Map of sample `i` (row or id) upsampled bilinearly to `size` (default: the input size) and
@@ -100,58 +185,52 @@ class Run:
 
 
 def open_run(path: str | os.PathLike[str], allow_partial: bool = False) -> Run:
-    """Read a run directory written by `fastcam.explain_dataset` / `fastcam explain`, verifying it.
+    """Open a run directory written by `fastcam.explain_dataset` / `fastcam explain`.
 
-    Shards are merged back into dataset order: dataset index i lives in shard i % W at row i // W.
-    Every chunk read is checked (see the module docstring); a missing, truncated or altered file raises
+    Reads run.json, ids.json and the commit records, and checks them and the arrays' metadata; the
+    arrays are read lazily, each chunk verified (size, CRC-32C, status rows against the commit record)
+    when a read first touches it (`fastcam verify` checks everything at once). Shards are merged back
+    into dataset order: dataset index i lives in shard i % W at row i // W. A damaged file raises
     `fastcam.errors.RunDamagedError` (a ValueError) naming the file, the batch and its samples. An
     unfinished run raises a ValueError (re-run the same command to finish it) unless
-    `allow_partial=True`, which returns the committed samples only.
+    `allow_partial=True`, which gives the committed samples only.
     """
     directory = require_run(path)
     path = directory.root
     meta = directory.read_meta()
     if meta.get("fastcam_run") == 1:
         return _open_legacy_run(path, meta, allow_partial)
-    meta, ids, shards, damages = check_run(directory)
+    meta, ids, shards, damages = check_run(directory, chunks=False)
     if damages:
         raise RunDamagedError(str(path), damages)
     assert ids is not None
     n, world = len(ids), int(meta["world_size"])
     committed = np.zeros(n, dtype=bool)
-    status = np.zeros(n, dtype=np.uint8)
     skipped: list[dict[str, Any]] = []
-    shapes = {tuple(s.data["lowres"].shape[1:]) for s in shards if "lowres" in s.data}
-    if len(shapes) > 1:
-        raise ValueError(f"run {str(path)!r} has shards with different map sizes {sorted(shapes)}")
-    spatial = shapes.pop() if shapes else (0, 0)
-    ks = {s.data["logits"].shape[1] for s in shards if "logits" in s.data}
-    k = ks.pop() if ks else 0
-    full = {name: SCHEMA[name].empty(n, spatial, k) for name in DATA_ARRAYS}
     for shard in shards:
-        rank = shard.rank
         assert shard.progress is not None
-        done = [r for b in shard.committed for r in shard.batch_rows(b)]
-        committed[rank::world][done] = True
-        skipped.extend(s for s in shard.progress["skipped"] if s["index"] % world == rank
+        rows = np.zeros(shard.geometry.rows, dtype=bool)
+        for b in shard.committed:
+            r = shard.batch_rows(b)
+            rows[r.start:r.stop] = True
+        committed[shard.rank::world] = rows
+        skipped.extend(s for s in shard.progress["skipped"] if int(s["index"]) % world == shard.rank
                        and committed[int(s["index"])])
-        if "status" in shard.data:
-            status[rank::world][done] = shard.data["status"][done]
-        for name in full:
-            if name in shard.data:
-                full[name][rank::world][done] = shard.data[name][done]
     if not committed.all() and not allow_partial:
         raise ValueError(f"run {str(path)!r} is incomplete ({int(committed.sum())} of {n} samples committed); "
                          "re-run the same command to finish it, or open_run(..., allow_partial=True)")
-    keep = np.flatnonzero(committed & (status == EXPLAINED))
-    scale = full["scale"][keep].reshape(-1, *([1] * len(spatial)))
-    lowres = torch.from_numpy(full["lowres"][keep] * scale)
-    return Run(
-        path=path, meta=meta, ids=[ids[i] for i in keep], indices=torch.from_numpy(keep.astype(np.int64)),
-        lowres=lowres, logits=torch.from_numpy(full["logits"][keep]), targets=torch.from_numpy(full["targets"][keep]),
-        predicted=torch.from_numpy(full["predicted"][keep]),
-        skipped=sorted(skipped, key=lambda s: s["index"]),
-    )
+    explained = committed.copy()
+    explained[[int(s["index"]) for s in skipped]] = False
+    shapes = {s.specs["lowres"].shape[1:] for s in shards if "lowres" in s.specs}
+    if len(shapes) > 1:
+        raise ValueError(f"run {str(path)!r} has shards with different map sizes {sorted(shapes)}")
+    spatial = shapes.pop() if shapes else (0, 0)
+    classes = {s.specs["logits"].shape[1] for s in shards if "logits" in s.specs}
+    keep = np.flatnonzero(explained)
+    source = RunSource(directory, shards, ids, keep, spatial, classes.pop() if classes else 0)
+    arrays = {name: RunArray(source, name) for name in DATA_ARRAYS}
+    return Run(path=path, meta=meta, ids=[ids[i] for i in keep], indices=torch.from_numpy(keep.astype(np.int64)),
+               skipped=sorted(skipped, key=lambda s: s["index"]), **arrays)
 
 
 def _open_legacy_run(path: Path, meta: dict[str, Any], allow_partial: bool) -> Run:
@@ -201,7 +280,7 @@ def _open_legacy_run(path: Path, meta: dict[str, Any], allow_partial: bool) -> R
     lowres = torch.from_numpy(full["lowres"][keep] * full["scale"][keep].reshape(-1, *([1] * len(spatial))))
     return Run(
         path=path, meta=meta, ids=[ids[i] for i in keep], indices=torch.from_numpy(keep.astype(np.int64)),
-        lowres=lowres,
+        lowres=lowres, scale=torch.from_numpy(full["scale"][keep]),
         logits=torch.from_numpy(full["logits"][keep]), targets=torch.from_numpy(full["targets"][keep]),
         predicted=torch.from_numpy(full["predicted"][keep]), skipped=sorted(skipped, key=lambda s: s["index"]),
     )
