@@ -26,6 +26,22 @@ class RunLockedError(RuntimeError):
                          "or choose another --out")
 
 
+class RunLockLostError(RunLockedError):
+    """This process's writer lock file was deleted or replaced while it wrote the run, so another writer
+    may have locked a new file and be writing too: the writer stops before its next commit.
+
+    Attributes:
+        path: the run directory; lock: the lock file.
+    """
+
+    def __init__(self, path: str, lock: str) -> None:
+        self.path, self.lock, self.holder = path, lock, {}
+        RuntimeError.__init__(self, f"the writer lock {lock!r} of run directory {path!r} was deleted or replaced while "
+                                    "this process was writing it, so another writer may be writing it too: stopped "
+                                    "before the next commit. Make sure no other fastcam process writes it, then "
+                                    "re-run the command to resume (`fastcam verify` checks the run)")
+
+
 class RunDamagedError(ValueError):
     """A run directory's store does not read back as it was written: missing, truncated or altered files.
 

@@ -94,6 +94,7 @@ def test_lock_held_refuses_writers_not_readers(tmp_path: Path, folder: Path, wei
     argv = ["explain", "--model", "fastcam:tiny_resnet", "--num-classes", "3", "--weights", str(weights), "--layer", "layer4",
             "--data", str(folder), "--out", str(out), "--batch-size", "2", "--size", "16", "--quiet"]
     assert main(argv) == 0
+    capsys.readouterr()  # the first run's output (a warning on layer4's 1×1 maps at 16 px) is not the refusal
     before = RunDirectory(out).progress(0, 1).read_text()
     with RunDirectory(out).writer_lock(0, 1):  # another writer (flock: per open file, so also in-process)
         assert main(argv) == 2

@@ -10,13 +10,14 @@ import platform
 import shutil
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from fastcam.errors import RunDamagedError, RunLockedError
+from fastcam.errors import RunDamagedError, RunLockedError, RunLockLostError
 from fastcam.io.run.damage import Damage
 from fastcam.io.run.durable import read_json, utc_now, write_json_atomic
 from fastcam.io.run.schema import IDS_JSON, RUN_JSON, STORE_FORMAT
@@ -31,9 +32,34 @@ def require_run(path: str | os.PathLike[str]) -> RunDirectory:
     return RunDirectory(Path(path)).require_run()
 
 
+#: the writer locks this process holds, by lock file: closed in forked children (below) and checked at
+#: every commit (`RunDirectory.check_writer_lock`)
+_HELD: dict[Path, WriterLock] = {}
+_FORK_HOOK = threading.Lock()
+_fork_hook_registered = False
+
+
+def _close_held_locks_in_child() -> None:
+    """In a forked child (DataLoader workers, any fork in user code): close the inherited lock descriptors.
+    flock belongs to the open file, so a child keeping the descriptor would keep the run locked after the
+    writer is killed, until the child exits; closing (never unlocking, which would free the parent's lock)
+    leaves the lock to the parent alone."""
+    for lock in list(_HELD.values()):
+        if lock._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock._fd)
+            lock._fd = None
+    _HELD.clear()
+
+
 class WriterLock:
     """An exclusive OS lock on a file (flock on POSIX, LockFileEx on Windows, through `filelock`), released
-    by the OS when the process ends; the holder's PID, host and start time are written into the file."""
+    by the OS when the process ends; the holder's PID, host and start time are written into the file.
+
+    Held by this process only: the descriptor is close-on-exec and closed in forked children, so a killed
+    writer's DataLoader workers do not keep the run locked. Deleting or replacing the lock file while the
+    lock is held would let a second writer lock a new file: `check` (at every commit) then refuses.
+    """
 
     def __init__(self, path: Path, run_dir: Path) -> None:
         self.path, self.run_dir = Path(path), Path(run_dir)
@@ -42,34 +68,54 @@ class WriterLock:
     def acquire(self) -> None:
         from filelock import lock_descriptor
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            locked = lock_descriptor(fd, blocking=False)
-        except OSError as exc:
-            os.close(fd)
-            raise OSError(f"cannot lock {str(self.path)!r} ({exc}); fastcam needs a file system with file locks "
-                          "to write a run directory") from exc
-        if not locked:
+        global _fork_hook_registered
+        with _FORK_HOOK:
+            if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_close_held_locks_in_child)
+                _fork_hook_registered = True
+        for _ in range(10):  # the file may be deleted between open and lock: then lock the new one
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             try:
-                os.lseek(fd, 0, os.SEEK_SET)
-                raw = os.read(fd, 4096)
-                holder = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-            except (OSError, ValueError):
-                holder = {}
+                locked = lock_descriptor(fd, blocking=False)
+            except OSError as exc:
+                os.close(fd)
+                raise OSError(f"cannot lock {str(self.path)!r} ({exc}); fastcam needs a file system with file locks "
+                              "to write a run directory") from exc
+            if not locked:
+                try:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    raw = os.read(fd, 4096)
+                    holder = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+                except (OSError, ValueError):
+                    holder = {}
+                os.close(fd)
+                raise RunLockedError(str(self.run_dir), holder if isinstance(holder, dict) else {})
+            if _same_file(self.path, fd):
+                break
             os.close(fd)
-            raise RunLockedError(str(self.run_dir), holder if isinstance(holder, dict) else {})
+        else:
+            raise OSError(f"cannot lock {str(self.path)!r}: the file keeps being replaced")
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(),
                   "command": " ".join(sys.argv)[:500]}
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(holder).encode("utf-8"))
         self._fd = fd
+        _HELD[self.path.absolute()] = self
+
+    def check(self) -> None:
+        """Raise `RunLockLostError` if the lock file is no longer the file this process locked (deleted or
+        replaced while it was held: another writer may be writing the run too)."""
+        if self._fd is not None and not _same_file(self.path, self._fd):
+            raise RunLockLostError(str(self.run_dir), str(self.path))
 
     def release(self) -> None:
         if self._fd is None:
             return
         from filelock import unlock_descriptor
 
+        if _HELD.get(self.path.absolute()) is self:
+            del _HELD[self.path.absolute()]
         try:
             unlock_descriptor(self._fd)
         finally:
@@ -82,6 +128,16 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether `path` names the file open as `fd` (not deleted, not replaced by another file)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 @dataclass(frozen=True)
@@ -187,6 +243,15 @@ class RunDirectory:
             stack.enter_context(WriterLock(self.shard_lock(rank, world), self.root))
             yield
 
+    def check_writer_lock(self, rank: int, world: int) -> None:
+        """Raise `RunLockLostError` if a writer lock this process holds for `rank` (its shard's; the run's on
+        rank 0) was deleted or replaced since it was taken. Locks this process does not hold are not checked
+        (a `ShardWriter` used without `writer_lock`)."""
+        for path in (self.shard_lock(rank, world), *([self.run_lock] if rank == 0 else [])):
+            lock = _HELD.get(path.absolute())
+            if lock is not None:
+                lock.check()
+
     def clean_temporaries(self, rank: int, world: int) -> None:
         """Remove what a killed writer can leave: temporary JSON files (rank 0: run.json and ids.json;
         every rank: its progress file), a half-created shard, temporary chunk files. Call under the lock."""
@@ -263,6 +328,7 @@ class RunDirectory:
         """Merge the shards' commit records into run.json: complete flag, skipped files, timings."""
         meta = self.read_meta()
         world = int(meta["world_size"])
+        self.check_writer_lock(0, world)
         shards, skipped = [], []
         for rank in range(world):
             p = self.read_progress(rank, world)

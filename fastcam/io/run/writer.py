@@ -204,7 +204,9 @@ class ShardWriter:
         """Mark batch `batch` done: its chunk files, their folders and the new progress file are fsynced
         (concurrently), then the progress file replaces the old one and the run directory is fsynced. New
         batches commit strictly in order; a batch being recomputed ("redo") commits when it is done, its
-        old skipped entries replaced."""
+        old skipped entries replaced. Refused (`RunLockLostError`) if this process's writer lock file was
+        deleted or replaced meanwhile."""
+        self.directory.check_writer_lock(self.rank, self.world)
         p = self.progress
         if batch in p["redo"]:
             p["redo"].remove(batch)
