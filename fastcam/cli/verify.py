@@ -28,11 +28,19 @@ def run(args: argparse.Namespace) -> int:
     """Verify each run, print a summary; 1 if any is damaged."""
     from tqdm.auto import tqdm
 
+    from fastcam.errors import RunDamagedError
     from fastcam.io.run import STORE_FORMAT, require_run, verify_run
 
     status = 0
     for path in args.runs:
-        total = int(require_run(path).read_meta()["n_samples"])
+        try:  # a run.json that does not read back (garbage, edited fields) is damage, not a usage error
+            total = int(require_run(path).read_meta()["n_samples"])
+        except RunDamagedError as exc:
+            print(f"{path}: run.json does not read back")
+            for damage in exc.damages:
+                print(f"  DAMAGED {damage}")
+            status = 1
+            continue
         with tqdm(total=total, desc=f"verify {path}", unit="sample", disable=True if args.quiet else None,
                   dynamic_ncols=True) as bar:
             result = verify_run(path, inputs=not args.no_inputs, on_batch=bar.update)

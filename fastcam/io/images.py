@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -72,7 +73,8 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
     fingerprint of that state; 0 is never returned (it means "not recorded" in a run's store).
 
     A run stores the fingerprint of each input when it explains it; resuming compares them to find the
-    batches whose inputs changed.
+    batches whose inputs changed. Only regular files are read (symbolic links followed): anything else
+    (a FIFO, a device, a folder) has the fingerprint of an unreadable file.
     """
     import hashlib
 
@@ -85,6 +87,8 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
         path = root / name
         try:
             st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or read without end
+                raise OSError(errno.EINVAL, "not a regular file")
             if mode == "stat":
                 digest.update(f"stat:{st.st_size}:{st.st_mtime_ns}".encode())
             else:

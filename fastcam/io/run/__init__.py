@@ -35,7 +35,8 @@ of the shard arrays (name, dtype, fill value, shape after the row axis), `schema
 shard geometry (rows, batches).
 
 Modules: `durable` (fsync, atomic JSON), `damage` (`Damage`, sample descriptions), `schema` (the arrays,
-the shard geometry), `layout` (`RunDirectory`, `WriterLock`), `check` (`check_shard`, `verify_run`),
+the shard geometry), `record` (run.json's schema, what a sample id may be), `layout` (`RunDirectory`,
+`WriterLock`), `check` (`check_shard`, `verify_run`),
 `writer` (`ShardWriter`), `chunks` (one chunk file read and verified), `lazy` (`RunArray`: lazy arrays
 over the shards), `reader` (`Run`, `open_run`).
 
@@ -74,7 +75,9 @@ Writer lock. A writer holds `.shard-RRRRR-of-WWWWW.lock` (each rank, its own sha
 `.run.lock` (run.json, ids.json) for the whole run: an OS lock (flock/LockFileEx through
 `filelock`), released by the OS when the process ends, however it ends. The holder writes its PID, host
 and start time into the lock file, and a second writer is refused with `RunLockedError` naming them.
-Readers take no lock.
+The lock is the writer's alone: its descriptor is close-on-exec and closed in forked children (DataLoader
+workers), so they never keep a killed writer's run locked; a lock file deleted or replaced under a writer
+stops it at its next commit (`RunLockLostError`). Readers take no lock.
 """
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 its size and passes its CRC-32C), ids.json against run.json, and the whole run (`verify_run`)."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,8 +251,9 @@ class Verification:
 
 
 def check_ids(directory: RunDirectory, meta: dict[str, Any]) -> tuple[list[Any] | None, list[Damage]]:
-    """ids.json, checked against run.json (count, and the hash recorded in the settings)."""
-    import hashlib
+    """ids.json, checked against run.json (count, and the hash it records) and against what an id may be
+    (`record.sample_id_problem`: an index, or a path that stays under the data root)."""
+    from fastcam.io.run.record import ids_hash, recorded_ids_hash, sample_id_problem
 
     try:
         ids = directory.read_ids()
@@ -266,9 +266,14 @@ def check_ids(directory: RunDirectory, meta: dict[str, Any]) -> tuple[list[Any] 
     n = int(meta["n_samples"])
     if len(ids) != n:
         return None, [Damage(IDS_JSON, f"holds {len(ids)} ids, run.json says {n} samples")]
-    expected = meta.get("settings", {}).get("data", {}).get("ids_sha256")
-    if expected and hashlib.sha256(json.dumps(ids).encode()).hexdigest() != expected:
+    expected = recorded_ids_hash(meta)
+    if expected and ids_hash(ids) != expected:
         return None, [Damage(IDS_JSON, "differs from the ids the run was written with (sha256 mismatch)")]
+    for index, sample_id in enumerate(ids):
+        problem = sample_id_problem(sample_id)
+        if problem:
+            return None, [Damage(IDS_JSON, f"sample {index}'s id {sample_id!r} {problem}: an id is a dataset index or "
+                                           "a path under the data root")]
     return ids, []
 
 
@@ -310,6 +315,13 @@ def verify_run(path: str | os.PathLike[str], *, inputs: bool = True,
     for shard in shards:
         result.batches += shard.num_batches
         result.committed += len(shard.committed)
+        if meta.get("complete") and shard.progress is not None and len(shard.committed) < shard.num_batches:
+            lost = sorted(set(range(shard.num_batches)) - set(shard.committed))
+            rows = [r for b in lost for r in shard.batch_rows(b)]
+            result.damages.append(Damage(
+                directory.progress(shard.rank, shard.world).name,
+                f"records {len(shard.committed)} of {shard.num_batches} batches, but run.json says the run is complete",
+                shard.rank, tuple(lost), describe_samples(shard.rank, shard.world, rows, ids)))
         status = shard.data.get("status")
         if status is not None:
             rows = committed_rows(shard)

@@ -267,16 +267,16 @@ class RunDirectory:
                 partial.unlink(missing_ok=True)
 
     def read_meta(self) -> dict[str, Any]:
-        """run.json; a damaged one raises RunDamagedError."""
+        """run.json, checked against its schema (`record.RunRecord`); a damaged or edited one raises
+        RunDamagedError naming the field."""
+        from fastcam.io.run.record import validate_meta
+
         try:
             meta = read_json(self.run_json)
         except ValueError as exc:
             raise RunDamagedError(str(self.root), [Damage(RUN_JSON, f"unreadable ({exc}); the run's settings are "
                                                             "lost: delete the directory and run again")]) from None
-        if not isinstance(meta, dict) or not all(k in meta for k in ("batch_size", "world_size", "n_samples")):
-            raise RunDamagedError(str(self.root), [Damage(RUN_JSON, "is not a fastcam run record (keys missing); "
-                                                            "delete the directory and run again")])
-        return meta
+        return validate_meta(meta, self.root)
 
     def read_ids(self) -> list[Any]:
         """ids.json (unchecked: `check` compares it with run.json)."""
@@ -300,12 +300,15 @@ class RunDirectory:
         `settings` must hold "method", "batch_size" and "world_size". An existing directory with other
         content than a run is refused.
         """
+        from fastcam.io.run.record import ids_hash
+
         self.check_out()
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.ids_json, ids)
         meta = {
             "fastcam_run": STORE_FORMAT, "method": settings["method"], "settings": settings,
             "batch_size": settings["batch_size"], "world_size": settings["world_size"], "n_samples": len(ids),
+            "ids_sha256": ids_hash(ids),
             "input_size": list(input_size) if input_size is not None else None,
             "versions": {**versions, "zarr": _zarr_version(), "numpy": np.__version__,
                          "python": platform.python_version()},
