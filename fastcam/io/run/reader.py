@@ -105,8 +105,9 @@ class Run:
     @property
     def scores(self) -> Tensor:
         """Softmax probability of the explained class, (N,) (read in batches)."""
-        parts = [torch.softmax(b.logits, dim=1).gather(1, b.targets.clamp_min(0).view(-1, 1)).squeeze(1)
-                 for b in self.iter_batches(65536)]
+        step = 65536
+        parts = [torch.softmax(self.logits[i:i + step], dim=1).gather(
+            1, self.targets[i:i + step].clamp_min(0).view(-1, 1)).squeeze(1) for i in range(0, len(self), step)]
         return torch.cat(parts) if parts else torch.zeros(0)
 
     @property
