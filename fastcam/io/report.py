@@ -54,7 +54,7 @@ MAX_CLASS_COLUMNS = 30
 #: the seed of the random rows of a large run's grid
 SELECTION_SEED = 0
 #: rows read per step while summarising a run (one pass, flat memory)
-SUMMARY_STEP = 65536
+SUMMARY_STEP = 16384
 
 
 @dataclass

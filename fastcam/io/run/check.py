@@ -90,16 +90,23 @@ class ShardCheck:
         return self.geometry.batch_rows(batch)
 
 
-def status_problem(values: np.ndarray, geometry: ShardGeometry, batch: int, skipped: set[int]) -> tuple[str, str] | None:
+def skipped_rows(progress: dict[str, Any], geometry: ShardGeometry) -> np.ndarray:
+    """The shard rows the commit record lists as skipped, sorted."""
+    index = np.array([int(s["index"]) for s in progress.get("skipped", [])], dtype=np.int64)
+    rows = (index[index % geometry.world == geometry.rank] - geometry.rank) // geometry.world
+    return np.sort(rows[(rows >= 0) & (rows < geometry.rows)])
+
+
+def status_problem(values: np.ndarray, geometry: ShardGeometry, batch: int, skipped: np.ndarray) -> tuple[str, str] | None:
     """What is wrong with the status rows `values` of batch `batch` (read from its chunk) against the
-    skipped list of the shard's commit record: None, or ("status" or "progress", the problem)."""
+    shard rows `skipped` (sorted) of the commit record: None, or ("status" or "progress", the problem)."""
     r = geometry.batch_rows(batch)
     values = values[: len(r)]
-    if not np.isin(values, (EXPLAINED, SKIPPED)).all():
+    if not ((values == EXPLAINED) | (values == SKIPPED)).all():
         return "status", "rows marked neither explained nor skipped (never written)"
-    stored = {geometry.dataset_index(r.start + int(i)) for i in np.flatnonzero(values == SKIPPED)}
-    listed = {geometry.dataset_index(row) for row in r} & skipped if skipped else set()
-    if stored != listed:
+    stored = np.flatnonzero(values == SKIPPED) + r.start
+    listed = skipped[np.searchsorted(skipped, r.start):np.searchsorted(skipped, r.stop)]
+    if not np.array_equal(stored, listed):
         return "progress", (f"its skipped list ({len(listed)} samples) disagrees with the store "
                             f"({len(stored)} marked skipped)")
     return None
@@ -168,10 +175,10 @@ def check_shard(directory: RunDirectory, rank: int, world: int, n_items: int, ba
         else:
             out.specs[name] = spec
 
-    skipped = {int(s["index"]) for s in progress["skipped"]}
-    committed = set(out.committed)
-    explained = sum(len(out.batch_rows(b)) for b in out.committed) - sum(
-        1 for i in skipped if i % world == rank and (i // world) // batch_size in committed)
+    skipped = skipped_rows(progress, out.geometry)
+    committed = np.zeros(out.num_batches, dtype=bool)
+    committed[out.committed] = True
+    explained = sum(len(out.batch_rows(b)) for b in out.committed) - int(committed[skipped // batch_size].sum())
     for name in ("status", "fingerprint", *(DATA_ARRAYS if explained > 0 else ())):
         open_array(name)
     if not chunks or "status" not in out.specs or "fingerprint" not in out.specs:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from fastcam.errors import RunDamagedError
-from fastcam.io.run.check import ShardCheck, status_problem
+from fastcam.io.run.check import ShardCheck, skipped_rows, status_problem
 from fastcam.io.run.chunks import ChunkProblem, chunk_paths, read_chunk
 from fastcam.io.run.damage import Damage, describe_samples, relative_path
 from fastcam.io.run.layout import RunDirectory
@@ -59,7 +59,7 @@ class RunSource:
         self.spatial, self.classes = spatial, classes
         self.world = len(self.shards)
         self.batch_size = self.shards[0].geometry.batch_size if self.shards else 1
-        self._skipped = [{int(s["index"]) for s in (shard.progress or {}).get("skipped", [])} for shard in self.shards]
+        self._skipped = [skipped_rows(shard.progress or {}, shard.geometry) for shard in self.shards]
         self._status_ok: set[tuple[int, int]] = set()
         self._cache: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
         self._capacity = 8 * (self.world + 1)

@@ -19,6 +19,8 @@ from fastcam.io.run.layout import RunDirectory, require_run
 from fastcam.io.run.lazy import RunArray, RunSource
 from fastcam.io.run.schema import DATA_ARRAYS, EXPLAINED, SCHEMA, ShardGeometry
 
+#: rows `Run.iter_batches` reads at a time (at least): fewer, larger reads; a few MB whatever the run
+STREAM_BLOCK = 8192
 #: an array of a run: lazy (`RunArray`, store format 2) or a tensor (format 1, read whole)
 RunValues = Union[RunArray, Tensor]
 
@@ -105,8 +107,9 @@ class Run:
     @property
     def scores(self) -> Tensor:
         """Softmax probability of the explained class, (N,) (read in batches)."""
-        parts = [torch.softmax(b.logits, dim=1).gather(1, b.targets.clamp_min(0).view(-1, 1)).squeeze(1)
-                 for b in self.iter_batches(65536)]
+        step = 65536
+        parts = [torch.softmax(self.logits[i:i + step], dim=1).gather(
+            1, self.targets[i:i + step].clamp_min(0).view(-1, 1)).squeeze(1) for i in range(0, len(self), step)]
         return torch.cat(parts) if parts else torch.zeros(0)
 
     @property
@@ -148,11 +151,11 @@ class Run:
 
     def iter_batches(self, batch_size: int) -> Iterator[RunBatch]:
         """Every sample in dataset order, `batch_size` rows at a time; each chunk is read once (rows are read
-        in blocks of whole batches spanning a chunk of every shard, then cut)."""
+        in blocks of whole batches of at least `STREAM_BLOCK` rows and a chunk of every shard, then cut)."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         source = self.lowres.source if isinstance(self.lowres, RunArray) else None
-        span = source.batch_size * source.world if source is not None else batch_size
+        span = max(source.batch_size * source.world, STREAM_BLOCK) if source is not None else batch_size
         block = batch_size * -(-span // batch_size)
         for first in range(0, len(self), block):
             rows = range(first, min(first + block, len(self)))
