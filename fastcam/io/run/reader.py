@@ -15,9 +15,10 @@ from torch import Tensor
 
 from fastcam.errors import RunDamagedError
 from fastcam.io.run.check import check_run
+from fastcam.io.run.damage import Damage
 from fastcam.io.run.layout import RunDirectory, require_run
 from fastcam.io.run.lazy import RunArray, RunSource
-from fastcam.io.run.schema import DATA_ARRAYS, EXPLAINED, SCHEMA, ShardGeometry
+from fastcam.io.run.schema import DATA_ARRAYS, EXPLAINED, RUN_JSON, SCHEMA, ShardGeometry
 
 #: rows `Run.iter_batches` reads at a time (at least): fewer, larger reads; a few MB whatever the run
 STREAM_BLOCK = 8192
@@ -260,6 +261,9 @@ def _open_legacy_run(path: Path, meta: dict[str, Any], allow_partial: bool) -> R
         if n_done == 0 or not shard_dir.exists():
             continue
         group = zarr.open_group(str(shard_dir), mode="r")
+        if "ok" not in group:  # run.json edited to format 1 over a newer store
+            raise RunDamagedError(str(path), [Damage(RUN_JSON, f"field 'fastcam_run' is 1, but {shard_dir.name} is "
+                                                               "not a format-1 shard (no 'ok' array)")])
         ok[rank::world][:n_done] = group["ok"][:n_done]
         for name in parts:
             if name == "predicted" and name not in group:  # written before the array existed: derive it
