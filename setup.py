@@ -30,6 +30,7 @@ setup(
         "zarr>=3.1",  # the v3 API and its crc32c codec (run stores checksum every chunk)
         "google-crc32c>=1.5",  # zarr's crc32c codec
         "filelock>=3.30",  # the run directory's writer lock (lock_descriptor: an OS lock on our own file)
+        "pydantic>=2.5",  # run.json validated against one schema (fastcam.io.run.record)
         "pillow>=9.0",
         "matplotlib>=3.7",
         "pydicom>=2.4",

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from fastcam._deferred import defer, deferring
-from fastcam.errors import NonFiniteError  # defined with every error; importable from here as before
+from fastcam.errors import NonFiniteError, UninformativeMapWarning  # noqa: F401 - defined with every error; importable here
 
 TargetsLike = Union[None, int, Sequence[int], Tensor]
 #: what a layer may hand to the methods: (B, C, h, w) maps or (B, C, d, h, w) volumes
@@ -71,6 +71,15 @@ class FiniteCheck:
             if any(row):
                 raise NonFiniteError(reason, [i for i, flagged in enumerate(row) if flagged])
         return flags
+
+
+def check_has_values(tensor: Tensor, name: str) -> Tensor:
+    """`tensor`, or a ValueError naming `name` when it lives on the meta device (shapes only, no values to
+    read or copy: torch's own error would be a raw NotImplementedError deep inside a call)."""
+    if tensor.is_meta:
+        raise ValueError(f"{name} are on the meta device, which holds shapes but no values: create them on the "
+                         "CPU or on the images' device")
+    return tensor
 
 
 def check_image_batch(images: object) -> Tensor:
@@ -213,6 +222,7 @@ def resolve_targets(targets: TargetsLike, logits: Tensor) -> Tensor:
             raise ValueError(f"target class {targets} is out of range for a model with {num_classes} classes")
         return torch.full((batch,), targets, dtype=torch.long, device=device)
     if isinstance(targets, Tensor):
+        check_has_values(targets, "targets")
         if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
             raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
         if targets.dim() == 0:

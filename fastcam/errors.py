@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 __all__ = ["ImageTooLargeError", "ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning",
-           "RunDamagedError", "RunLockedError", "TooManySkippedError", "UntrustedRunError"]
+           "RunDamagedError", "RunLockedError", "TooManySkippedError", "UninformativeMapWarning",
+           "UntrustedRunError"]
 
 
 class RunLockedError(RuntimeError):
@@ -33,11 +34,27 @@ class RunLockedError(RuntimeError):
                          "or choose another --out")
 
 
+class RunLockLostError(RunLockedError):
+    """This process's writer lock file was deleted or replaced while it wrote the run, so another writer
+    may have locked a new file and be writing too: the writer stops before its next commit.
+
+    Attributes:
+        path: the run directory; lock: the lock file.
+    """
+
+    def __init__(self, path: str, lock: str) -> None:
+        self.path, self.lock, self.holder = path, lock, {}
+        RuntimeError.__init__(self, f"the writer lock {lock!r} of run directory {path!r} was deleted or replaced while "
+                                    "this process was writing it, so another writer may be writing it too: stopped "
+                                    "before the next commit. Make sure no other fastcam process writes it, then "
+                                    "re-run the command to resume (`fastcam verify` checks the run)")
+
+
 class RunDamagedError(ValueError):
     """A run directory's store does not read back as it was written: missing, truncated or altered files.
 
     Attributes:
-        path: the run directory; damages: every problem found (`fastcam.io.store.Damage`).
+        path: the run directory; damages: every problem found (`fastcam.io.run.Damage`).
     """
 
     def __init__(self, path: str, damages: Sequence[Any]) -> None:
@@ -99,3 +116,9 @@ class RandomWeightsWarning(UserWarning):
 class ImageTooLargeError(ValueError):
     """An encoded image holds more pixels than the reader's limit (`fastcam.io.images.decode_image`'s
     `max_pixels`, or Pillow's own decompression-bomb check): refused before its pixels are decoded."""
+
+
+class UninformativeMapWarning(UserWarning):
+    """A target layer's maps cannot say where the evidence is: they are 1×1 (1×1×1 for volumes), so every
+    upsampled map is constant (all ones, or all zeros for the Eigen methods). The message names an earlier
+    layer with a larger map."""

@@ -15,7 +15,7 @@ from PIL import Image
 
 from fastcam.cli import main
 from fastcam.demo import DemoConfig, demo_cnn, demo_methods, make_sample, make_split
-from fastcam.io.store import open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam.methods.registry import method_names
 from fastcam_testkit.packaging import extra_only_modules
 
@@ -77,10 +77,10 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys, parse_html: Callable) -> N
     assert len(report.srcs) == config.n_test * (2 + len(METHODS))
     assert all((out / src).is_file() for src in report.srcs)
     # a second call reuses the weights and resumes (here: finds) every run
-    before = {m: (out / "runs" / m / "shard-00000-of-00001.progress.json").read_text() for m in METHODS}
+    before = {m: RunDirectory(out / "runs" / m).progress(0, 1).read_text() for m in METHODS}
     assert main(["demo", "--out", str(out), "--quick", "--quiet"]) == 0
     for m in METHODS:
-        after = json.loads((out / "runs" / m / "shard-00000-of-00001.progress.json").read_text())
+        after = json.loads(RunDirectory(out / "runs" / m).progress(0, 1).read_text())
         assert after["commits"] == json.loads(before[m])["commits"]
 
 

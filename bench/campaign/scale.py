@@ -52,7 +52,7 @@ class DeviceBank(Dataset):
 @contextlib.contextmanager
 def store_timer() -> Iterator[dict[str, float]]:
     """Accumulate the seconds spent in the store's batch writes and commits while active."""
-    from fastcam.io import store
+    from fastcam.io.run import writer as store
 
     spent = {"seconds": 0.0}
     saved = {name: getattr(store.ShardWriter, name) for name in ("write_batch", "commit")}

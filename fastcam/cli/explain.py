@@ -81,12 +81,14 @@ def _targets(text: str) -> str | int | Path:
 def run(args: argparse.Namespace) -> int:
     """Build the model and preprocessing from the flags, explain the folder, print a summary."""
     from fastcam.errors import RandomWeightsWarning
+    from fastcam.io.run import RunDirectory
     from fastcam.pipeline import explain_folder
     from fastcam.pipeline.distributed import torchrun_ranks
 
     def show(message: Warning | str, category: type[Warning], *rest: object, **kw: object) -> None:
         print(f"fastcam explain: warning: {category.__name__}: {message}", file=sys.stderr)
 
+    RunDirectory(args.out).check_out("--out")  # refused before any work, naming the flag
     # the random-weights warning is printed when it arises (before the run), whatever the warning filters
     with warnings.catch_warnings():
         warnings.simplefilter("always", RandomWeightsWarning)

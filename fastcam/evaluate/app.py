@@ -21,7 +21,7 @@ from fastcam.evaluate.inputs import check_trusted, find_runs, read_labels
 from fastcam.evaluate.outputs import link_into_report, markdown_table, plot, report_evaluation
 from fastcam.evaluate.scoring import RunMetrics, evaluate_run
 from fastcam.io.report import render_again
-from fastcam.io.store import RunDirectory, open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam.metrics.robustness import DEFAULT_SIGMAS
 
 

@@ -12,7 +12,7 @@ from fastcam.errors import ModelMismatch, UntrustedRunError  # ModelMismatch: im
 from fastcam.io.images import ImageFolder, Preprocess, read_image
 from fastcam.io.report import find_mask
 from fastcam.io.report import read_labels as read_labels_file
-from fastcam.io.store import Run, RunDirectory
+from fastcam.io.run import Run, RunDirectory
 from fastcam.methods.registry import METHODS
 from fastcam.models import LogitsOnly, load_model, state_hash  # noqa: F401 - LogitsOnly re-exported
 from fastcam.models.processors import HFImageProcessor, hf_image_processor

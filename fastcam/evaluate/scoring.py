@@ -18,7 +18,7 @@ from torch import nn
 from fastcam.evaluate.catalog import METRICS
 from fastcam.evaluate.inputs import LogitsOnly, ModelMismatch, load_mask, load_run_model, run_images
 from fastcam.evaluate.stats import bootstrap_mean_ci
-from fastcam.io.store import Run
+from fastcam.io.run import Run
 from fastcam.methods.registry import METHODS, display_name
 from fastcam.metrics.faithfulness import average_drop_increase, deletion, insertion
 from fastcam.metrics.localization import (

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence
@@ -73,7 +74,8 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
     fingerprint of that state; 0 is never returned (it means "not recorded" in a run's store).
 
     A run stores the fingerprint of each input when it explains it; resuming compares them to find the
-    batches whose inputs changed.
+    batches whose inputs changed. Only regular files are read (symbolic links followed): anything else
+    (a FIFO, a device, a folder) has the fingerprint of an unreadable file.
     """
     import hashlib
 
@@ -86,6 +88,8 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
         path = root / name
         try:
             st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or read without end
+                raise OSError(errno.EINVAL, "not a regular file")
             if mode == "stat":
                 digest.update(f"stat:{st.st_size}:{st.st_mtime_ns}".encode())
             else:

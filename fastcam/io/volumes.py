@@ -56,8 +56,10 @@ def _read_npy(path: Path) -> np.ndarray:
     data = np.load(path, allow_pickle=False)
     if data.ndim == 3:
         data = data[None]
-    if data.ndim != 4 or not np.issubdtype(data.dtype, np.number):
-        raise ValueError(f".npy volume must be numeric (D, H, W) or (C, D, H, W), got {data.dtype} {data.shape}")
+    # complex values are refused, not cast (which would drop the imaginary part)
+    if data.ndim != 4 or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise ValueError(f".npy volume must hold real numbers (integer or floating), shaped (D, H, W) or "
+                         f"(C, D, H, W), got {data.dtype} {data.shape}")
     return data.astype(np.float32)
 
 

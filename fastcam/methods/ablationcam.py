@@ -4,11 +4,16 @@ run from the target layer on.
 A channel's weight is the relative drop of the target score when that channel of the target layer is
 ablated (set to `ablation_value`, 0 by default, the paper's choice):
 
-$$ w_c = \frac{y - y_c}{y}, \qquad L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big) $$
+$$ w_c = \frac{y - y_c}{|y|}, \qquad L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big) $$
 
 with $y$ the target's score (a logit for a class target, as pytorch-grad-cam and the paper) and $y_c$ the
 same score with channel $c$ of $A$ ablated. Where $y = 0$ exactly, $w_c = y - y_c$ (the same map up to a
-positive factor, instead of an infinity). The B·C ablated copies of a batch are packed into forwards of
+positive factor, instead of an infinity). The paper and pytorch-grad-cam divide by $y$ itself, which is
+the same for $y > 0$ but flips every weight where $y < 0$ (an unlikely class's logit): a channel whose
+ablation lowers the score would count against the target. Dividing by $|y|$ keeps the sign of the drop,
+so a channel supports the target exactly when ablating it lowers the target's score, whatever the sign of
+the score; a target scored as the negative of another ("evidence against",
+`fastcam.targets.BinaryTarget(positive=False)`, score $-z$) gets the other's weights negated. The B·C ablated copies of a batch are packed into forwards of
 `batch_size` rows across images and channels.
 
 **Only the layers after the target run again.** The model is traced once with `torch.fx` (the target
@@ -25,10 +30,11 @@ target layer returning a tuple, values crossing the cut that are not per-image t
 layer's output by the ablated copies (pytorch-grad-cam's approach: correct for any model, but the
 backbone runs once per chunk).
 
-Caveat of tracing: `torch.fx` patches `torch.nn.Module.__call__` process-wide while it traces (once per
-explainer and model structure, a few tens of ms; later calls reuse the split). Do not run other forwards
-in other threads during an explainer's first call, or pass `partial_forward=False` (no tracing, full
-forwards).
+Tracing and threads: `torch.fx` patches `torch.nn.Module.__call__` and `__getattr__` process-wide while
+it traces (once per explainer and model structure, a few tens of ms; later calls reuse the split). The
+tracer (`fastcam._fx.LeafTracer`) passes other threads' module calls and parameter reads through as plain
+execution, so their inference runs as usual; another `torch.fx` trace in another thread at that moment
+would still meet the patch: pass `partial_forward=False` (no tracing, full forwards) where that happens.
 
 Differences from pytorch-grad-cam: it ablates to 0 when the layer's minimum is 0 and otherwise to
 "minimum − 1e7", decreasing further for every row of a chunk (a side effect of recomputing the minimum
@@ -143,6 +149,7 @@ class AblationCAM(BaseCAM):
     """
 
     name = "ablationcam"
+    weights_run_model = True
 
     def __init__(
         self,
@@ -263,4 +270,5 @@ class AblationCAM(BaseCAM):
             ablated[start : start + pair.numel()] = accumulation(ctx.target.select(index).score(ctx.view(out)))
         y = scores.unsqueeze(1)
         drop = y - ablated.view(rows, channels)
-        return torch.where(y == 0, drop, drop / torch.where(y == 0, torch.ones_like(y), y))
+        # relative to |y|: dividing by a negative y (pytorch-grad-cam's y) would flip every weight
+        return torch.where(y == 0, drop, drop / torch.where(y == 0, torch.ones_like(y), y.abs()))

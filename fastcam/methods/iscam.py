@@ -1,9 +1,12 @@
 """IS-CAM (Naidu et al., arXiv 2010.03023, 2020): Score-CAM integrated along scaled masks."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
+from fastcam.methods._smoothing import ImageNoise
 from fastcam.methods.base import OutputFn, ReshapeTransform, TargetLayers
 from fastcam.methods.scorecam import ScoreCAM
 from fastcam.ops import check_int
@@ -64,7 +67,8 @@ class ISCAM(ScoreCAM):
     def samples(self) -> int:
         return self.num_samples
 
-    def _masked_inputs(self, images: Tensor, masks: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _masked_inputs(self, images: Tensor, masks: Tensor, sample: Tensor, owners: Sequence[int] | None,
+                       noise: ImageNoise) -> Tensor:
         coeffs = torch.tensor(integration_coefficients(self.num_samples), dtype=images.dtype, device=images.device)
         scale = coeffs.index_select(0, sample).view(-1, *([1] * (images.dim() - 1)))
         return scale * (images * masks.to(images.dtype))

@@ -1,13 +1,13 @@
 """Score-CAM (Wang et al., CVPR-W 2020), batched across images and channels."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastcam.methods._smoothing import make_generator
+from fastcam.methods._smoothing import ImageNoise
 from fastcam.methods._progress import check_progress, chunk_starts
 from fastcam.methods.base import BaseCAM, CallContext, OutputFn, ReshapeTransform, TargetLayers
 from fastcam.ops import accumulation, check_choice, check_int
@@ -56,6 +56,7 @@ class ScoreCAM(BaseCAM):
     """
 
     name = "scorecam"
+    weights_run_model = True
 
     def __init__(
         self,
@@ -99,9 +100,12 @@ class ScoreCAM(BaseCAM):
         """Masked inputs per channel and image (1; SS-CAM and IS-CAM average over several)."""
         return 1
 
-    def _masked_inputs(self, images: Tensor, masks: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _masked_inputs(self, images: Tensor, masks: Tensor, sample: Tensor, owners: Sequence[int] | None,
+                       noise: ImageNoise) -> Tensor:
         r"""The masked inputs of one chunk: images (n, C, *size) of the rows, their upsampled masks
-        (n, 1, *size), the sample index of each row (n,). Score-CAM: $x \odot M$."""
+        (n, 1, *size), the sample index of each row (n,), the image of the call each row belongs to (on the
+        host; given when `zero_masks_give_zero_images` is False, None otherwise), the call's noise source.
+        Score-CAM: $x \odot M$."""
         return images * masks.to(images.dtype)
 
     @torch.no_grad()
@@ -113,11 +117,13 @@ class ScoreCAM(BaseCAM):
         owner = torch.arange(batch, device=images.device).repeat_interleave(channels)  # image of each mask
         # A constant channel normalises to an all-zero mask, so its masked input is the zero image whatever
         # the image: one forward of f(0) scores all of them (dead post-ReLU channels are common), exactly.
-        flat = activations.flatten(2)
-        constant = (flat.amax(dim=2) - flat.amin(dim=2)).flatten() == 0
-        if not self.zero_masks_give_zero_images:
-            constant = torch.zeros_like(constant)
-        live = torch.nonzero(~constant).squeeze(1)  # one host sync: the loop needs the count
+        if self.zero_masks_give_zero_images:
+            flat = activations.flatten(2)
+            constant = (flat.amax(dim=2) - flat.amin(dim=2)).flatten() == 0
+            live = torch.nonzero(~constant).squeeze(1)  # one host sync: the loop needs the count
+        else:  # every pair runs: row r's pair is r mod pairs, known on the host
+            constant = torch.zeros(pairs, dtype=torch.bool, device=images.device)
+            live = torch.arange(pairs, device=images.device)
         totals = torch.zeros(pairs, dtype=masks.dtype, device=images.device)  # summed over the samples
         if live.numel() < pairs:
             zero_image = torch.zeros_like(images[:1])
@@ -125,7 +131,7 @@ class ScoreCAM(BaseCAM):
                 zero_output = ctx.model(zero_image)
             zero_scores = self._target_score(target, repeat_output(ctx.view(zero_output), batch))
             totals = torch.where(constant, samples * zero_scores.to(totals.dtype).index_select(0, owner), totals)
-        generator = make_generator(self.generator, images.device)
+        noise = ImageNoise(self.generator, batch, images.device)
         size = tuple(images.shape[2:])
         # Rows (sample, live pair), sample-major, packed into forwards of `batch_size` across every image,
         # channel and sample of the batch.
@@ -139,7 +145,9 @@ class ScoreCAM(BaseCAM):
                 up = normalize_channels(F.interpolate(raw, size=size, mode=_MODES[images.dim()], align_corners=True))
             else:
                 up = F.interpolate(masks.index_select(0, pair), size=size, mode=_MODES[images.dim()], align_corners=False)
-            masked = self._masked_inputs(images.index_select(0, idx), up, row // live.numel(), generator)
+            owners = None if self.zero_masks_give_zero_images else [
+                (r % pairs) // channels for r in range(start, start + row.numel())]
+            masked = self._masked_inputs(images.index_select(0, idx), up, row // live.numel(), owners, noise)
             with ctx.model_autocast():  # masked forwards keep the caller's AMP
                 out = ctx.model(masked)
             totals.index_add_(0, pair, self._target_score(target.select(idx), ctx.view(out)).to(totals.dtype))

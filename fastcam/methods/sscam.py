@@ -1,10 +1,12 @@
 """SS-CAM (Wang, Naidu et al., arXiv 2006.14255, 2020): Score-CAM with noise-smoothed masks."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from fastcam.methods._smoothing import check_generator
+from fastcam.methods._smoothing import ImageNoise, check_generator
 from fastcam.methods.base import OutputFn, ReshapeTransform, TargetLayers
 from fastcam.methods.scorecam import ScoreCAM
 from fastcam.ops import check_int, check_real
@@ -24,14 +26,18 @@ class SSCAM(ScoreCAM):
     probabilities by default (see `ScoreCAM`).
 
     The N·B·C masked inputs of the batch are packed into forwards of `batch_size`, sample-major, and the
-    noise is drawn chunk by chunk in that order: with torch's CPU generator and H·W a multiple of 16,
-    the very numbers torchcam draws (one (B, C, H, W) tensor per sample) for the same seed.
+    noise is drawn chunk by chunk in that order. With an int seed each image has its own generator,
+    seeded with seed + its index in the call (`fastcam.methods._smoothing.ImageNoise`), so an image's map
+    does not depend on its batch-mates (it equals the image explained alone with seed + i). With a
+    `torch.Generator` (or None) the batch draws one stream: with torch's CPU generator and H·W a multiple
+    of 16, the very numbers torchcam draws (one (B, C, H, W) tensor per sample) after
+    `torch.manual_seed(seed)` for a generator seeded so (for one image, an int seed gives them too).
 
     Args:
         num_samples: N, noisy copies of each mask.
         std: $\sigma$, the noise std (in mask units: masks lie in [0, 1]).
-        generator: the noise's source: a `torch.Generator` on the images' device, an int seed (the same
-            noise every call) or None (torch's global RNG, as torchcam).
+        generator: the noise's source: a `torch.Generator` on the images' device, an int seed (per image,
+            the same noise every call) or None (torch's global RNG, as torchcam).
 
     The other arguments (batch_size, score, progress and `BaseCAM`'s) are `ScoreCAM`'s.
 
@@ -72,6 +78,8 @@ class SSCAM(ScoreCAM):
     def samples(self) -> int:
         return self.num_samples
 
-    def _masked_inputs(self, images: Tensor, masks: Tensor, sample: Tensor, generator: torch.Generator | None) -> Tensor:
-        noise = torch.randn(masks.shape, generator=generator, device=masks.device, dtype=masks.dtype)
-        return images * (masks + self.std * noise).to(images.dtype)
+    def _masked_inputs(self, images: Tensor, masks: Tensor, sample: Tensor, owners: Sequence[int] | None,
+                       noise: ImageNoise) -> Tensor:
+        assert owners is not None  # zero_masks_give_zero_images is False: the owners are given
+        delta = noise.randn(owners, masks.shape[1:], masks.dtype)
+        return images * (masks + self.std * delta).to(images.dtype)

@@ -8,9 +8,9 @@
 - `settings`: the settings record of a run and the resume check;
 - `distributed`: ranks and the process group under torchrun.
 
-The run directory's layout belongs to `fastcam.io.store` (`RunDirectory`, `open_run`).
+The run directory's layout belongs to `fastcam.io.run` (`RunDirectory`, `open_run`).
 """
-from fastcam.io.store import Run, open_run
+from fastcam.io.run import Run, open_run
 from fastcam.pipeline.data import load_model
 from fastcam.pipeline.explain import explain_dataset, explain_folder, make_explainer
 

@@ -1,6 +1,6 @@
 """Scale-out under torchrun: each rank explains a strided shard of the dataset into its own store shard.
 
-Rank r explains the dataset indices r, r+W, r+2W, ... (`fastcam.io.store.shard_indices`: no padding
+Rank r explains the dataset indices r, r+W, r+2W, ... (`fastcam.io.run.shard_indices`: no padding
 duplicates, unlike DistributedSampler); the reader interleaves the shards back into dataset order.
 Each shard has its own commit record, so a crashed rank resumes like a single run. Without torchrun
 everything here reduces to one process: rank 0 of a world of 1.

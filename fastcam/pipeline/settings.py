@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastcam.io.store import RunDirectory
+from fastcam.io.run import RunDirectory
 from fastcam.models.loading import state_hash  # noqa: F401 - re-exported (its home before fastcam.models)
 
 

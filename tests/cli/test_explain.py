@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from fastcam.cli import main
-from fastcam.io.store import open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam.models import tiny_resnet
 
 
@@ -34,9 +34,9 @@ def test_explain_overlays_report_and_resume(tmp_path: Path, folder: Path, weight
     report = parse_html(out / "report.html")
     assert len(report.srcs) == 2 * len(run.ids)
     assert all((out / src).is_file() for src in report.srcs)
-    commits = json.loads((out / "shard-00000-of-00001.progress.json").read_text())["commits"]
+    commits = json.loads(RunDirectory(out).progress(0, 1).read_text())["commits"]
     assert main(argv) == 0  # the same command again: nothing recomputed
-    assert json.loads((out / "shard-00000-of-00001.progress.json").read_text())["commits"] == commits
+    assert json.loads(RunDirectory(out).progress(0, 1).read_text())["commits"] == commits
     # changed settings: a clear refusal, exit status 2, no traceback
     assert main(["0.5" if a == "0.25" else a for a in argv]) == 2  # --std 0.25 -> 0.5
     assert "other settings" in capsys.readouterr().err

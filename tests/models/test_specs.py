@@ -152,7 +152,7 @@ def test_model_preprocessing_is_recorded_and_overridden(hf_vit: tuple[Path, torc
     assert "random_weights" not in run.meta["settings"]["model"] and run.lowres.shape == (3, 4, 4)
     again = explain_folder(f"hf:{path}", folder, tmp_path / "own", layer="vit.layers.-1.layernorm_before",
                            reshape="vit", method="gradcam", progress=False)  # resumes: the settings are stable
-    torch.testing.assert_close(again.lowres, run.lowres)
+    torch.testing.assert_close(again.lowres[:], run.lowres[:])
     run = explain_folder(f"hf:{path}", folder, tmp_path / "mine", layer="vit.layers.-1.layernorm_before", reshape="vit:1:4x4",
                          method="gradcam", size=32, mean=[0.4], std=[0.3], progress=False)
     assert run.meta["settings"]["data"]["preprocess"] == {"channels": 3, "size": [32, 32], "mean": [0.4], "std": [0.3]}

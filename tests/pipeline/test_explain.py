@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from fastcam.io.run import RunDirectory
 import fastcam
 from fastcam.io.images import read_image
 from fastcam.models import tiny_resnet
@@ -41,14 +42,14 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path, classifie
     assert run.ids == good
     assert {s["id"] for s in run.skipped} == bad
     assert all(s["error"] for s in run.skipped)
-    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta = json.loads(RunDirectory(tmp_path / "run").run_json.read_text())
     assert {s["id"] for s in meta["skipped"]} == bad and meta["n_skipped"] == 4 and meta["n_explained"] == 7
     # the stored maps are those of the method on the same images (independent oracle: a direct call)
     images = torch.stack([read_image(data / name) for name in good])
     with fastcam.GradCAM(model, "layer4") as cam:
         exp = cam.explain(images)
-    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(run.logits, exp.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.logits[:], exp.logits, rtol=1e-5, atol=1e-6)
     assert torch.equal(run.targets, exp.targets) and torch.equal(run.predicted, exp.logits.argmax(1))
     torch.testing.assert_close(run.upsampled(2), exp.maps[2], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(run.upsampled(good[3], (9, 13)),
@@ -76,7 +77,7 @@ def test_changed_settings_are_refused(tmp_path: Path, classifier: Classifier, wr
     write_images(data, 4)
     out = tmp_path / "run"
     explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=out, batch_size=2, progress=False)
-    before = (out / "shard-00000-of-00001.progress.json").read_text()
+    before = RunDirectory(out).progress(0, 1).read_text()
     with pytest.raises(ValueError, match="other settings.*\n.*method"):
         explain_dataset(classifier(), data, method="gradcampp", target_layer="layer4", out=out, batch_size=2, progress=False)
     with pytest.raises(ValueError, match="state_sha256|model"):
@@ -89,10 +90,10 @@ def test_changed_settings_are_refused(tmp_path: Path, classifier: Classifier, wr
     with pytest.raises(ValueError, match="resume=False"):
         explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=out, batch_size=2, resume=False,
                         progress=False)
-    assert (out / "shard-00000-of-00001.progress.json").read_text() == before  # nothing was touched
+    assert RunDirectory(out).progress(0, 1).read_text() == before  # nothing was touched
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not a fastcam run directory"):
+    with pytest.raises(ValueError, match="^out '.*' exists and is not a fastcam run directory; choose an empty or new out$"):
         explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=tmp_path / "other", progress=False)
 
 
@@ -162,7 +163,7 @@ def test_images_with_non_finite_explanations_are_skipped_with_the_reason(tmp_pat
     assert bool(torch.isfinite(run.lowres).all()) and bool(torch.isfinite(run.logits).all())
     with fastcam.GradCAM(inner, "layer4") as cam:  # the others are stored as the method computes them
         exp = cam.explain(images[[0, 2, 3, 5]])
-    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], exp.lowres, rtol=1e-5, atol=1e-6)
     assert run.meta["n_skipped"] == 2 and run.meta["n_explained"] == 4
     with fastcam.GradCAM(_NaNForBrightImages(inner), "model.layer4") as cam:  # a batch with no finite image
         kept, explained, dropped = explain_finite(cam, images[[1, 4]], None, None, {})
@@ -234,4 +235,4 @@ def test_registered_methods_run_through_the_pipeline(method: str, kwargs: dict, 
     # the pipeline explains in batches of 2: compare per batch (SmoothGrad's seeded noise depends on the batch)
     expected = torch.cat([get_method(method).build(model, "layer3", **kwargs).explain(images[i : i + 2]).lowres
                           for i in range(0, 3, 2)])
-    torch.testing.assert_close(run.lowres, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], expected, rtol=1e-5, atol=1e-6)
