@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 __all__ = ["ImageTooLargeError", "ModelMismatch", "NonFiniteError", "NotPooledLinearError", "RandomWeightsWarning",
-           "RunDamagedError", "RunLockedError", "TooManySkippedError", "UninformativeMapWarning",
+           "RunDamagedError", "RunLockLostError", "RunLockedError", "TooManySkippedError", "UninformativeMapWarning",
            "UntrustedRunError"]
 
 
