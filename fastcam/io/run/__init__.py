@@ -54,11 +54,12 @@ Verification. Every array is stored with Zarr v3's `crc32c` codec: each chunk fi
 of its bytes, checked on every read (by this module and by any Zarr v3 reader). Chunks are written
 even when they equal the fill value (`write_empty_chunks`), so every committed batch has a `status`
 and a `fingerprint` chunk, and a chunk of every data array when it explained at least one sample: a
-missing file is always damage, never data. `open_run` and `verify_run` check, for every committed
-batch, that each chunk file exists, has the size its shape gives and passes its checksum; that the
-status rows are written and agree with the skipped list of the progress file; that the progress file
-is well formed; that ids.json holds the ids the run was written with; and that no shard folder is
-missing. Any problem raises `RunDamagedError` naming the file, the batch and its samples.
+missing file is always damage, never data. The checks: for every committed batch, each chunk file
+exists, has the size its shape gives and passes its checksum, and the status rows are written and agree
+with the skipped list of the progress file; the progress file is well formed; ids.json holds the ids the
+run was written with; no shard folder is missing. `verify_run` makes them all, chunk by chunk in flat
+memory; `open_run` makes the run-wide ones and each chunk's when a read first touches it (`lazy`). Any
+problem raises `RunDamagedError` naming the file, the batch and its samples.
 Why a checksum in each chunk rather than a list of checksums in the progress file: the progress file is
 rewritten at every commit, so a per-batch list would make each commit O(batches) (quadratic over a
 run); the in-chunk CRC costs 4 bytes per chunk, is verified as a side effect of decoding, and travels

@@ -134,7 +134,7 @@ class Run:
         """Row of sample `key`: a row number (int) or a sample id (str)."""
         if isinstance(key, str):
             if self._rows_by_id is None:  # built at the first lookup by id: O(1) after
-                self._rows_by_id = {sid: row for row, sid in enumerate(self.ids)}
+                self._rows_by_id = dict(zip(self.ids, range(len(self.ids))))
             try:
                 return self._rows_by_id[key]
             except KeyError:

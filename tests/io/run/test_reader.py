@@ -3,10 +3,7 @@ through Zarr itself (the oracle), on multi-shard runs with skipped samples, floa
 damaged chunk raises only when a read touches it, naming it; open_run's memory stays small."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -116,26 +113,24 @@ def test_a_damaged_chunk_raises_only_when_a_read_touches_it(tmp_path: Path, monk
             pass
 
 
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc to reset the peak RSS")
 def test_open_run_memory_on_a_200000_sample_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """open_run reads run.json, ids and the commit records only: RSS grows by far less than the arrays."""
+    """open_run reads run.json, ids and the commit records only: the peak RSS grows by far less than the
+    arrays (logits 80 MB, maps 20 MB; the eager reader this replaced grew by about 430 MB)."""
     monkeypatch.setattr(durable, "DURABLE", False)
     root = tmp_path / "big"
     n = 200_000
-    write_synthetic_run(root, n, batch_size=8192, dtype="float16", spatial=(7, 7), classes=100, skip=frozenset({5}))
-    script = textwrap.dedent(f"""
-        import json, resource, sys, time
-        from fastcam.io.run import open_run
-        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        before = peak()
-        start = time.perf_counter()
-        run = open_run({str(root)!r})
-        seconds = time.perf_counter() - start
-        row = run.logits[123456]
-        print(json.dumps({{"growth_mib": peak() - before, "seconds": seconds, "n": len(run)}}))
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["n"] == n - 1
-    # the logits alone are 80 MB and the maps 20 MB: a lazy open holds ids (~20 MB) and row indices
-    assert result["growth_mib"] <= 100, result
+    write_synthetic_run(root, n, batch_size=25_000, dtype="float16", spatial=(7, 7), classes=100, skip=frozenset({5}))
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak (VmHWM) restarts from the current RSS
+    before = _status_mib("VmRSS")
+    run = open_run(root)
+    growth = _status_mib("VmHWM") - before
+    assert len(run) == n - 1 and run.logits[123_456].shape == (100,)
+    assert growth <= 100, f"open_run grew the peak RSS by {growth:.0f} MiB"
