@@ -55,7 +55,7 @@ def main() -> int:
     for name in RUNS if args.run == "both" else (args.run,):
         methods, batch, timing, filename = RUNS[name]
         contenders = ["inference", *(f"{lib}-{m}" for m in methods for lib in ("compat", "pgc"))]
-        rc |= fastcam_main(["bench", "--model", "resnet18", "--size", "224", "--batch", str(batch), "--device", "cpu",
+        rc |= fastcam_main(["bench", "--model", "fastcam:resnet18", "--size", "224", "--batch", str(batch), "--device", "cpu",
                             *timing, "--contenders", ",".join(contenders), "--out", str(Path(args.out_dir) / filename),
                             "--quiet", *rest])
     return rc

@@ -64,7 +64,7 @@ def test_pytorch_grad_cam_and_compat_contenders_run_the_same_call(method: str) -
         assert (by_key[f"pgc-{m}"].group, by_key[f"compat-{m}"].group) == ("peer", "compat")
         assert by_key[f"compat-{m}"].name.endswith(by_key[f"pgc-{m}"].name.removeprefix("pytorch-grad-cam"))
     pytorch_grad_cam_or_skip()
-    setting = make_setting(BenchConfig(model="tiny_resnet", size=32, batch=2, device="cpu",
+    setting = make_setting(BenchConfig(model="fastcam:tiny_resnet", size=32, batch=2, device="cpu",
                                        contenders=(f"pgc-{method}", f"compat-{method}")))
     maps = []
     for key in (f"pgc-{method}", f"compat-{method}"):

@@ -47,7 +47,7 @@ def test_bench_cli_smoke_writes_valid_json(tmp_path, capsys) -> None:
 
 def test_bench_without_out_writes_nothing_into_the_current_folder(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    rc = main(["bench", "--model", "tiny_resnet", "--size", "32", "--batch", "2", "--device", "cpu", "--repeats", "1",
+    rc = main(["bench", "--model", "fastcam:tiny_resnet", "--size", "32", "--batch", "2", "--device", "cpu", "--repeats", "1",
                "--warmup", "0", "--contenders", "inference,gradcam", "--quiet"])
     assert rc == 0 and list(tmp_path.iterdir()) == []
     printed = capsys.readouterr().out
