@@ -63,7 +63,7 @@ def test_dataset_of_pil_images_with_labels_is_explained(tmp_path: Path, classifi
     images = torch.stack([expected.normalize(expected.display(picture_tensor(p))) for p in pictures])
     with fastcam.GradCAM(model, "layer4") as cam:  # the oracle: a direct call on the same inputs
         exp = cam.explain(images, targets=[0, 1, 2, 3, 0, 1, 2, 3])
-    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], exp.lowres, rtol=1e-5, atol=1e-6)
     # numpy HWC arrays and an explicit preprocess= (the override)
     arrays = PictureSplit(pictures, [0] * 8)
     run = explain_dataset(model, arrays, method="gradcam", target_layer="layer4", out=tmp_path / "arrays",
