@@ -30,6 +30,7 @@ setup(
         "zarr>=3.1",  # the v3 API and its crc32c codec (run stores checksum every chunk)
         "google-crc32c>=1.5",  # zarr's crc32c codec
         "filelock>=3.30",  # the run directory's writer lock (lock_descriptor: an OS lock on our own file)
+        "pydantic>=2.5",  # run.json validated against one schema (fastcam.io.run.record)
         "pillow>=9.0",
         "matplotlib>=3.7",
         "pydicom>=2.4",
@@ -45,6 +46,10 @@ setup(
             "transformers>=4.40", "nibabel>=5.0",
             "playwright>=1.40",  # the browser test of the HTML report (drives the system Chromium)
             "ray[data]>=2.60",  # fastcam.ray: its tests run a real local Ray and a two-node Ray cluster
+            "ray[serve]>=2.60",  # fastcam.serve: its tests start the real service
+            # pytorch-grad-cam's own dependencies but torchvision: grad-cam itself installs with --no-deps
+            # (README's set-up), and the tests give it a stand-in torchvision (fastcam_testkit.pgc)
+            "ttach>=0.0.3", "opencv-python-headless>=4.5",
         ],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         # fastcam.deploy.export: torch's ONNX exporter (dynamo=True) needs onnx + onnxscript; onnxruntime runs
@@ -57,6 +62,10 @@ setup(
         "nifti": ["nibabel>=5.0"],
         # fastcam.ray and `fastcam explain --engine ray`: Ray Data (reading, decoding, actor pools, Datasinks)
         "ray": ["ray[data]>=2.60"],
+        # fastcam.serve: `fastcam serve`, explanations over HTTP on Ray Serve (dynamic batching, replicas)
+        "serve": ["ray[serve]>=2.60"],
+        # fastcam.compat.pytorch_grad_cam.utils.image.show_cam_on_image colours with OpenCV, as pytorch-grad-cam
+        "compat": ["opencv-python-headless>=4.5"],
         "cuda": ["cupy-cuda12x>=13"],
         "cuml": ["cuml-cu12>=24.2"],
     },

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
 
 import fastcam
 from fastcam.benchmark.provenance import environment
-from fastcam.benchmark.timing import Timing
+from fastcam.benchmark.timing import time_interleaved
 from fastcam.models import resnet18
 
 #: (row name, explainer factory): layer4 is on the main path (tail = avgpool + fc); layer4.1.bn1 sits inside
@@ -57,18 +56,11 @@ def main() -> None:
         else:
             cam = make(model, args.batch_size)
             calls[name] = lambda cam=cam: cam(images, targets)
-    for fn in calls.values():  # warm-up (Ablation-CAM's first call traces the model)
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(args.repeats):
-        for name, fn in calls.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    # one warm-up call each (Ablation-CAM's first call traces the model), then interleaved rounds
+    timed = time_interleaved(calls, device, warmup=1, repeats=args.repeats)
     rows = []
-    base = Timing.of(times["plain inference"]).median_s
-    for name, ts in times.items():
-        t = Timing.of(ts)
+    base = timed["plain inference"].median_s
+    for name, t in timed.items():
         rows.append({"name": name, "timing": t.__dict__, "images_per_s": args.batch / t.median_s,
                      "x_plain_inference": base / t.median_s})
         print(f"| {name} | {t.median_s * 1e3:.1f} | {(t.q3_s - t.q1_s) * 1e3:.1f} | {args.batch / t.median_s:.3f} | "

@@ -1,4 +1,4 @@
-"""Batched DBSCAN benchmark: fastcam's torch backend against the scikit-learn per-problem loop.
+"""Batched DBSCAN and pairwise-quantile benchmarks: fastcam's torch paths against scikit-learn and scipy.
 
 Workload (issue 11): B = 16 problems of N = 2,048, 512 and 384 points × D = 49: real post-ReLU layer4
 activations of a random-weight ResNet-50 (`fastcam.models`, 224 px, the first N of its 2,048 channels),
@@ -13,8 +13,19 @@ order, so that machine load hits them alike):
 Labels are checked identical to scikit-learn's problem by problem. Wall-clock medians (the targets) and
 the process CPU time of each contender are recorded, with the environment, under bench/results/.
 
+`--workload quantile` times `pairwise_quantile` on the same activations, q = 0.25, against scipy `pdist` +
+`np.quantile`. The reference quantile is numpy's over the explicit off-diagonal distance matrix; scipy's
+pdist holds each unordered pair once, and np.quantile over it is the usual fast CPU way to get the same
+statistic (it differs from the both-orders list only through the rank convention: both are timed as users
+would write them, and fastcam's result is checked bit for bit against numpy's explicit-matrix definition
+on the first problem).
+
+Timing: `fastcam.benchmark.timing.time_interleaved` (the one timer of every benchmark), after two warm-up
+calls of each contender.
+
     python bench/bench_dbscan.py                       # N = 2048, 512, 384; B = 16; CPU (or CUDA)
     python bench/bench_dbscan.py --shapes 2048 --batch 16 --repeats 5
+    python bench/bench_dbscan.py --workload quantile   # pairwise_quantile against scipy
     python -m pytest bench/ -k 'dbscan or quantile' --benchmark-enable   # small pytest-benchmark versions
 """
 from __future__ import annotations
@@ -22,15 +33,15 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark
+from fastcam.benchmark.timing import Timing, time_interleaved
 from fastcam.cluster import dbscan, pairwise_quantile, quantile_dbscan
 
 SHAPES = (2048, 512, 384)
@@ -66,40 +77,20 @@ def _layer4(batch: int, seed: int) -> torch.Tensor:
     return _CACHE[batch, seed]
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, dict]:
-    """Median wall and CPU seconds of each contender over `repeats` rounds (after one warm-up round);
-    round r runs the contenders starting at a rotating offset. Returns {name: {wall_s, cpu_s, result}}."""
-    names = list(contenders)
-    results = {name: contenders[name]() for name in names for _ in range(2)}  # warm-up (allocator, lazy inits)
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            begin, begin_cpu = time.perf_counter(), time.process_time()
-            results[name] = contenders[name]()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            wall[name].append(time.perf_counter() - begin)
-            cpu[name].append(time.process_time() - begin_cpu)
-    return {name: {"wall_s": statistics.median(wall[name]), "cpu_s": statistics.median(cpu[name]),
-                   "wall_all_s": wall[name], "result": results[name]} for name in names}
-
-
 def run_shape(batch: int, count: int, device: torch.device, repeats: int) -> dict:
     points = layer4_activations(batch, count, device)
     eps = pairwise_quantile(points, QUANTILE)
     min_samples = min_samples_for(count)
     host_points, host_eps = points.cpu(), eps.cpu()
-    timed = interleaved({
+    calls = {
         "torch": lambda: dbscan(points, eps, min_samples, backend="torch"),
         "sklearn": lambda: dbscan(host_points, host_eps, min_samples, backend="sklearn"),
         "quantile_dbscan": lambda: quantile_dbscan(points, QUANTILE, min_samples),
-    }, repeats, device)
-    reference = timed["sklearn"]["result"].numpy()
-    labels = timed["torch"]["result"].cpu().numpy()
-    shared_labels, shared_eps = (t.cpu() for t in timed["quantile_dbscan"]["result"])
+    }
+    timed = time_interleaved(calls, device, warmup=2, repeats=repeats)
+    reference = calls["sklearn"]().numpy()
+    labels = calls["torch"]().cpu().numpy()
+    shared_labels, shared_eps = (t.cpu() for t in calls["quantile_dbscan"]())
     clusters = reference.max(axis=1) + 1
     record = {
         "batch": batch, "points": count, "dims": DIMS, "min_samples": min_samples,
@@ -113,13 +104,41 @@ def run_shape(batch: int, count: int, device: torch.device, repeats: int) -> dic
     return record
 
 
-def add_timings(record: dict, timed: dict[str, dict], baseline: str) -> None:
+def numpy_explicit_quantile(points: np.ndarray, q: float, block: int = 128) -> float:
+    """np.quantile of the explicit off-diagonal distance matrix (pairwise_quantile's definition)."""
+    x = points.astype(np.float64)
+    rows = [np.sqrt(((x[s : s + block, None] - x[None]) ** 2).sum(-1)) for s in range(0, len(x), block)]
+    distances = np.concatenate(rows)
+    return float(np.quantile(distances[~np.eye(len(x), dtype=bool)], q))
+
+
+def run_quantile_shape(batch: int, count: int, device: torch.device, repeats: int) -> dict:
+    from scipy.spatial.distance import pdist
+
+    points = layer4_activations(batch, count, device)
+    host = points.cpu().double().numpy()
+    calls = {
+        "torch": lambda: pairwise_quantile(points, QUANTILE),
+        "scipy": lambda: np.array([np.quantile(pdist(host[b]), QUANTILE) for b in range(batch)]),
+    }
+    timed = time_interleaved(calls, device, warmup=2, repeats=repeats)
+    ours = calls["torch"]().cpu().numpy()
+    record = {
+        "batch": batch, "points": count, "dims": host.shape[-1], "q": QUANTILE, "repeats": repeats,
+        "bit_exact_first_problem": bool(ours[0] == numpy_explicit_quantile(host[0], QUANTILE)),
+        "max_relative_difference_vs_scipy": float(np.max(np.abs(ours - calls["scipy"]()) / ours)),
+    }
+    add_timings(record, timed, baseline="scipy")
+    return record
+
+
+def add_timings(record: dict, timed: dict[str, Timing], baseline: str) -> None:
     """Each contender's median wall/CPU seconds (and every round's wall time) and its speedups over the
     baseline, wall and CPU, into `record`."""
-    for name, entry in timed.items():
-        record[f"{name}_wall_s"] = entry["wall_s"]
-        record[f"{name}_cpu_s"] = entry["cpu_s"]
-        record[f"{name}_wall_all_s"] = entry["wall_all_s"]
+    for name, timing in timed.items():
+        record[f"{name}_wall_s"] = timing.median_s
+        record[f"{name}_cpu_s"] = timing.cpu_median_s
+        record[f"{name}_wall_all_s"] = timing.times_s
     for name in timed:
         if name != baseline:
             for clock in ("wall", "cpu"):
@@ -136,6 +155,8 @@ def save(record: dict, out: Path, stem: str) -> Path:
 
 def arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=tuple(WORKLOADS), default="dbscan",
+                        help="dbscan: the batched DBSCAN against scikit-learn; quantile: pairwise_quantile against scipy")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--shapes", default=",".join(map(str, SHAPES)), help="points per problem, e.g. 2048,512")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -163,8 +184,13 @@ def run_benchmark(name: str, run: Callable[[int, int, torch.device, int], dict],
     return 0
 
 
+#: workload -> its per-shape run (the JSON records are named after the workload)
+WORKLOADS: dict[str, Callable[[int, int, torch.device, int], dict]] = {"dbscan": run_shape, "quantile": run_quantile_shape}
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_benchmark("dbscan", run_shape, arguments(__doc__, argv))
+    args = arguments(__doc__, argv)
+    return run_benchmark(args.workload, WORKLOADS[args.workload], args)
 
 
 # ----------------------------------------------------------------------------------------- pytest-benchmark
@@ -202,6 +228,11 @@ try:
     def test_bench_quantile_dbscan(benchmark, count):
         points, _ = _bench_points(count)
         benchmark(lambda: _sync(quantile_dbscan(points, QUANTILE, min_samples_for(count))))
+
+    @pytest.mark.parametrize("count", SHAPES[1:])
+    def test_bench_pairwise_quantile(benchmark, count):
+        points, _ = _bench_points(count)
+        benchmark(lambda: _sync(pairwise_quantile(points, QUANTILE)))
 except ImportError:  # pragma: no cover - pytest is only needed for the pytest-benchmark entry points
     pass
 

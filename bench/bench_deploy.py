@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -102,26 +101,13 @@ def contenders(net: Any, onnx_path: Path, device: str, threads: int | None) -> d
     return {"onnxruntime": ort, "pytorch-softcam": softcam, "pytorch-inference": inference}
 
 
-def time_interleaved(calls: dict[str, Callable[[Any, Any], Any]], images: Any, array: Any, rounds: int,
-                     warmup: int) -> dict[str, list[float]]:
-    for call in calls.values():
-        for _ in range(warmup):
-            call(images, array)
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call(images, array)
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
     import fastcam
     from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark
+    from fastcam.benchmark.timing import time_interleaved  # the one timer of every benchmark
     from fastcam.models import BUILDERS
 
     device = torch.device(args.device)
@@ -145,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             images = torch.randn(batch, 3, args.size, args.size, generator=generator).to(device)
             array = images.cpu().numpy()
-            seconds = time_interleaved(calls, images, array, args.rounds, args.warmup)
-            for name, times in seconds.items():
-                median = statistics.median(times)
+            timed = time_interleaved({name: (lambda call=call: call(images, array)) for name, call in calls.items()},
+                                     device, warmup=args.warmup, repeats=args.rounds)
+            for name, timing in timed.items():
+                median = timing.median_s
                 results.append({"contender": name, "batch": batch, "median_s": median, "images_per_s": batch / median,
-                                "min_s": min(times), "rounds": len(times)})
+                                "min_s": timing.min_s, "rounds": len(timing.times_s)})
                 print(f"batch {batch:3d}  {name:18s} {batch / median:9.1f} images/s  (median {median * 1e3:.1f} ms)")
     record = {
         "benchmark": "deploy", "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -29,13 +29,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 import fastcam
-import fastcam.io.store as store
+from fastcam.io import run as store
+from fastcam.io.run import durable
 from fastcam.models import tiny_resnet
 
 
 def _mode(mode: str) -> None:
-    store.DURABLE = mode != "off"
-    store.FSYNC_THREADS = 1 if mode == "serial" else 16
+    durable.DURABLE = mode != "off"
+    durable.FSYNC_THREADS = 1 if mode == "serial" else 16
 
 
 def store_commits(root: Path, mode: str, batches: int, batch: int, hw: int, classes: int) -> float:

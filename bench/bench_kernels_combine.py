@@ -16,8 +16,8 @@ programs); activations/gradients in `--dtype`):
   Labels are synthetic but shaped like CF-CAM's: 25 % important, 5 % noise, the rest in `--clusters`
   clusters, assigned at random per image.
 
-CUDA events around each call, L2 flushed before every call, median over `--repeats` (the `Timer` and
-the copy-bandwidth probe of bench/bench_softcam_head.py). Achieved bandwidth = the bytes each path must
+CUDA events around each call, L2 flushed before every call, median over `--repeats` (the one timer,
+`fastcam.benchmark.timing.time_callable`, and its copy-bandwidth probe `copy_bandwidth`). Achieved bandwidth = the bytes each path must
 move at the least (inputs read once, lowres written and read once, maps written once) / time; the same
 byte count is used for both paths, so their GB/s compare directly. The device's peak is measured in the
 same run as a large device-to-device copy. The largest |difference| between the two paths' outputs is
@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
-from bench_softcam_head import Timer, benchmark_device, peak_bandwidth, write_result  # same folder: shared timing helpers
+from fastcam.benchmark.scripts import kernel_device, write_kernel_record
+from fastcam.benchmark.timing import copy_bandwidth, time_callable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,7 +81,7 @@ def max_diff(a, b) -> float:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = benchmark_device(args.smoke)
+    device = kernel_device(args.smoke)
     import torch
 
     from fastcam.kernels import _launch, cam_combine, cfcam_filter
@@ -89,8 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
     from fastcam.ops import cluster_filter_weights
 
     dtype = getattr(torch, args.dtype)
-    timer = Timer(device, args.repeats, args.warmup)
-    peak = peak_bandwidth(timer, args.copy_mib)
+    def timer(fn: Callable[[], object]) -> float:
+        """Median milliseconds of `fn`: CUDA events, L2 flushed before every call (perf_counter on the CPU)."""
+        return time_callable(fn, device, warmup=args.warmup, repeats=args.repeats, flush_l2=True).median_s * 1e3
+
+    peak = copy_bandwidth(device, args.copy_mib, warmup=args.warmup, repeats=args.repeats)
     print(f"device-to-device copy: {peak['peak_gbps']:.0f} GB/s")
 
     rows = []
@@ -164,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
             record(f"cfcam_{variant}", cfcam_bytes, fused, eager, agreement, launch)
         del activations, gradients
 
-    return write_result("kernels_combine", args, device, peak, rows)
+    return write_kernel_record("kernels_combine", device, smoke=args.smoke, repeats=args.repeats, warmup=args.warmup,
+                               peak=peak, rows=rows, out=args.out)
 
 
 if __name__ == "__main__":

@@ -30,17 +30,11 @@ Results go to bench/results/softcam_head-<gpu>-<date>.json with GPU name, versio
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
-from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark
-
-ROOT = Path(__file__).resolve().parent.parent
+from fastcam.benchmark.scripts import kernel_device, write_kernel_record
+from fastcam.benchmark.timing import copy_bandwidth, time_callable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,68 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class Timer:
-    """Median wall time (ms) of a callable: CUDA events on a GPU (L2 flushed before every call),
-    perf_counter on the CPU (smoke runs only)."""
-
-    def __init__(self, device, repeats: int, warmup: int) -> None:
-        import torch
-
-        self.torch = torch
-        self.device = device
-        self.repeats, self.warmup = repeats, warmup
-        self.flush = torch.empty(64 * 2**20, dtype=torch.int32, device=device) if device.type == "cuda" else None
-
-    def __call__(self, fn: Callable[[], object]) -> float:
-        torch = self.torch
-        for _ in range(self.warmup):
-            fn()
-        times = []
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            for _ in range(self.repeats):
-                self.flush.zero_()  # evict the previous call's data from L2
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-        else:
-            for _ in range(self.repeats):
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-
-
-def peak_bandwidth(timer: Timer, mib: int) -> dict[str, float]:
-    """The device's practical peak: a large device-to-device copy, (read + write) bytes / time."""
-    torch = timer.torch
-    n = mib * 2**20 // 4
-    src = torch.empty(n, dtype=torch.float32, device=timer.device).uniform_()
-    dst = torch.empty_like(src)
-    ms = timer(lambda: dst.copy_(src))
-    moved = 2 * src.numel() * src.element_size()
-    return {"copy_bytes": moved, "copy_ms": ms, "peak_gbps": moved / ms / 1e6}
-
-
-def benchmark_device(smoke: bool) -> torch.device:
-    """The GPU to measure; with --smoke and no GPU, the CPU through Triton's interpreter (set before
-    triton is imported). Without a GPU and without --smoke there is nothing to measure: exit."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if not smoke:
-        sys.exit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU code-path check)")
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-    return torch.device("cpu")
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = benchmark_device(args.smoke)
+    device = kernel_device(args.smoke)
     import torch
     import torch.nn.functional as F
 
@@ -143,8 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.backends.cudnn.allow_tf32 = not args.no_tf32
     torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
     dtype = getattr(torch, args.dtype)
-    timer = Timer(device, args.repeats, args.warmup)
-    peak = peak_bandwidth(timer, args.copy_mib)
+    def timer(fn: Callable[[], object]) -> float:
+        """Median milliseconds of `fn`: CUDA events, L2 flushed before every call (perf_counter on the CPU)."""
+        return time_callable(fn, device, warmup=args.warmup, repeats=args.repeats, flush_l2=True).median_s * 1e3
+
+    peak = copy_bandwidth(device, args.copy_mib, warmup=args.warmup, repeats=args.repeats)
     print(f"device-to-device copy: {peak['peak_gbps']:.0f} GB/s")
 
     rows = []
@@ -261,36 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         del features
 
-    return write_result("softcam_head", args, device, peak, rows, tf32=not args.no_tf32)
-
-
-def write_result(name: str, args: argparse.Namespace, device: torch.device, peak: dict, rows: list, **extra: object) -> dict:
-    """The JSON record every kernel benchmark writes: environment, timing method, measured peak, rows.
-
-    Smoke runs go to /tmp: they check the code path and are not measurements.
-    """
-    env = environment(device)
-    result = {
-        "benchmark": name,
-        "smoke": bool(args.smoke),
-        "device": env["device_name"] + ("" if device.type == "cuda" else ", Triton interpreter"),
-        "date": env["date"],
-        "environment": env,
-        **extra,
-        "timing": {"method": "CUDA events, L2 flushed, median" if device.type == "cuda" else "perf_counter, median",
-                   "repeats": args.repeats, "warmup": args.warmup},
-        "peak": peak,
-        "results": rows,
-    }
-    out = args.out
-    if out is None:
-        tag = "smoke" if args.smoke else result["device"].replace(" ", "_").replace("/", "_")
-        folder = Path("/tmp") if args.smoke else ROOT / "bench" / "results"
-        out = folder / f"{name}-{tag}-{result['date'][:10]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
-    return result
+    return write_kernel_record("softcam_head", device, smoke=args.smoke, repeats=args.repeats, warmup=args.warmup,
+                               peak=peak, rows=rows, out=args.out, tf32=not args.no_tf32)
 
 
 if __name__ == "__main__":

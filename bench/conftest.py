@@ -3,14 +3,13 @@
 Run it explicitly (it is not part of the test suite; pytest.ini disables benchmarks by default):
 
     python -m pytest bench/ --benchmark-enable                                    # resnet18, 224, CPU batch 8
-    python -m pytest bench/ --benchmark-enable --bench-model resnet50 --bench-batch 64 --bench-device cuda
+    python -m pytest bench/ --benchmark-enable --bench-model fastcam:resnet50 --bench-batch 64 --bench-device cuda
     python -m pytest bench/ --benchmark-enable --benchmark-json bench/results/pytest-benchmark.json
 
 Without --benchmark-enable every contender runs once (a smoke run). Files named bench_*.py are collected.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,10 @@ import torch
 
 from fastcam.benchmark import BenchConfig, Setting, make_setting
 
-# pytest's importlib import mode (pytest.ini) does not put this folder on sys.path, but the scripts share
-# helpers by importing each other as when run directly (`python bench/bench_kernels_combine.py`).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fastcam bench")
-    group.addoption("--bench-model", default="resnet18", help="fastcam.models builder or module:factory")
+    group.addoption("--bench-model", default="fastcam:resnet18", help="a model spec (fastcam:NAME, hf:FOLDER, module:factory, ...)")
     group.addoption("--bench-layer", default=None, help="target layer (default layer4)")
     group.addoption("--bench-size", type=int, default=224, help="square input side")
     group.addoption("--bench-batch", type=int, default=None, help="batch size (default 64 on CUDA, 8 on CPU)")

@@ -86,21 +86,23 @@ fi
 if has speed; then
   step "speed: fastcam bench"
   if [ "$DRY" = 1 ]; then
-    run 300 "$PY" -m fastcam bench --model tiny_resnet --size 32 --batch 2 --device cpu --warmup 1 --repeats 1 \
+    run 300 "$PY" -m fastcam bench --model fastcam:tiny_resnet --size 32 --batch 2 --device cpu --warmup 1 --repeats 1 \
       --max-time 2 --quiet --contenders inference,gradcam,cfcam,softcam-inference,softcam --out "$OUT/bench_dry.json"
-    run 300 "$PY" -m fastcam bench --model tiny_resnet --size 32 --batch 2 --device cpu --warmup 1 --repeats 1 \
+    run 300 "$PY" -m fastcam bench --model fastcam:tiny_resnet --size 32 --batch 2 --device cpu --warmup 1 --repeats 1 \
       --max-time 2 --quiet --channels-last --contenders inference,gradcam --out "$OUT/bench_dry_cl.json"
   else
-    FAST="inference,gradcam,gradcampp,cfcam,softcam-inference,softcam,layercam,xgradcam,hirescam,gradcamelementwise,eigencam,eigengradcam,ablationcam,torchcam-gradcam,torchcam-layercam,torchcam-xgradcam,captum-gradcam,pgc-gradcam,released-cfcam"
+    FAST="inference,gradcam,gradcampp,cfcam,softcam-inference,softcam,layercam,xgradcam,hirescam,gradcamelementwise,eigencam,eigengradcam,ablationcam,torchcam-gradcam,torchcam-layercam,torchcam-xgradcam,captum-gradcam,pgc-gradcam,pgc-gradcampp,pgc-eigencam,compat-gradcam,compat-gradcampp,compat-eigencam,released-cfcam"
     for batch in 64 256; do
-      run 150 "$PY" -m fastcam bench --model resnet50 --size 224 --batch "$batch" --device cuda --warmup 3 --repeats 10 \
+      run 150 "$PY" -m fastcam bench --model fastcam:resnet50 --size 224 --batch "$batch" --device cuda --warmup 3 --repeats 10 \
         --max-time 8 --quiet --contenders "$FAST" --out "$OUT/bench_resnet50_b${batch}_fp32.json"
-      run 150 "$PY" -m fastcam bench --model resnet50 --size 224 --batch "$batch" --device cuda --warmup 3 --repeats 10 \
+      run 150 "$PY" -m fastcam bench --model fastcam:resnet50 --size 224 --batch "$batch" --device cuda --warmup 3 --repeats 10 \
         --max-time 8 --quiet --amp bf16 --channels-last --contenders "$FAST" --out "$OUT/bench_resnet50_b${batch}_bf16cl.json"
     done
-    # Score-CAM makes B·C masked forwards (2,048 per image at layer4): timed on small batches, ours vs torchcam's
-    run 120 "$PY" -m fastcam bench --model resnet50 --size 224 --batch 2 --device cuda --warmup 1 --repeats 3 \
-      --max-time 20 --quiet --scorecam-batch-size 512 --contenders inference,scorecam,torchcam-scorecam,pgc-scorecam \
+    # Score-CAM makes B·C masked forwards (2,048 per image at layer4), Ablation-CAM B·C ablated copies: timed on
+    # small batches, ours vs torchcam's and pytorch-grad-cam's, and pytorch-grad-cam's calls through fastcam.compat
+    run 180 "$PY" -m fastcam bench --model fastcam:resnet50 --size 224 --batch 2 --device cuda --warmup 1 --repeats 3 \
+      --max-time 20 --quiet --scorecam-batch-size 512 \
+      --contenders inference,scorecam,torchcam-scorecam,pgc-scorecam,compat-scorecam,ablationcam,pgc-ablationcam,compat-ablationcam \
       --out "$OUT/bench_resnet50_b2_scorecam.json"
   fi
   step "speed: kernels, clustering, deploy"
@@ -112,7 +114,7 @@ if has speed; then
     run 60 "$PY" bench/bench_kernels_combine.py --out "$OUT/kernels_combine.json"
     run 90 "$PY" bench/bench_softcam_head.py --out "$OUT/softcam_head.json"
     run 120 "$PY" bench/bench_dbscan.py --device cuda --repeats 3 --out "$OUT"
-    run 60 "$PY" bench/bench_quantile.py --device cuda --repeats 3 --out "$OUT"
+    run 60 "$PY" bench/bench_dbscan.py --workload quantile --device cuda --repeats 3 --out "$OUT"
     run 60 "$PY" bench/bench_deploy.py --device cuda --rounds 5 --out "$OUT/deploy.json"
   fi
 fi

@@ -4,58 +4,35 @@
 >>> maps = fastcam.GradCAM(model, "layer4")(images)      # (B, H, W) in [0, 1]
 
 The public names load lazily (PEP 562), so `import fastcam` and `fastcam --help` do not import torch.
+The explainer classes are the registry's (`fastcam.methods.registry`); the sub-packages are reachable as
+attributes after a plain `import fastcam` (`fastcam.cluster`, `fastcam.io`, ...).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fastcam import errors as _errors
+from fastcam import methods as _methods
+from fastcam._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-#: public name -> "module:attribute" (module alone for sub-packages)
+#: the sub-packages and modules reachable as `fastcam.<name>`
+_SUBMODULES = ("cluster", "deploy", "errors", "io", "methods", "metrics", "models", "ops", "pipeline", "reshape",
+               "softcam", "targets")
+
+#: public name -> its module (a sub-module's own name: that module)
 _EXPORTS: dict[str, str] = {
-    "Explanation": "fastcam.explanation:Explanation",
-    "NonFiniteError": "fastcam._validation:NonFiniteError",
-    "BaseCAM": "fastcam.methods:BaseCAM",
-    "GradCAM": "fastcam.methods:GradCAM",
-    "GradCAMPlusPlus": "fastcam.methods:GradCAMPlusPlus",
-    "ScoreCAM": "fastcam.methods:ScoreCAM",
-    "CFCAM": "fastcam.methods:CFCAM",
-    "LayerCAM": "fastcam.methods:LayerCAM",
-    "XGradCAM": "fastcam.methods:XGradCAM",
-    "HiResCAM": "fastcam.methods:HiResCAM",
-    "GradCAMElementWise": "fastcam.methods:GradCAMElementWise",
-    "EigenCAM": "fastcam.methods:EigenCAM",
-    "EigenGradCAM": "fastcam.methods:EigenGradCAM",
-    "AblationCAM": "fastcam.methods:AblationCAM",
-    "SSCAM": "fastcam.methods:SSCAM",
-    "ISCAM": "fastcam.methods:ISCAM",
-    "SoftCAM": "fastcam.methods:SoftCAM",
-    "graphed": "fastcam.methods.graphed:graphed",
-    "softcam": "fastcam.softcam",
-    "deploy": "fastcam.deploy",
-    "reshape": "fastcam.reshape",
-    "targets": "fastcam.targets",
-    "models": "fastcam.models",
-    "metrics": "fastcam.metrics",
-    "explain_dataset": "fastcam.pipeline:explain_dataset",
-    "open_run": "fastcam.pipeline:open_run",
+    **{name: "fastcam.methods" for name in _methods.__all__},  # every registered explainer and the bases
+    **{name: f"fastcam.{name}" for name in _SUBMODULES},
+    **{name: "fastcam.errors" for name in _errors.__all__},  # every error and warning class
+    "Explanation": "fastcam.explanation",
+    "graphed": "fastcam.methods.graphed",
+    "Preprocess": "fastcam.io",
+    "Run": "fastcam.io",
+    "open_run": "fastcam.io",
+    "verify_run": "fastcam.io.store",
+    "explain_dataset": "fastcam.pipeline",
+    "explain_folder": "fastcam.pipeline",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
-
-
-def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'fastcam' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = importlib.import_module(module)
-    if attr:
-        value = getattr(value, attr)
-    globals()[name] = value  # cache: the next access is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,33 +6,17 @@ flags, which costs nothing.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from fastcam._deferred import defer, deferring
+from fastcam.errors import NonFiniteError, UninformativeMapWarning  # noqa: F401 - defined with every error; importable here
 
 TargetsLike = Union[None, int, Sequence[int], Tensor]
 #: what a layer may hand to the methods: (B, C, h, w) maps or (B, C, d, h, w) volumes
 SPATIAL_RANKS = (2, 3)
-
-
-class NonFiniteError(ValueError):
-    """A batch produced NaN/Inf somewhere on the way to its maps (pixels, logits, activations, gradients).
-
-    Attributes:
-        indices: positions in the batch of the offending images (sorted).
-        reason: what was non-finite, e.g. "the model's logits".
-    The pipeline catches it, skips exactly these images with the reason, and explains the rest.
-    """
-
-    def __init__(self, reason: str, indices: Sequence[int]) -> None:
-        self.reason = reason
-        self.indices = sorted(int(i) for i in indices)
-        shown = ", ".join(map(str, self.indices[:10])) + (", ..." if len(self.indices) > 10 else "")
-        super().__init__(f"{reason} contain NaN or Inf for image(s) {shown} of the batch")
 
 
 class FiniteCheck:
@@ -89,6 +73,15 @@ class FiniteCheck:
         return flags
 
 
+def check_has_values(tensor: Tensor, name: str) -> Tensor:
+    """`tensor`, or a ValueError naming `name` when it lives on the meta device (shapes only, no values to
+    read or copy: torch's own error would be a raw NotImplementedError deep inside a call)."""
+    if tensor.is_meta:
+        raise ValueError(f"{name} are on the meta device, which holds shapes but no values: create them on the "
+                         "CPU or on the images' device")
+    return tensor
+
+
 def check_image_batch(images: object) -> Tensor:
     """The structure of a batch of images, with no host sync: a floating tensor (B, C, H, W), or
     (B, C, D, H, W) for volumes, non-empty. Finiteness is checked later, with the rest (`FiniteCheck`)."""
@@ -122,6 +115,27 @@ def expected_in_channels(model: nn.Module) -> int | None:
         if isinstance(module, nn.modules.conv._ConvNd):
             return module.in_channels
     return None
+
+
+def expected_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The (H, W) a model says it takes, or None: a default for preprocessing only. Read from a Hugging
+    Face config's `image_size` (ViT, Swin, ConvNeXt, ...), timm's `pretrained_cfg`/`default_cfg`
+    "input_size" (C, H, W), or an `image_size` attribute (torchvision's ViT)."""
+
+    def pair(value: object) -> tuple[int, int] | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return (value, value)
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+            return (int(value[0]), int(value[1]))
+        return None
+
+    found = pair(getattr(getattr(model, "config", None), "image_size", None))
+    for attribute in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, attribute, None)
+        size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        if found is None and isinstance(size, (tuple, list)) and len(size) == 3:
+            found = pair(tuple(size[1:]))
+    return found or pair(getattr(model, "image_size", None))
 
 
 #: modules whose output depends on the training flag (batch statistics, random dropping)
@@ -208,6 +222,7 @@ def resolve_targets(targets: TargetsLike, logits: Tensor) -> Tensor:
             raise ValueError(f"target class {targets} is out of range for a model with {num_classes} classes")
         return torch.full((batch,), targets, dtype=torch.long, device=device)
     if isinstance(targets, Tensor):
+        check_has_values(targets, "targets")
         if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
             raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
         if targets.dim() == 0:
@@ -284,21 +299,3 @@ def resolve_layers(model: nn.Module, target_layer: object) -> tuple[tuple[str, n
     if len(set(map(id, (m for _, m in layers)))) != len(layers):
         raise ValueError(f"target_layer lists the same module twice: {names}")
     return layers
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """A positive int (not a bool), or a TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def check_non_negative(value: object, name: str) -> float:
-    """A finite real >= 0 (not a bool), or a TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative finite float, got {value!r}")
-    return float(value)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastcam._validation import check_has_values, check_logits, resolve_targets
+
 __all__ = [
     "BinaryTarget", "ClassTarget", "FunctionTarget", "MultiLabelTarget", "SegmentationTarget", "SimilarityTarget",
     "Target", "primary_tensor",
@@ -95,7 +97,7 @@ class ClassTarget(Target):
     def __init__(self, classes: int | Sequence[int] | Tensor) -> None:
         if isinstance(classes, bool):
             raise TypeError("ClassTarget takes class indices, got bool")
-        self._classes = classes if isinstance(classes, Tensor) else torch.as_tensor(classes, dtype=torch.long)
+        self._classes = check_has_values(classes, "ClassTarget's classes") if isinstance(classes, Tensor) else torch.as_tensor(classes, dtype=torch.long)
         if self._classes.is_floating_point() or self._classes.dtype == torch.bool or self._classes.dim() > 1:
             raise TypeError(f"ClassTarget takes an int or a 1-D tensor of integer class indices, got {self._classes.dtype} "
                             f"of shape {tuple(self._classes.shape)}")
@@ -171,7 +173,7 @@ class SegmentationTarget(Target):
             raise TypeError(f"category must be an int class index, got {type(category).__name__}")
         if mask is not None and (not isinstance(mask, Tensor) or mask.dim() not in (2, 3)):
             raise ValueError("mask must be an (H, W) or (B, H, W) tensor")
-        self.category, self.mask = category, mask
+        self.category, self.mask = category, mask if mask is None else check_has_values(mask, "SegmentationTarget's mask values")
 
     def _weights(self, maps: Tensor) -> Tensor:
         if maps.dim() != 4:
@@ -205,7 +207,7 @@ class SimilarityTarget(Target):
     def __init__(self, reference: Tensor) -> None:
         if not isinstance(reference, Tensor) or reference.dim() not in (1, 2):
             raise ValueError("reference must be a (D,) or (B, D) embedding tensor")
-        self.reference = reference.detach()
+        self.reference = check_has_values(reference, "SimilarityTarget's reference values").detach()
 
     def score(self, output: Any) -> Tensor:
         embedding = primary_tensor(output)
@@ -239,8 +241,6 @@ def resolve_target(targets: Any, output: Any, batch: int) -> tuple[Target, Tenso
     indices (None = predicted, int, sequence, 1-D tensor) need (B, K) scores and are validated against
     them; a `Target` or any callable is taken as given (a callable is wrapped in `FunctionTarget`).
     """
-    from fastcam._validation import check_logits, resolve_targets
-
     if isinstance(targets, Target):
         target: Target = targets
     elif callable(targets) and not isinstance(targets, (Tensor, int, str, bytes)):

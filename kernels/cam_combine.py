@@ -30,8 +30,8 @@ Configuration: BLOCK_P fixes the grid (heuristic `_reduction_blocks`); BLOCK_C, 
 depth are autotuned per (C, slice length, hw, strides, dtypes) on a GPU, with the heuristic
 configuration first and used alone in the interpreter (`fastcam.kernels._launch`).
 
-Torch references: `fastcam.ops.weighted_sum_relu`, `fastcam.ops.upsample_normalize` and `fastcam.ops.combine`
-(re-exported here as `*_reference`).
+Torch references (the tests' oracles, imported from `fastcam.ops`): `fastcam.ops.weighted_sum_relu`,
+`fastcam.ops.upsample_normalize` and `fastcam.ops.combine`.
 """
 from __future__ import annotations
 
@@ -47,11 +47,9 @@ from torch import Tensor
 from fastcam.kernels import _launch
 from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.upsample_normalize import fold_partials, launch_guard, launch_upsample_normalize
-from fastcam.ops import combine as combine_reference
-from fastcam.ops import weighted_sum_relu as weighted_sum_relu_reference
 from fastcam.ops._checks import FLOAT_DTYPES, check_activations, check_size
 
-__all__ = ["CombinePlan", "combine", "combine_reference", "plan", "weighted_sum_relu", "weighted_sum_relu_reference"]
+__all__ = ["CombinePlan", "combine", "plan", "weighted_sum_relu"]
 
 
 def _combine_config(args: dict[str, Any]) -> triton.Config:

@@ -7,8 +7,7 @@ $$ s_c = \begin{cases} \bar G_c = \frac1{hw}\sum_{ij} G_c(i,j) & c \text{ import
                         w_k = \mathrm{mean}(K_k \star M_k),\ M_k = \frac1{|k|}\sum_{c' \in k} G_{c'} & c \in \text{cluster } k
          \end{cases}, \qquad \alpha = \mathrm{softmax}_{c \notin \text{noise}}(s), \quad \alpha_{\text{noise}} = 0 $$
 
-exactly as the torch reference `fastcam.ops.cluster_filter_weights` (re-exported here as
-`cluster_filter_weights_reference`) defines them:
+exactly as the torch reference `fastcam.ops.cluster_filter_weights` defines them:
 
 - `variant="paper"`: $K$ is scipy's truncated Gaussian, zero-padded 'same'. The filter is linear, so
   $\mathrm{mean}(K \star M_k) = \frac1{|k|}\sum_{c\in k} t_c$ with $t_c = \frac1{hw}\langle G_c, \text{cov}\rangle$
@@ -66,11 +65,11 @@ from fastcam.kernels import _launch
 from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.cam_combine import combine
 from fastcam.kernels.upsample_normalize import launch_guard
-from fastcam.ops._checks import check_activations, check_size
+from fastcam.ops._checks import check_activations, check_channel_labels, check_size
 from fastcam.ops.cfcam import IMPORTANT, NOISE, REFERENCE_NORM_EPS, REFERENCE_RANGE_SIGMA, filter_options, gaussian_coverage
-from fastcam.ops.cfcam import cluster_filter_weights as cluster_filter_weights_reference
+from fastcam.ops.cfcam import cluster_filter_weights as _torch_cluster_filter_weights
 
-__all__ = ["CfcamPlan", "cfcam_combine", "cluster_filter_weights", "cluster_filter_weights_reference", "plan"]
+__all__ = ["CfcamPlan", "cfcam_combine", "cluster_filter_weights", "plan"]
 
 # label values as compile-time constants (jit code may read only constexpr globals)
 _IMPORTANT = tl.constexpr(IMPORTANT)
@@ -518,14 +517,8 @@ def cluster_filter_weights(
     """
     sigma, range_sigma, truncate = filter_options(variant, sigma, range_sigma, truncate)
     check_activations(gradients, "gradients", dims=(4,))
+    check_channel_labels(labels, gradients)
     batch, channels, height, width = gradients.shape
-    if not isinstance(labels, Tensor) or labels.shape != (batch, channels):
-        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a (B, C) = ({batch}, {channels}) tensor, got {got}")
-    if labels.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
-    if labels.device != gradients.device:
-        raise ValueError(f"labels are on {labels.device} but the gradients are on {gradients.device}")
     acc_dtype = torch.float64 if gradients.dtype == torch.float64 else torch.float32
     if out is None:
         out = torch.empty((batch, channels), dtype=acc_dtype, device=gradients.device)
@@ -543,7 +536,7 @@ def cluster_filter_weights(
     if reference and on_gpu and block_h * block_w * max(block_h, block_w) > _MAX_WINDOW_ELEMENTS:
         # maps beyond 32x32: the in-register (h, h, w) window reduction would spill; the vectorised torch
         # reference (same semantics, a few more launches) is the better choice there
-        return out.copy_(cluster_filter_weights_reference(
+        return out.copy_(_torch_cluster_filter_weights(
             gradients, labels, variant=variant, sigma=sigma, range_sigma=range_sigma, truncate=truncate))
     if reference:
         order = torch.argsort(labels, dim=1, stable=True)  # cluster k's members: a contiguous run

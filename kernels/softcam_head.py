@@ -58,9 +58,8 @@ Outputs: logits (B, K) float32 and evidence (B, K, h, w) float32 (contiguous). f
 not a kernel dtype: `evidence_head` computes them with torch in float64 (see its docstring). Any C, h, w, K (masked
 tiles, no power-of-two assumption); features may be non-contiguous or channels_last (strides are used; no copy).
 
-The torch references (re-exported here) are `fastcam.ops.evidence_head` as `evidence_head_reference` (F.conv2d 1×1
-+ `fastcam.ops.pool_evidence`), and `fastcam.ops.softcam_maps` as
-`softcam_maps_reference`.
+The torch references are `fastcam.ops.evidence_head` (F.conv2d 1×1 + `fastcam.ops.pool_evidence`) and
+`fastcam.ops.softcam_maps`.
 """
 from __future__ import annotations
 
@@ -76,8 +75,7 @@ from fastcam.kernels import _launch
 from fastcam.kernels._launch import ChannelSplit, channel_config, gpu_geometry, shape_tuned
 from fastcam.kernels.upsample_normalize import launch_guard, upsample_normalize
 from fastcam.ops._checks import POOLS, check_class_targets, check_head_inputs, check_pool, check_size
-from fastcam.ops.softcam import evidence_head as evidence_head_reference
-from fastcam.ops.softcam import softcam_maps as softcam_maps_reference
+from fastcam.ops.softcam import evidence_head as _torch_evidence_head
 
 _POOL_CODE = {"avg": 0, "max": 1, "lse": 2}
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -666,7 +664,7 @@ def evidence_head(
     if features.dtype == torch.float64:
         # The kernel accumulates in float32; float64 (a precision study, never the fast path) takes the
         # torch reference in float64, so backend="auto" on a float64 CUDA model still works and loses nothing.
-        return evidence_head_reference(features, weight, bias, pool, temperature)
+        return _torch_evidence_head(features, weight, bias, pool, temperature)
     return _EvidenceHeadFunction.apply(features, weight, bias, pool, temperature)
 
 
@@ -725,9 +723,7 @@ __all__ = [
     "HeadPlan",
     "POOLS",
     "evidence_head",
-    "evidence_head_reference",
     "gather_relu",
     "plan",
     "softcam_maps",
-    "softcam_maps_reference",
 ]

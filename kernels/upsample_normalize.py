@@ -23,8 +23,7 @@ either a second launch or every program recomputing the whole upsampled map (as 
 writes it would parallelise); the max of the upsampled map cannot be taken from a few sample points
 bit-exactly (rounding), and the normalised peak must be exactly 1.
 
-Torch reference: `fastcam.ops.upsample_normalize` (re-exported here as
-`upsample_normalize_reference`). SoftCAM's explanation maps reuse `upsample_normalize` from this module.
+Torch reference: `fastcam.ops.upsample_normalize`. SoftCAM's explanation maps reuse `upsample_normalize` from this module.
 """
 from __future__ import annotations
 
@@ -36,7 +35,6 @@ import triton.language as tl
 from torch import Tensor
 
 from fastcam.kernels._launch import gpu_geometry
-from fastcam.ops import upsample_normalize as upsample_normalize_reference
 from fastcam.ops._checks import check_size
 
 __all__ = [
@@ -45,7 +43,6 @@ __all__ = [
     "launch_guard",
     "launch_upsample_normalize",
     "upsample_normalize",
-    "upsample_normalize_reference",
 ]
 
 _TINY = torch.finfo(torch.float32).tiny

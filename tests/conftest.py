@@ -21,6 +21,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+from fastcam.io.run import RunDirectory  # noqa: E402
 from fastcam.models import tiny_densenet, tiny_resnet, tiny_vgg  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -97,7 +98,7 @@ def write_images() -> Callable[..., list[str]]:
 
 
 def _read_progress(run_dir: Path, rank: int = 0, world: int = 1) -> dict[str, Any]:
-    return json.loads((run_dir / f"shard-{rank:05d}-of-{world:05d}.progress.json").read_text())
+    return json.loads(RunDirectory(run_dir).progress(rank, world).read_text())
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -13,8 +15,9 @@ from PIL import Image
 
 from fastcam.cli import main
 from fastcam.demo import DemoConfig, demo_cnn, demo_methods, make_sample, make_split
-from fastcam.io.store import open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam.methods.registry import method_names
+from fastcam_testkit.packaging import extra_only_modules
 
 METHODS = method_names(demo=True)  # the demo's default methods (--methods all: every registered one)
 
@@ -74,10 +77,10 @@ def test_demo_end_to_end_tiny(tmp_path: Path, capsys, parse_html: Callable) -> N
     assert len(report.srcs) == config.n_test * (2 + len(METHODS))
     assert all((out / src).is_file() for src in report.srcs)
     # a second call reuses the weights and resumes (here: finds) every run
-    before = {m: (out / "runs" / m / "shard-00000-of-00001.progress.json").read_text() for m in METHODS}
+    before = {m: RunDirectory(out / "runs" / m).progress(0, 1).read_text() for m in METHODS}
     assert main(["demo", "--out", str(out), "--quick", "--quiet"]) == 0
     for m in METHODS:
-        after = json.loads((out / "runs" / m / "shard-00000-of-00001.progress.json").read_text())
+        after = json.loads(RunDirectory(out / "runs" / m).progress(0, 1).read_text())
         assert after["commits"] == json.loads(before[m])["commits"]
 
 
@@ -87,3 +90,21 @@ def test_demo_methods_default_all_and_subsets() -> None:
     assert demo_methods(("layercam", "softcam")) == ("layercam", "softcam")
     with pytest.raises(ValueError, match="unknown demo methods"):
         demo_methods(("nope",))
+
+
+def test_demo_needs_no_extra(tmp_path: Path) -> None:
+    """The README's main job runs on the core install (`pip install -e .`): in a fresh interpreter where
+    every module only an extra brings (transformers, onnx, mkdocs, captum, ...) refuses to import."""
+    blocked = sorted(extra_only_modules())
+    assert "transformers" in blocked and "onnx" in blocked  # the test extra is installed here
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None  # `import name` raises ImportError; find_spec says absent\n"
+        "from fastcam.cli import main\n"
+        f"raise SystemExit(main(['demo', '--out', {str(tmp_path / 'demo')!r}, '--quick', '--quiet', "
+        "'--n-train', '8', '--n-test', '2', '--image-size', '16']))\n"  # every step, at the smallest size
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "demo" / "report.html").is_file()

@@ -8,42 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
-
-def _timed(fn, device: torch.device, repeats: int) -> float:  # noqa: ANN001
-    """Median seconds of fn() over `repeats` calls (CUDA events on a GPU)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            tick = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - tick)
-    return sorted(times)[len(times) // 2]
+from fastcam.benchmark.timing import copy_bandwidth, time_callable  # the one timer of every benchmark
 
 
 def ceilings(device: torch.device, dry_run: bool) -> dict[str, float]:
-    mib = 4 if dry_run else 2048
-    src = torch.empty(mib * 2**20 // 4, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    copy_s = _timed(lambda: dst.copy_(src), device, 3 if dry_run else 20)
+    mib, repeats = (4, 3) if dry_run else (2048, 20)
+    copy = copy_bandwidth(device, mib, warmup=1, repeats=repeats)
     n = 256 if dry_run else 8192
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    matmul_s = _timed(lambda: a @ b, device, 3 if dry_run else 20)
-    return {"copy_gbps": 2 * src.numel() * 4 / copy_s / 1e9, "copy_mib": mib,
+    matmul_s = time_callable(lambda: a @ b, device, warmup=1, repeats=repeats).median_s
+    return {"copy_gbps": copy["peak_gbps"], "copy_mib": mib,
             "matmul_tflops": 2 * n**3 / matmul_s / 1e12, "matmul_n": n, "matmul_dtype": str(dtype).split(".")[-1]}
 
 

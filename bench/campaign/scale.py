@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fastcam.benchmark.timing import time_callable
+
 
 class DeviceBank(Dataset):
     """`count` items served from `bank` distinct images kept on the device (index modulo the bank)."""
@@ -50,7 +52,7 @@ class DeviceBank(Dataset):
 @contextlib.contextmanager
 def store_timer() -> Iterator[dict[str, float]]:
     """Accumulate the seconds spent in the store's batch writes and commits while active."""
-    from fastcam.io import store
+    from fastcam.io.run import writer as store
 
     spent = {"seconds": 0.0}
     saved = {name: getattr(store.ShardWriter, name) for name in ("write_batch", "commit")}
@@ -115,22 +117,16 @@ def inference_rate(model: nn.Module, bank: torch.Tensor, batch: int, images: int
     steps = max(1, images // batch)
     x = bank.repeat((batch + bank.shape[0] - 1) // bank.shape[0], 1, 1, 1)[:batch]
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-        for _ in range(2):
-            model(x)
-        synchronize(x.device)
-        tick = time.perf_counter()
-        for _ in range(steps):
-            model(x)
-        synchronize(x.device)
-    return steps * batch / (time.perf_counter() - tick)
+        timing = time_callable(lambda: model(x), x.device, warmup=2, repeats=steps)  # the one timer
+    return steps * batch / sum(timing.times_s)
 
 
 def largest_batch(model: nn.Module, method: str, bank: torch.Tensor, start: int, cap: int, amp: str | None) -> int:
     """The largest batch one explainer call fits in device memory (doubling from `start`, then bisecting)."""
-    from fastcam.pipeline.explain import make_explainer
+    from fastcam.methods.registry import get_method
 
     dtype = {"bf16": torch.bfloat16, None: None}[amp]
-    explainer = make_explainer(model, method, "layer4" if method != "softcam" else None, {})
+    explainer = get_method(method).build(model, "layer4" if method != "softcam" else None)
 
     def fits(batch: int) -> bool:
         x = bank.repeat((batch + bank.shape[0] - 1) // bank.shape[0], 1, 1, 1)[:batch]

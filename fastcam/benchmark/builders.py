@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from fastcam.benchmark.contenders import CONTENDER_KEYS
+from fastcam.benchmark.contenders import CONTENDER_KEYS, PYTORCH_GRAD_CAM_METHODS, class_name
 from fastcam.benchmark.released import ReleasedCFCAMLoop
 from fastcam.benchmark.setting import Setting
 from fastcam.methods.registry import METHODS, get_method, method_names
@@ -122,16 +122,19 @@ def _captum_gradcam(s: Setting) -> Built:
             "maps at layer resolution, not normalised")
 
 
-def _pytorch_grad_cam(method: str) -> Callable[[Setting], Built]:
+def _pytorch_grad_cam(method: str, package: str = "pytorch_grad_cam") -> Callable[[Setting], Built]:
+    """A pytorch-grad-cam call of `method` as its users write it, run by `package`: pytorch-grad-cam itself
+    or `fastcam.compat.pytorch_grad_cam` (the same call, the same arguments)."""
     def make(s: Setting) -> Built:
-        pgc = _import("pytorch_grad_cam")
-        outputs = _import("pytorch_grad_cam.utils.model_targets")
-        cam = (pgc.ScoreCAM if method == "scorecam" else pgc.GradCAM)(model=s.model, target_layers=[s.layer])
-        if method == "scorecam" and s.config.peer_scorecam_batch_size:
+        pgc = _import(package)
+        outputs = _import(f"{package}.utils.model_targets")
+        cam = getattr(pgc, class_name(method))(model=s.model, target_layers=[s.layer])
+        if method in ("scorecam", "ablationcam") and s.config.peer_scorecam_batch_size:
             cam.batch_size = s.config.peer_scorecam_batch_size
         wanted = [outputs.ClassifierOutputTarget(int(t)) for t in s.targets.tolist()]
         release = getattr(getattr(cam, "activations_and_grads", None), "release", _nothing)
-        return (lambda: cam(input_tensor=s.images, targets=wanted)), release, "numpy maps on the host"
+        batch = f", {cam.batch_size} perturbed inputs per forward" if hasattr(cam, "batch_size") else ""
+        return (lambda: cam(input_tensor=s.images, targets=wanted)), release, f"numpy maps on the host{batch}"
     return make
 
 
@@ -155,8 +158,8 @@ _BUILDERS: dict[str, Callable[[Setting], Built]] = {
     "torchcam-layercam": _torchcam("layercam"),
     "torchcam-xgradcam": _torchcam("xgradcam"),
     "captum-gradcam": _captum_gradcam,
-    "pgc-gradcam": _pytorch_grad_cam("gradcam"),
-    "pgc-scorecam": _pytorch_grad_cam("scorecam"),
+    **{f"pgc-{m}": _pytorch_grad_cam(m) for m in PYTORCH_GRAD_CAM_METHODS},
+    **{f"compat-{m}": _pytorch_grad_cam(m, "fastcam.compat.pytorch_grad_cam") for m in PYTORCH_GRAD_CAM_METHODS},
     "released-cfcam": _released_cfcam,
 }
 

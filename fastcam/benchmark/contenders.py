@@ -16,7 +16,8 @@ class Contender(NamedTuple):
     Attributes:
         key: its id on the command line and in the JSON ("torchcam-gradcam").
         name: how tables name it: library and class ("torchcam GradCAM").
-        group: "baseline" (plain inference), "fastcam" or "peer".
+        group: "baseline" (plain inference), "fastcam" (its explainers), "compat" (a peer library's call
+            run by `fastcam.compat`) or "peer".
         method: the registry id of the method it computes, or the key of a baseline.
     """
 
@@ -35,6 +36,24 @@ def _torchcam(method: str) -> Contender:
     return Contender(f"torchcam-{method}", f"torchcam {METHODS[method].torchcam}", "peer", method)
 
 
+def class_name(method: str) -> str:
+    """fastcam's class name of `method`, which is also pytorch-grad-cam's ("GradCAMPlusPlus")."""
+    return METHODS[method].class_path.rpartition(":")[2]
+
+
+#: the methods timed through pytorch-grad-cam's own classes and through the compat module
+PYTORCH_GRAD_CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "scorecam", "ablationcam", "eigencam")
+
+
+def _pytorch_grad_cam(method: str) -> Contender:
+    return Contender(f"pgc-{method}", f"pytorch-grad-cam {class_name(method)}", "peer", method)
+
+
+def _compat(method: str) -> Contender:
+    """The same pytorch-grad-cam call run by `fastcam.compat.pytorch_grad_cam`."""
+    return Contender(f"compat-{method}", f"fastcam.compat.pytorch_grad_cam {class_name(method)}", "compat", method)
+
+
 CONTENDERS: tuple[Contender, ...] = (
     Contender("inference", "plain inference", "baseline", "inference"),
     *(_fastcam(m) for m in method_names(post_hoc=True)),
@@ -46,8 +65,8 @@ CONTENDERS: tuple[Contender, ...] = (
     _torchcam("layercam"),
     _torchcam("xgradcam"),
     Contender("captum-gradcam", "captum LayerGradCam", "peer", "gradcam"),
-    Contender("pgc-gradcam", "pytorch-grad-cam GradCAM", "peer", "gradcam"),
-    Contender("pgc-scorecam", "pytorch-grad-cam ScoreCAM", "peer", "scorecam"),
+    *(_pytorch_grad_cam(m) for m in PYTORCH_GRAD_CAM_METHODS),
+    *(_compat(m) for m in PYTORCH_GRAD_CAM_METHODS),
     Contender("released-cfcam", "CF-CAM released code (per image)", "peer", "cfcam"),
 )
 CONTENDER_KEYS: tuple[str, ...] = tuple(c.key for c in CONTENDERS)

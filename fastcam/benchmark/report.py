@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
+from fastcam.benchmark.contenders import PYTORCH_GRAD_CAM_METHODS
 from fastcam.benchmark.setting import BenchConfig
 from fastcam.benchmark.timing import Timing
 from fastcam.methods.registry import display_name, get_method, method_names
@@ -55,21 +56,31 @@ class BenchReport:
         return markdown_tables(self)
 
 
+#: the contender groups whose throughput is divided by every peer's
+OURS = ("fastcam", "compat")
+
+
 def ratios(results: Sequence[Result]) -> dict[str, dict[str, float]]:
-    """Throughput ratios: every contender vs plain inference, and every fastcam contender vs every peer."""
+    """Throughput ratios: every contender vs plain inference, SoftCAM vs its own network's inference, and
+    every fastcam contender vs each peer implementation of the *same* method (a ratio across methods
+    compares different computations: it says nothing about either implementation)."""
     ok = {r.key: r.images_per_s for r in results if r.images_per_s}
     out: dict[str, dict[str, float]] = {}
     if "inference" in ok:
         out["vs_inference"] = {k: v / ok["inference"] for k, v in ok.items()}
     if "softcam-inference" in ok and "softcam" in ok:
         out["softcam_vs_softcam_inference"] = {"softcam": ok["softcam"] / ok["softcam-inference"]}
-    peers = [r.key for r in results if r.group == "peer" and r.key in ok]
-    for r in results:
-        if r.group == "fastcam" and r.key in ok:
-            out[r.key] = {p: ok[r.key] / ok[p] for p in peers}
-            if r.key == "cfcam" and "gradcam" in ok:
-                out[r.key]["gradcam"] = ok["cfcam"] / ok["gradcam"]
+    for ours, peer in same_method_pairs(results):
+        out.setdefault(ours.key, {})[peer.key] = ok[ours.key] / ok[peer.key]
     return out
+
+
+def same_method_pairs(results: Sequence[Result]) -> list[tuple[Result, Result]]:
+    """(fastcam or compat contender, peer contender) pairs that computed the same method, both timed, in table
+    order."""
+    timed = [r for r in results if r.images_per_s]
+    return [(ours, peer) for ours in timed if ours.group in OURS
+            for peer in timed if peer.group == "peer" and peer.method == ours.method]
 
 
 #: the issue's targets: (label, numerator, denominator, minimum ratio, device kind)
@@ -88,6 +99,9 @@ TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
     *((f"{display_name(m)} >= 0.9x plain inference (CPU)", m, "inference", 0.9, "cpu")
       for m in method_names(post_hoc=True) if get_method(m).needs_gradients),
     ("Ablation-CAM >= Score-CAM (CPU)", "ablationcam", "scorecam", 1.0, "cpu"),
+    # issue 27: the same pytorch-grad-cam script, run by fastcam.compat.pytorch_grad_cam vs by pytorch-grad-cam
+    *((f"compat {display_name(m)} >= {minimum:g}x pytorch-grad-cam (CPU)", f"compat-{m}", f"pgc-{m}", minimum, "cpu")
+      for m in PYTORCH_GRAD_CAM_METHODS for minimum in [3.0 if m in ("scorecam", "ablationcam") else 1.0]),
 )
 
 
@@ -100,7 +114,10 @@ def check_targets(report: BenchReport) -> list[dict[str, Any]]:
     device_kind = torch.device(report.config.device).type
     ips = {r.key: r.images_per_s for r in report.results if r.images_per_s}
     cfg = report.config
-    matches = (cfg.model, cfg.size, cfg.batch) == (("resnet50", 224, 64) if device_kind == "cuda" else ("resnet18", 224, 8))
+    # fastcam's builders and torchvision's are the same networks (layout, parameters)
+    scheme, _, name = cfg.model.rpartition(":")
+    model = name if scheme in ("fastcam", "torchvision") else cfg.model
+    matches = (model, cfg.size, cfg.batch) == (("resnet50", 224, 64) if device_kind == "cuda" else ("resnet18", 224, 8))
     rows = []
     for label, num, den, minimum, kind in TARGETS:
         if kind != device_kind:
@@ -116,7 +133,7 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def markdown_tables(report: BenchReport) -> str:
-    """The throughput table, the fastcam-vs-peer ratio matrix and the targets, in Markdown."""
+    """The throughput table, the fastcam-vs-peer ratios of the same method and the targets, in Markdown."""
     cfg, env = report.config, report.environment
     lines = [f"**{cfg.model}, {cfg.size}×{cfg.size}, batch {cfg.batch}, {env['device_name']} ({cfg.device}"
              f"{', ' + cfg.amp if cfg.amp else ''}), torch {env['versions']['torch']}, {env['torch_threads']} threads, "
@@ -131,16 +148,13 @@ def markdown_tables(report: BenchReport) -> str:
         t = r.timing
         lines.append(f"| {r.name} | {t.median_s * 1e3:.1f} | {(t.q3_s - t.q1_s) * 1e3:.1f} | "
                      f"{t.min_s * 1e3:.1f}–{t.max_s * 1e3:.1f} | {len(t.times_s)} | {r.images_per_s:.2f} | {_fmt(vs_inf.get(r.key))} | {r.note} |")
-    results = report.by_key()
-    peers = [r.key for r in report.results if r.group == "peer" and r.images_per_s]
-    ours = [r.key for r in report.results if r.group == "fastcam" and r.images_per_s]
-    if peers and ours:
-        lines += ["", "Throughput ratio, fastcam method ÷ peer (>1: fastcam faster):", "",
-                  "| fastcam \\ peer | " + " | ".join(results[p].name for p in peers) + " |",
-                  "|---|" + "---:|" * len(peers)]
-        for k in ours:
-            row = report.ratios.get(k, {})
-            lines.append(f"| {results[k].name} | " + " | ".join(_fmt(row.get(p)) for p in peers) + " |")
+    pairs = same_method_pairs(report.results)
+    if pairs:
+        lines += ["", "Throughput ratio, fastcam ÷ another implementation of the same method (>1: fastcam faster):",
+                  "", "| method | fastcam | other implementation | ratio |", "|---|---|---|---:|"]
+        for ours, peer in pairs:
+            ratio = report.ratios.get(ours.key, {}).get(peer.key)
+            lines.append(f"| {display_name(ours.method)} | {ours.name} | {peer.name} | {_fmt(ratio)} |")
     if report.targets:
         lines += ["", "| target | measured | met |", "|---|---:|---|"]
         for target in report.targets:
@@ -160,12 +174,14 @@ def default_json_path(config: BenchConfig, out: str | Path) -> Path:
     return out / f"{name}.json"
 
 
-def write_results(report: BenchReport, out: str | Path, markdown: str | Path | None = None) -> Path:
-    """Write the report's JSON (to `default_json_path(report.config, out)`), and its Markdown tables to
-    `markdown` when given; returns the JSON path."""
+def write_results(report: BenchReport, out: str | Path | None, markdown: str | Path | None = None) -> Path | None:
+    """Write the report's JSON (to `default_json_path(report.config, out)`; nowhere when `out` is None), and
+    its Markdown tables to `markdown` when given; returns the JSON path (None when none was written)."""
+    if markdown is not None:
+        Path(markdown).write_text(report.markdown(), encoding="utf-8")
+    if out is None:
+        return None
     path = default_json_path(report.config, out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-    if markdown is not None:
-        Path(markdown).write_text(report.markdown(), encoding="utf-8")
     return path

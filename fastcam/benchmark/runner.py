@@ -6,7 +6,9 @@ library is not importable):
 - plain inference (`torch.inference_mode()`), the throughput ceiling;
 - fastcam's explainers of every registered method, SoftCAM on the converted network (with that
   network's own plain inference beside it);
-- torchcam GradCAM, ScoreCAM, LayerCAM and XGradCAM, captum LayerGradCam, pytorch-grad-cam GradCAM and ScoreCAM;
+- torchcam GradCAM, ScoreCAM, LayerCAM and XGradCAM, captum LayerGradCam;
+- pytorch-grad-cam's GradCAM, GradCAMPlusPlus, ScoreCAM, AblationCAM and EigenCAM, and the same calls run by
+  `fastcam.compat.pytorch_grad_cam` (`compat-*`, fastcam contenders);
 - `ReleasedCFCAMLoop`: a per-image loop doing what the CF-CAM authors' released code does
   (github jerryp-hfut/CF-CAM, cfcam.py), the baseline of CF-CAM's speed-up.
 
@@ -33,13 +35,13 @@ from fastcam.benchmark.provenance import environment
 from fastcam.benchmark.report import BenchReport, Result, check_targets, ratios
 from fastcam.benchmark.setting import BenchConfig, make_setting
 from fastcam.benchmark.timing import Timing, time_callable
-from fastcam.pipeline.explain import AMP_DTYPES
+from fastcam._device import check_amp
 
 
 def run_benchmark(config: BenchConfig, model: nn.Module | None = None, progress: bool = True) -> BenchReport:
     """Time every requested contender on one model / batch / device; see the module docstring."""
     device = torch.device(config.device)
-    amp = AMP_DTYPES[config.amp]  # the config checked it
+    amp = check_amp(config.amp)
     setting = make_setting(config, model)
     env = environment(device)  # recorded before the run: the commit and tree state that were timed
     results = [Result(key=c.key, name=c.name, group=c.group, method=c.method, status="ok") for c in CONTENDERS

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from fastcam.benchmark.contenders import CONTENDER_KEYS, DEFAULT_CONTENDER_KEYS
-from fastcam.pipeline.explain import AMP_DTYPES
+from fastcam._device import check_amp, parse_device
+from fastcam.targets import primary_tensor
 
 
 @dataclass
@@ -15,7 +16,8 @@ class BenchConfig:
     """The settings of a benchmark run (recorded in its JSON).
 
     Attributes:
-        model: a model spec (`fastcam.pipeline.load_model`), built with random weights.
+        model: a model spec (`fastcam.models.load_model`: the grammar of every command; a bare name is
+            torchvision's), built with random weights, e.g. "fastcam:resnet18" or "hf:FOLDER".
         size, batch: square input side and images per batch.
         device: "cuda" or "cpu"; amp: None, "bf16" or "fp16" (every contender's call autocast).
         channels_last: the model and the batch in channels_last memory format (the fast layout for
@@ -31,7 +33,7 @@ class BenchConfig:
         max_time: stop timing a contender after this many seconds of timed calls (at least one call).
     """
 
-    model: str = "resnet18"
+    model: str = "fastcam:resnet18"
     size: int = 224
     batch: int = 64
     device: str = "cuda"
@@ -52,8 +54,7 @@ class BenchConfig:
         unknown = [k for k in self.contenders if k not in CONTENDER_KEYS]
         if unknown:
             raise ValueError(f"unknown contenders {unknown}; choose from {', '.join(CONTENDER_KEYS)}")
-        if self.amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        check_amp(self.amp)
         for name in ("size", "batch", "repeats", "scorecam_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -89,25 +90,33 @@ def resolve_layer_name(model: nn.Module, layer: str | None) -> str:
 
 def make_setting(config: BenchConfig, model: nn.Module | None = None) -> Setting:
     """The model (built from `config.model` unless given) on the device in eval mode, its target layer,
-    a seeded batch of N(0, 1) images and the model's predicted classes as targets."""
-    from fastcam._validation import resolve_layer
-    from fastcam.pipeline import load_model
+    a seeded batch of N(0, 1) images and the model's predicted classes as targets.
 
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available here")
+    A model whose output is not a tensor (a Hugging Face `ModelOutput`) is timed behind
+    `fastcam.models.LogitsOnly` by every contender alike: the peers take only tensor outputs."""
+    from fastcam._validation import resolve_layer
+    from fastcam.models import LogitsOnly, load_model
+
+    device = parse_device(config.device)
     if model is None:
-        # the benchmark times fastcam's builders by their bare names (resnet18, resnet50: random weights, the
-        # same on every machine); any other spec is taken as given
-        spec = config.model if ":" in config.model else f"fastcam:{config.model}"
-        model, _ = load_model(spec, num_classes=config.num_classes)
+        model = load_model(config.model, num_classes=config.num_classes).model
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device).eval().to(memory_format=fmt)
     layer_name, layer = resolve_layer(model, resolve_layer_name(model, config.layer))
     generator = torch.Generator().manual_seed(config.seed)
     images = torch.randn(config.batch, 3, config.size, config.size, generator=generator).to(device)
     images = images.contiguous(memory_format=fmt)
-    with torch.inference_mode():
-        logits = model(images)
+    try:
+        with torch.inference_mode():
+            output = model(images)
+    except Exception as exc:  # noqa: BLE001 - the model's own error on this batch, said plainly
+        raise ValueError(f"model {config.model!r} failed on the benchmark batch {tuple(images.shape)}: "
+                         f"{type(exc).__name__}: {exc} (check --size and --layer)") from exc
+    logits = primary_tensor(output)  # a Hugging Face ModelOutput: its logits
+    if not isinstance(output, torch.Tensor):
+        model = LogitsOnly(model)
+        layer_name = f"net.{layer_name}"
+    if logits.dim() != 2:
+        raise ValueError(f"model {config.model!r} returns {tuple(logits.shape)} scores, not (batch, classes)")
     return Setting(model=model, layer_name=layer_name, layer=layer, images=images,
                    targets=logits.argmax(dim=1).clone(), num_classes=int(logits.shape[1]), config=config)

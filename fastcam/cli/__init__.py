@@ -1,6 +1,6 @@
 """The `fastcam` command line (also `python -m fastcam`, and `torchrun ... -m fastcam`).
 
-One module per sub-command (`explain`, `demo`, `report`, `bench`, `eval`, `export`, `verify`), each with `add_parser(sub)`,
+One module per sub-command (`explain`, `demo`, `report`, `bench`, `eval`, `export`, `verify`, `serve`), each with `add_parser(sub)`,
 which declares its flags, and `run(args)`, which turns them into keyword arguments of a library
 function: argparse ends here. `SUBCOMMANDS` registers them in one place. Heavy imports (torch, zarr,
 matplotlib) happen inside the `run` functions, so `fastcam --help` and `fastcam SUB --help` import no
@@ -12,6 +12,7 @@ torch (method names come from the torch-free registry).
     fastcam report runs/demo/gradcam runs/demo/cfcam --out report.html
     fastcam export --method softcam --model fastcam:tiny_resnet --weights softcam.safetensors --out softcam.onnx
     fastcam verify runs/gradcam
+    fastcam serve --model fastcam:tiny_resnet --weights w.safetensors --layer layer4 --size 64 64 --port 8000
 
 Errors a user can fix (a bad flag value, a file that is not what it should be, a locked or damaged run)
 end in a one-line message and exit status 2; `--debug` (on every sub-command) shows the traceback too.
@@ -24,12 +25,12 @@ import traceback
 from types import ModuleType
 from typing import Sequence
 
-from fastcam.cli import bench, demo, explain, export, report, verify
+from fastcam.cli import bench, demo, explain, export, report, serve, verify
 from fastcam.cli import eval as evaluate
 from fastcam.errors import RunLockedError
 
 #: every sub-command, registered in one place: add yours here
-SUBCOMMANDS: tuple[ModuleType, ...] = (explain, demo, report, bench, evaluate, export, verify)
+SUBCOMMANDS: tuple[ModuleType, ...] = (explain, demo, report, bench, evaluate, export, verify, serve)
 
 #: exceptions that are the user's to fix: a message and exit status 2, no traceback (unless --debug)
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, FileExistsError,

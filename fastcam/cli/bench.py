@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from fastcam._device import AMP_NAMES
 from fastcam.benchmark.contenders import CONTENDER_KEYS, DEFAULT_CONTENDER_KEYS
+from fastcam.cli.common import SPEC_HELP
 
 NAME = "bench"
 
@@ -17,14 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and the CF-CAM released code's per-image loop on the same model, inputs and device; print Markdown "
         "tables (images/s, ratios) and write JSON with the environment.",
     )
-    p.add_argument("--model", default="resnet18", metavar="SPEC",
-                   help="resnet18, resnet50 or any fastcam.models builder (random weights), or module:factory")
+    p.add_argument("--model", default="fastcam:resnet18", metavar="SPEC",
+                   help=SPEC_HELP.split(". Preprocessing")[0] + "; random weights (default fastcam:resnet18)")
     p.add_argument("--layer", default=None, help="target layer (default layer4)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the built model (default: the builder's)")
     p.add_argument("--size", type=int, default=224, help="square input side")
     p.add_argument("--batch", type=int, default=64, help="images per batch")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast every contender's call")
+    p.add_argument("--amp", choices=AMP_NAMES, default=None, help="autocast every contender's call")
     p.add_argument("--channels-last", action="store_true",
                    help="the model and the batch in channels_last memory format (with --amp: tensor-core layout)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per contender")
@@ -32,11 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scorecam-batch-size", type=int, default=64,
                    help="fastcam's perturbed inputs per forward (Score-CAM's masked inputs, Ablation-CAM's ablated copies)")
     p.add_argument("--peer-scorecam-batch-size", type=int, default=None,
-                   help="torchcam / pytorch-grad-cam ScoreCAM batch size (default: their own, 32 / 16)")
+                   help="torchcam / pytorch-grad-cam ScoreCAM and pytorch-grad-cam AblationCAM batch size, also given to "
+                   "the compat module's same calls (default: their own, 32 / 16 / 32)")
     p.add_argument("--contenders", default=None, metavar="LIST",
                    help=f"comma-separated subset of: {', '.join(CONTENDER_KEYS)} (default: all but "
                    f"{', '.join(k for k in CONTENDER_KEYS if k not in DEFAULT_CONTENDER_KEYS) or 'none'})")
-    p.add_argument("--out", default="bench/results", metavar="DIR|FILE.json", help="where the JSON goes")
+    p.add_argument("--out", default=None, metavar="DIR|FILE.json",
+                   help="write the JSON record there (a folder: a file named after the setting inside it); "
+                   "default: no file, the tables are printed only")
     p.add_argument("--markdown", default=None, metavar="FILE.md", help="also write the Markdown tables here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-time", type=float, default=None, metavar="S",
@@ -50,14 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Configure the benchmark from the flags, run it, print the tables, write the JSON (and Markdown)."""
-    import torch
-
+    from fastcam._device import default_device
     from fastcam.benchmark import BenchConfig, run_benchmark, write_results
 
     contenders = (tuple(c.strip() for c in args.contenders.split(",") if c.strip()) if args.contenders
                   else DEFAULT_CONTENDER_KEYS)
     config = BenchConfig(model=args.model, size=args.size, batch=args.batch,
-                         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), amp=args.amp,
+                         device=args.device or default_device(), amp=args.amp,
                          channels_last=args.channels_last,
                          layer=args.layer, num_classes=args.num_classes, warmup=args.warmup, repeats=args.repeats,
                          scorecam_batch_size=args.scorecam_batch_size,
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, interleave=not args.sequential, max_time=args.max_time)
     report = run_benchmark(config, progress=not args.quiet)
     print(report.markdown())
-    path = write_results(report, args.out, args.markdown)
-    print(f"fastcam bench: results -> {path}")
+    path = write_results(report, args.out, args.markdown)  # nothing lands in the user's folder unless asked for
+    print(f"fastcam bench: results -> {path}" if path is not None
+          else "fastcam bench: no --out given: the JSON record is not written")
     return 0

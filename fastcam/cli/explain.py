@@ -2,27 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from fastcam.cli.common import add_model_group, parse_size
+from fastcam._device import AMP_NAMES
+from fastcam.cli.common import add_method_group, add_model_group, parse_size
 from fastcam.methods.registry import display_name, method_names
 
 NAME = "explain"
-
-
-def _method_arg(text: str) -> tuple[str, object]:
-    """`key=value` -> (key, value) with the value parsed as JSON when it can be (ints, floats, bools)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--method-arg expects KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,16 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_model_group(p, layer_help="target layer, dotted module name (not needed for "
                     + ", ".join(display_name(m) for m in method_names(post_hoc=False)) + ")")
-    method = p.add_argument_group("method")
-    method.add_argument("--method", choices=method_names(), default="gradcam",
-                        help=", ".join(f"{m} ({display_name(m)})" for m in method_names()))
-    method.add_argument("--method-arg", action="append", type=_method_arg, default=[], metavar="KEY=VALUE",
-                        help="extra keyword argument of the method's constructor (repeatable), e.g. "
-                        "--method-arg batch_size=64")
-    method.add_argument("--reshape", metavar="LAYOUT", default=None,
-                        help="layout of the target layer's output when it is not (B, C, h, w): vit[:PREFIX[:HxW]] "
-                        "(ViT tokens; PREFIX = CLS/distillation/register tokens, default the model's own or 1), "
-                        "swin[:HxW] (Swin tokens or channels-last stages), nhwc (channels-last maps)")
+    method = add_method_group(p)
     method.add_argument("--targets", default="predicted", metavar="predicted|INT|FILE",
                         help="class to explain: the predicted class (default), one class index for all, or a "
                         "CSV/JSON file mapping relative image paths to class indices")
@@ -67,9 +47,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run_group = p.add_argument_group("run")
     run_group.add_argument("--out", required=True, metavar="RUN", help="run directory (created, or resumed)")
     run_group.add_argument("--batch-size", type=int, default=32)
+    run_group.add_argument("--max-skip-fraction", type=float, default=None, metavar="F",
+                           help="stop with exit status 2, the run not complete, when more than this share of the "
+                                "images cannot be explained, or when the first ones all fail for one reason "
+                                "(default: explain_dataset's max_skip_fraction, 0.1; 1: never stop)")
     run_group.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available); "
                            "under torchrun each rank uses cuda:LOCAL_RANK")
-    run_group.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast the model's forward passes")
+    run_group.add_argument("--amp", choices=AMP_NAMES, default=None, help="autocast the model's forward passes")
     run_group.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                            help="storage dtype of the maps")
     run_group.add_argument("--no-resume", action="store_true",
@@ -109,13 +93,15 @@ def _targets(text: str) -> str | int | Path:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model and preprocessing from the flags, explain the folder, print a summary."""
+    from fastcam.errors import RandomWeightsWarning
+    from fastcam.io.run import RunDirectory
     from fastcam.pipeline import explain_folder
     from fastcam.pipeline.distributed import torchrun_ranks
-    from fastcam.pipeline.explain import RandomWeightsWarning
 
     def show(message: Warning | str, category: type[Warning], *rest: object, **kw: object) -> None:
         print(f"fastcam explain: warning: {category.__name__}: {message}", file=sys.stderr)
 
+    RunDirectory(args.out).check_out("--out")  # refused before any work, naming the flag
     # the random-weights warning is printed when it arises (before the run), whatever the warning filters
     with warnings.catch_warnings():
         warnings.simplefilter("always", RandomWeightsWarning)
@@ -129,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             std=args.std, workers=args.workers, reshape=args.reshape, volumes=args.volumes,
             batch_size=args.batch_size, device=args.device, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
             overlays=args.overlays, colormap=args.colormap, alpha=args.alpha, report=args.report,
-            progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat")
+            progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat",
+            **({} if args.max_skip_fraction is None else {"max_skip_fraction": args.max_skip_fraction}))
     if torchrun_ranks().is_main:
         _summary(result, args.out)
     return 0
@@ -159,6 +146,7 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         targets=_targets(args.targets), size=parse_size(args.size), mean=args.mean, std=args.std,
         reshape=args.reshape, batch_size=args.batch_size, amp=args.amp, dtype=args.dtype, resume=not args.no_resume,
         progress=not args.quiet, fingerprint="content" if args.hash_inputs else "stat", address=args.ray_address,
-        actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor)
+        actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+        **({} if args.max_skip_fraction is None else {"max_skip_fraction": args.max_skip_fraction}))
     _summary(result, args.out)
     return 0

@@ -25,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: the first run's DATA/labels.csv if any)")
     p.add_argument("--class-names", metavar="NAMES", help="class names: comma-separated (healthy,lesion) or a file "
                    "(one per line, or a JSON list); default: the labels file's class_name column, else the indices")
-    p.add_argument("--max-images", type=int, default=200, help="images shown in the grid")
+    p.add_argument("--max-images", type=int, default=200, help="images shown in the grid: every image of a run of at "
+                   "most this many, else the most and least confident predictions and a seeded random sample")
+    p.add_argument("--ids", nargs="+", default=[], metavar="ID", help="sample ids always shown in the grid")
     p.add_argument("--title", default="fastcam report")
     p.set_defaults(func=run)
 
@@ -34,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
     """Write the report of the runs."""
     from fastcam.evaluate import report_evaluation
     from fastcam.io.report import write_report
-    from fastcam.io.store import open_run
+    from fastcam.io.run import open_run
 
     runs = [open_run(path) for path in args.runs]
     path = write_report(runs, args.out, title=args.title, masks_dir=args.masks, labels=args.labels,
                         class_names=args.class_names, max_images=args.max_images,
-                        evaluation=report_evaluation(runs))
+                        evaluation=report_evaluation(runs), show_ids=args.ids)
     print(f"fastcam report: {path}")
     return 0

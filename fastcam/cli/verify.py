@@ -15,20 +15,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and passes its CRC-32C checksum; the commit records and ids.json are sound; no shard is missing. Also "
         "reports input files that changed since they were explained. Prints a summary; exit status 0 when the "
         "run is sound, 1 when it is damaged (re-run the same `fastcam explain` command to repair it), 2 on a "
-        "usage error. Takes no lock: a run being written can be checked (what it has committed so far).",
+        "usage error. Takes no lock: a run being written can be checked (what it has committed so far). Reads "
+        "chunk by chunk: memory stays flat whatever the size of the run.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--no-inputs", action="store_true", help="do not compare the input files with their fingerprints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none is shown when stderr is not a terminal)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Verify each run, print a summary; 1 if any is damaged."""
-    from fastcam.io.store import STORE_FORMAT, verify_run
+    from tqdm.auto import tqdm
+
+    from fastcam.errors import RunDamagedError
+    from fastcam.io.run import STORE_FORMAT, require_run, verify_run
 
     status = 0
     for path in args.runs:
-        result = verify_run(path, inputs=not args.no_inputs)
+        try:  # a run.json that does not read back (garbage, edited fields) is damage, not a usage error
+            total = int(require_run(path).read_meta()["n_samples"])
+        except RunDamagedError as exc:
+            print(f"{path}: run.json does not read back")
+            for damage in exc.damages:
+                print(f"  DAMAGED {damage}")
+            status = 1
+            continue
+        with tqdm(total=total, desc=f"verify {path}", unit="sample", disable=True if args.quiet else None,
+                  dynamic_ncols=True) as bar:
+            result = verify_run(path, inputs=not args.no_inputs, on_batch=bar.update)
         if result.meta.get("fastcam_run") != STORE_FORMAT:
             print(f"{path}: store format {result.meta.get('fastcam_run')!r}, written before checksums: it cannot be "
                   "verified; explain it again into a new --out for a verified run")

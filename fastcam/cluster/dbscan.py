@@ -16,8 +16,6 @@ quantile of the pairwise distances) and the clustering from one distance GEMM.
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ from fastcam.cluster._inputs import (
     min_samples_on_device,
     require_finite,
 )
+from fastcam.ops._checks import check_choice, check_real
 
 BACKENDS = ("auto", "torch", "sklearn", "cuml")
 
@@ -54,8 +53,7 @@ def cuml_available() -> bool:
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """"auto" means the batched torch backend for CUDA tensors and the scikit-learn loop on the CPU."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     if backend == "auto":
         return "torch" if device.type == "cuda" else "sklearn"
     if backend == "cuml":
@@ -164,8 +162,7 @@ def quantile_dbscan(
     from fastcam.cluster._torch_dbscan import solve
 
     level = check_quantile(q)
-    if isinstance(eps_floor, bool) or not isinstance(eps_floor, numbers.Real) or not 0 <= float(eps_floor) < math.inf:
-        raise ValueError(f"eps_floor must be a finite real number >= 0, got {eps_floor!r}")
+    eps_floor = check_real("eps_floor", eps_floor, low=0)
     problem = check_points(points, valid)
     batch, count, _ = problem.points.shape
     chosen = "torch" if backend == "auto" else resolve_backend(backend, problem.device)

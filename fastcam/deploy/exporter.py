@@ -129,8 +129,9 @@ def _dtype_name(dtype: str | torch.dtype) -> str:
     return _choice("dtype", dtype, tuple(DTYPES))
 
 
-def _graph(explainer: Explainer, given_targets: bool) -> tuple[nn.Module, str, tuple[str, ...]]:
-    """A forward-only graph of the explainer on a deep copy of its model: (graph, method, head steps)."""
+def _graph(explainer: Explainer, given_targets: bool, images: Tensor) -> tuple[nn.Module, str, tuple[str, ...]]:
+    """A forward-only graph of the explainer on a deep copy of its model: (graph, method, head steps);
+    `images` trace a model torch.fx cannot (`fastcam.deploy.heads`)."""
     if type(explainer) is SoftCAM:
         return SoftCAMGraph(copy.deepcopy(explainer.net), given_targets=given_targets), "softcam", ()
     if type(explainer) is GradCAM:
@@ -143,7 +144,7 @@ def _graph(explainer: Explainer, given_targets: bool) -> tuple[nn.Module, str, t
             raise ValueError("export refuses gradient_noise (a robustness-study setting, not an explanation to serve)")
         name = explainer.layers[0][0]
         model = copy.deepcopy(explainer.model)
-        head = pooled_linear_head(model, name, model.get_submodule(name))
+        head = pooled_linear_head(model, name, model.get_submodule(name), images)
         return PooledCAMGraph(head, given_targets=given_targets), "gradcam", head.steps
     name = getattr(explainer, "name", "")
     why = NOT_EXPORTABLE.get(name, "it is not a forward-only explanation")
@@ -312,7 +313,7 @@ def export(
     if training is not None:
         raise ValueError(f"the model is in training mode (module {training!r}): call .eval() before exporting")
     given = targets == "given"
-    graph, method, head = _graph(explainer, given)
+    graph, method, head = _graph(explainer, given, images)
     graph.eval()
     inputs = ("images", "target") if given else ("images",)
     outputs = ("logits", "maps", "lowres", "evidence") if method == "softcam" else ("logits", "maps", "lowres")

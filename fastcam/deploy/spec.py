@@ -1,6 +1,6 @@
 """`export_spec`: export from a model spec and a weights file (what `fastcam export` runs).
 
-The model is built and its weights loaded as `fastcam explain` does (`fastcam.pipeline.load_model`:
+The model is built and its weights loaded as `fastcam explain` does (`fastcam.models.load_model`:
 safetensors, or `torch.load(weights_only=True)`; nothing read from disk is executed), the explainer made,
 and `fastcam.deploy.export` checks it on seeded random example images before writing the file.
 """
@@ -14,6 +14,7 @@ from torch import nn
 
 from fastcam.deploy.exporter import ExportInfo, export
 from fastcam.methods.registry import get_method
+from fastcam.models import load_model
 
 __all__ = ["export_spec"]
 
@@ -53,10 +54,8 @@ def export_spec(
         size: the example images' H, W (an int for squares; default the spec's size, else 224).
         batch: how many example images the checks run on.
         seed: of the example images (standard normal pixels).
-    Other arguments: see `fastcam.deploy.export` and `fastcam.pipeline.load_model`.
+    Other arguments: see `fastcam.deploy.export` and `fastcam.models.load_model`.
     """
-    from fastcam.pipeline import load_model  # the one spec loader (CLI glue shared with `fastcam explain`)
-
     info = get_method(method)
     if info.post_hoc and layer is None:
         raise ValueError(f"{info.display_name} needs a target layer (e.g. 'layer4' for a ResNet)")

@@ -15,16 +15,14 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
+from fastcam._device import default_device, parse_device
 from fastcam.evaluate.catalog import METRICS, parse_metrics
 from fastcam.evaluate.inputs import check_trusted, find_runs, read_labels
 from fastcam.evaluate.outputs import link_into_report, markdown_table, plot, report_evaluation
 from fastcam.evaluate.scoring import RunMetrics, evaluate_run
 from fastcam.io.report import render_again
-from fastcam.io.store import RunDirectory, open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam.metrics.robustness import DEFAULT_SIGMAS
-from fastcam.pipeline.distributed import parse_device
 
 
 def evaluate(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str] = "all", *,
@@ -56,7 +54,7 @@ def evaluate(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[s
     if any(METRICS[m].needs_model for m in names):  # refused before anything is computed or written
         for run_dir in run_dirs:
             check_trusted(RunDirectory(run_dir).read_meta(), run_dir, spec, trust_run)
-    device = str(parse_device(device)) if device else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(parse_device(device)) if device else default_device()
     runs = [open_run(run_dir) for run_dir in run_dirs]
     results = []
     bar = tqdm(total=sum(len(run) for run in runs), desc="fastcam eval", unit="img", dynamic_ncols=True,

@@ -8,31 +8,17 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from fastcam.errors import UntrustedRunError
+from fastcam.errors import ModelMismatch, UntrustedRunError  # ModelMismatch: importable from here as before
 from fastcam.io.images import ImageFolder, Preprocess, read_image
 from fastcam.io.report import find_mask
 from fastcam.io.report import read_labels as read_labels_file
-from fastcam.io.store import Run, RunDirectory
+from fastcam.io.run import Run, RunDirectory
 from fastcam.methods.registry import METHODS
-from fastcam.pipeline import load_model
-from fastcam.pipeline.specs import SCHEMES, import_from_spec, spec_imports_code
-from fastcam.pipeline.settings import state_hash
+from fastcam.models import LogitsOnly, load_model, state_hash  # noqa: F401 - LogitsOnly re-exported
+from fastcam.models.processors import HFImageProcessor, hf_image_processor
+from fastcam.models.specs import SCHEMES, import_from_spec, spec_imports_code
 
 
-class ModelMismatch(ValueError):
-    """The model given or recorded for a run is not the one the run explained (its weights differ)."""
-
-
-class LogitsOnly(nn.Module):
-    """A SoftCAM network returns (logits, evidence); the metrics need the logits only."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: Tensor) -> Tensor:
-        out = self.net(images)
-        return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -64,7 +50,7 @@ def _weights_candidates(run_dir: Path, weights: str) -> list[Path]:
 
 def check_trusted(meta: dict[str, Any], path: str | Path, spec: str | None, trust_run: bool) -> None:
     """Refuse to build a run's model from a spec read from its run.json that imports code (`module:callable`,
-    `fastcam.pipeline.specs.spec_imports_code`), unless the user named the model (`spec`) or trusts the
+    `fastcam.models.specs.spec_imports_code`), unless the user named the model (`spec`) or trusts the
     run: opening someone's run directory must not run their code."""
     recorded = meta.get("settings", {}).get("model", {}).get("spec")
     if spec or trust_run or not isinstance(recorded, str) or not spec_imports_code(recorded):
@@ -123,11 +109,27 @@ def run_images(run: Run) -> ImageFolder:
     pre = data.get("preprocess") or {}
     preprocess = Preprocess(channels=int(pre.get("channels", 3)), size=tuple(pre["size"]) if pre.get("size") else None,
                             mean=tuple(pre["mean"]) if pre.get("mean") else None,
-                            std=tuple(pre["std"]) if pre.get("std") else None)
+                            std=tuple(pre["std"]) if pre.get("std") else None,
+                            resize=pre.get("resize"), processor=_run_processor(run, pre.get("processor")))
     root = Path(data["root"])
     if not root.is_dir():
         raise ValueError(f"the run's image folder {str(root)!r} does not exist any more")
     return ImageFolder(root, preprocess)
+
+
+def _run_processor(run: Run, recorded: Any) -> HFImageProcessor | None:
+    """The image processor a run's inputs went through (a Hugging Face model's own), loaded again from the
+    run's model folder and refused when it is not the recorded one."""
+    if not recorded:
+        return None
+    spec = str(run.meta.get("settings", {}).get("model", {}).get("spec") or "")
+    folder = spec.partition(":")[2] if spec.startswith("hf:") else ""
+    processor = hf_image_processor(folder) if folder else None
+    if processor is None or processor.describe() != recorded:
+        raise ValueError(f"run {str(run.path)!r} preprocessed its images with the image processor of {spec!r}, "
+                         f"which {'is not there any more' if processor is None else 'has changed since'}: its "
+                         "images cannot be reloaded as the model saw them")
+    return processor
 
 
 def load_mask(masks_dir: Path, sample_id: Any) -> Tensor | None:

@@ -17,7 +17,7 @@ import numpy as np
 from fastcam.evaluate.catalog import METRICS
 from fastcam.evaluate.scoring import RunMetrics
 from fastcam.io.report import ReportEvaluation, url
-from fastcam.io.store import Run
+from fastcam.io.run import Run
 from fastcam.methods.registry import display_name
 
 EVAL_BEGIN, EVAL_END = "<!-- fastcam-eval -->", "<!-- /fastcam-eval -->"

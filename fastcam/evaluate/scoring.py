@@ -18,7 +18,7 @@ from torch import nn
 from fastcam.evaluate.catalog import METRICS
 from fastcam.evaluate.inputs import LogitsOnly, ModelMismatch, load_mask, load_run_model, run_images
 from fastcam.evaluate.stats import bootstrap_mean_ci
-from fastcam.io.store import Run
+from fastcam.io.run import Run
 from fastcam.methods.registry import METHODS, display_name
 from fastcam.metrics.faithfulness import average_drop_increase, deletion, insertion
 from fastcam.metrics.localization import (
@@ -28,7 +28,6 @@ from fastcam.metrics.localization import (
     pointing_game,
 )
 from fastcam.metrics.robustness import DEFAULT_SIGMAS, gradient_noise_robustness
-from fastcam.pipeline import make_explainer
 
 
 @dataclass
@@ -168,7 +167,8 @@ def evaluate_run(run: Run, metrics: Sequence[str], *, masks: str | Path | None =
         forward_model = LogitsOnly(model) if method is not None and not method.post_hoc else model
         if "robustness" in wanted:
             settings = run.meta.get("settings", {})
-            explainer = make_explainer(model, run.method, settings.get("target_layer"), settings.get("method_kwargs"))
+            assert method is not None  # robustness was kept only for a registered gradient method
+            explainer = method.build(model, settings.get("target_layer"), **dict(settings.get("method_kwargs") or {}))
     masks_dir = Path(masks) if masks is not None else None
     if masks_dir is not None and not masks_dir.is_dir():
         raise FileNotFoundError(f"masks folder {str(masks_dir)!r} does not exist")

@@ -21,9 +21,10 @@ from __future__ import annotations
 import errno
 import io
 import os
-from dataclasses import dataclass, field
+import stat
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fastcam.models.specs import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported (their home)
+
 #: how `file_fingerprints` identifies an input file: its size and mtime, or its content
 FINGERPRINT_MODES = ("stat", "content")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def list_images(root: str | Path) -> list[str]:
@@ -73,7 +74,8 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
     fingerprint of that state; 0 is never returned (it means "not recorded" in a run's store).
 
     A run stores the fingerprint of each input when it explains it; resuming compares them to find the
-    batches whose inputs changed.
+    batches whose inputs changed. Only regular files are read (symbolic links followed): anything else
+    (a FIFO, a device, a folder) has the fingerprint of an unreadable file.
     """
     import hashlib
 
@@ -86,6 +88,8 @@ def file_fingerprints(root: str | Path, names: Sequence[str], mode: str = "stat"
         path = root / name
         try:
             st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or read without end
+                raise OSError(errno.EINVAL, "not a regular file")
             if mode == "stat":
                 digest.update(f"stat:{st.st_size}:{st.st_mtime_ns}".encode())
             else:
@@ -158,14 +162,38 @@ def _read_pillow(source: Path | BinaryIO) -> np.ndarray:
         img.load()  # decode now: a truncated/corrupt file raises here, inside the caller's try
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
-        mode = img.mode
-        if mode.startswith("I;16") or mode == "I":
-            return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
-        if mode == "F":
-            return np.asarray(img, dtype=np.float32)
-        if mode in ("1", "L", "LA", "La"):
-            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        return _pillow_pixels(img)
+
+
+def _pillow_pixels(img: Any) -> np.ndarray:
+    """A decoded Pillow image's pixels in [0, 1]: (H, W) grayscale or (H, W, 3) RGB, float32."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+    if mode == "F":
+        return np.asarray(img, dtype=np.float32)
+    if mode in ("1", "L", "LA", "La"):
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _pixels_tensor(array: np.ndarray) -> Tensor:
+    """(H, W) or (H, W, C) pixels in [0, 1] (C 1, 3 or 4; alpha dropped) as a float32 (C, H, W) tensor,
+    refused when empty or not finite."""
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and array.shape[-1] in (1, 3, 4):
+        array = array[..., : min(array.shape[-1], 3)].transpose(2, 0, 1)
+    else:
+        raise ValueError(f"unsupported pixel array shape {array.shape}: images are (H, W) or (H, W, C) with C "
+                         "1, 3 or 4, as Pillow, imageio and Hugging Face datasets give them (pass a torch tensor "
+                         "for (C, H, W))")
+    if array.shape[1] == 0 or array.shape[2] == 0:
+        raise ValueError("image has an empty size")
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError("image contains NaN or Inf pixels")
+    return tensor
 
 
 def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
@@ -178,19 +206,93 @@ def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
     """
     path = Path(path)
     source: Path | BinaryIO = path if data is None else io.BytesIO(data)
-    array = _read_dicom(source) if _is_dicom(path, source) else _read_pillow(source)
-    if array.ndim == 2:
-        array = array[None]
-    elif array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].transpose(2, 0, 1)
+    return _pixels_tensor(_read_dicom(source) if _is_dicom(path, source) else _read_pillow(source))
+
+
+#: the most pixels `decode_image` decodes by default (decompression bombs): 64 megapixels, more than a
+#: mammogram or a whole-slide thumbnail, far less than the memory of a machine
+MAX_PIXELS = 64_000_000
+
+
+def image_pixels(data: bytes) -> int:
+    """The number of pixels an encoded image holds (all frames), read from its header without decoding
+    the pixels: DICOM (pydicom, stopped before the pixel data) or any format Pillow opens.
+
+    Raises:
+        fastcam.errors.ImageTooLargeError: Pillow itself refuses the header as a decompression bomb.
+        ValueError: the bytes are not an image file these readers know.
+    """
+    from PIL import Image
+
+    from fastcam.errors import ImageTooLargeError
+
+    source = io.BytesIO(data)
+    if _is_dicom(Path(""), source):
+        import pydicom
+
+        ds = pydicom.dcmread(source, stop_before_pixels=True)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        return int(ds.Rows) * int(ds.Columns) * frames
+    try:
+        with Image.open(source) as img:  # reads the header only
+            return img.size[0] * img.size[1] * int(getattr(img, "n_frames", 1))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"Pillow refuses the image: {exc}") from None
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = MAX_PIXELS) -> Tensor:
+    """An encoded image file's bytes (PNG, JPEG, TIFF, BMP, DICOM part 10) as `read_image` reads the file:
+    a float32 (C, H, W) tensor in [0, 1].
+
+    Args:
+        data: the whole file.
+        max_pixels: refuse an image with more pixels (all frames) than this before decoding it (None: no
+            limit but Pillow's own decompression-bomb check), so that a small file that expands to gigabytes
+            of pixels is never decoded.
+
+    Raises:
+        fastcam.errors.ImageTooLargeError: more pixels than `max_pixels`.
+        ValueError: empty data. Other exceptions of the decoders (Pillow's `UnidentifiedImageError`, OSError
+            for a truncated file, pydicom's errors) pass through: the bytes are not a readable image.
+    """
+    from fastcam.errors import ImageTooLargeError
+
+    if not data:
+        raise ValueError("no image: the data is empty")
+    pixels = image_pixels(data)
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageTooLargeError(f"the image has {pixels:,} pixels, more than the limit of {max_pixels:,}")
+    return read_image(Path("upload"), data)
+
+
+def is_picture(image: object) -> bool:
+    """Whether a dataset item's image is a picture to decode (a Pillow image or a numpy array), not a tensor."""
+    from PIL import Image
+
+    return isinstance(image, (np.ndarray, Image.Image))
+
+
+def picture_tensor(picture: Any) -> Tensor:
+    """A picture as `read_image` reads files: a float32 (C, H, W) tensor in [0, 1] (C = 1 or 3).
+
+    `picture`: a Pillow image (any mode, as a file of that mode is read), or a numpy array (H, W) or
+    (H, W, C) with C 1, 3 or 4, as Hugging Face `datasets` and imageio give them: integers are scaled by
+    their type's maximum (uint8 / 255, uint16 / 65535), booleans to 0 / 1, floats taken as they are.
+    """
+    if not is_picture(picture):
+        raise TypeError(f"a picture is a PIL image or a numpy array, got {type(picture).__name__}")
+    if not isinstance(picture, np.ndarray):
+        return _pixels_tensor(_pillow_pixels(picture))
+    if picture.dtype == np.bool_:
+        array = picture.astype(np.float32)
+    elif np.issubdtype(picture.dtype, np.integer):
+        info = np.iinfo(picture.dtype)
+        array = np.clip(picture.astype(np.float64) / info.max, 0.0, 1.0).astype(np.float32)
+    elif np.issubdtype(picture.dtype, np.floating):
+        array = picture.astype(np.float32)
     else:
-        raise ValueError(f"unsupported pixel array shape {array.shape}")
-    if array.shape[1] == 0 or array.shape[2] == 0:
-        raise ValueError("image has an empty size")
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError("image contains NaN or Inf pixels")
-    return tensor
+        raise TypeError(f"a numpy picture must hold numbers, got dtype {picture.dtype}")
+    return _pixels_tensor(array)
 
 
 @dataclass(frozen=True)
@@ -202,6 +304,10 @@ class Preprocess:
     bilinear with antialiasing here, where timm's recipes often say bicubic). Grayscale images given to an
     RGB model are repeated over 3 channels; RGB images given to a 1-channel model are converted with
     ITU-R 601-2 luma weights (as Pillow's "L").
+
+    With a `processor` (a model's own preprocessing, e.g. a Hugging Face model's `AutoImageProcessor`
+    wrapped by `fastcam.models.processors.HFImageProcessor`), the processor makes the model input from the
+    image with the model's channels; `size`, `mean` and `std` then describe its output (`denormalize`).
     """
 
     channels: int = 3
@@ -211,6 +317,9 @@ class Preprocess:
     #: resize the shorter side to this first, then centre-crop to `size` (torchvision's and timm's
     #: evaluation transforms); None resizes straight to `size`
     resize: int | None = None
+    #: (C, H, W) image in [0, 1] -> model input, in place of resize and normalisation; recorded by its
+    #: `describe()` in the run's settings
+    processor: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -226,14 +335,44 @@ class Preprocess:
         if self.resize is not None and (self.size is None or self.resize < min(self.size)):
             raise ValueError(f"resize {self.resize} needs a crop size no larger than it, got size {self.size}")
 
-    def display(self, image: Tensor) -> Tensor:
-        """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
+    @classmethod
+    def for_model(cls, channels: int, defaults: dict[str, Any], size: int | Sequence[int] | None = None,
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  processor: Callable[[Tensor], Tensor] | None = None) -> "Preprocess":
+        """The preprocessing of a model built from a spec (`fastcam explain`'s and `fastcam serve`'s flags).
+
+        Args:
+            channels: the model's input channels.
+            defaults: the spec's own recipe as the model loader returns it ("size", "resize", "mean", "std").
+            size: one side or (H, W); overrides the recipe with a plain resize (no centre crop).
+            mean: per-channel mean (default: the recipe's, else none).
+            std: per-channel std (default: the recipe's, else none).
+            processor: the model's own preprocessing (a Hugging Face model's `AutoImageProcessor`, as the
+                loader returns it), used unless `size`, `mean` or `std` override the recipe.
+        """
+        side = size if size is not None else defaults.get("size")
+        if isinstance(side, int):
+            side = (side, side)
+        return cls(channels=channels, size=tuple(side) if side else None,  # type: ignore[arg-type]
+                   mean=tuple(mean) if mean else defaults.get("mean"), std=tuple(std) if std else defaults.get("std"),
+                   resize=defaults.get("resize") if size is None else None,
+                   processor=processor if size is None and not mean and not std else None)
+
+    def adapt_channels(self, image: Tensor) -> Tensor:
+        """The image with the model's channels (grayscale repeated, RGB to luma)."""
         if image.shape[0] != self.channels:
             if self.channels == 3:
                 image = image.expand(3, -1, -1)
             else:
                 luma = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
                 image = (image * luma).sum(0, keepdim=True)
+        return image
+
+    def display(self, image: Tensor) -> Tensor:
+        """[0, 1] image with the model's channels and size, before normalisation (for overlays)."""
+        image = self.adapt_channels(image)
+        if self.processor is not None:
+            return self.denormalize(self.processor(image)[None])[0]
         if self.resize is not None and self.size is not None:
             height, width = image.shape[-2:]
             scale = self.resize / min(height, width)
@@ -268,21 +407,24 @@ class Preprocess:
                "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
         if self.resize is not None:  # only when set: runs recorded before it existed keep their settings
             out["resize"] = self.resize
+        if self.processor is not None:
+            describe = getattr(self.processor, "describe", None)
+            out["processor"] = describe() if callable(describe) else repr(self.processor)
         return out
 
 
 class FolderItems:
     """What the file-folder datasets share (`ImageFolder`, `fastcam.io.volumes.VolumeFolder`): sorted
-    relative paths as ids, the first readable file's size as the dataset's when there is no resize, and
-    items that report a file that cannot be read (`ok=False`, a zero tensor of the expected shape, the
-    error) instead of raising. Subclasses give `root`, `files`, `size` and `_load` / `_blank`."""
+    relative paths as ids; the dataset's size: the preprocessing's, else the first readable file's (in
+    sorted order), every file of another size resized to it; items that report a file that cannot be read
+    (`ok=False`, a zero tensor of the expected shape, the error) instead of raising. Subclasses give
+    `root`, `files`, `size` and `_load` / `_blank`."""
 
     root: Path
     files: list[str]
     size: tuple[int, ...]
-    #: what one file holds, for messages ("image", "volume"), and the flag that resizes it
+    #: what one file holds, for messages ("image", "volume")
     what: str = "image"
-    resize_flag: str = "--size H W"
 
     def _load(self, path: Path) -> Tensor:
         """The file as the model takes it (preprocessed); its spatial size is compared with `size`."""
@@ -320,9 +462,9 @@ class FolderItems:
         try:
             item = self._load(self.root / name)
             spatial = tuple(item.shape[-len(self.size):])
-            if spatial != tuple(self.size):
-                raise ValueError(f"{self.what} size {spatial} differs from the dataset's {tuple(self.size)}; "
-                                 f"pass a resize ({self.resize_flag})")
+            if spatial != tuple(self.size):  # the preprocessing resizes to `size`: a broken invariant, said plainly
+                raise ValueError(f"{self.what} size {spatial} after preprocessing differs from the dataset's "
+                                 f"{tuple(self.size)}")
             return {"image": item, "ok": True, "error": ""}
         except Exception as exc:  # reported and skipped by the pipeline, never fatal
             return {"image": self._blank(), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -333,9 +475,10 @@ class ImageFolder(FolderItems, Dataset):
     """Every image under `root` (recursive, sorted relative paths), preprocessed for the model.
 
     Items are dicts: `image` (C, H, W) float32 normalised, `ok` (bool), `error` (str, empty when ok).
-    A file that cannot be read, or whose size differs from the others when no resize is set, and a file
-    that is not read (`skip_reason`: hidden, a broken or looping symbolic link) give `ok=False`, the
-    reason, and a zero image of the expected shape, so the batch still collates.
+    Without a size in `preprocess`, the first readable image's size (in sorted order) is the dataset's and
+    images of other sizes are resized to it (`fitted`). A file that cannot be read, and a file that is not
+    read (`skip_reason`: hidden, a broken or looping symbolic link) give `ok=False`, the reason, and a zero
+    image of the expected shape, so the batch still collates.
     """
 
     root: str | Path
@@ -348,6 +491,8 @@ class ImageFolder(FolderItems, Dataset):
         if not self.files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(self.root)!r}")
         self.size = self.preprocess.size or self._first_size()
+        #: the preprocessing with the dataset's size: what every image goes through
+        self.fitted = replace(self.preprocess, size=tuple(self.size))
 
     def _read(self, path: Path) -> Tensor:
         """The decoded image of one file (a subclass may fetch it elsewhere: `fastcam.ray`'s URIs)."""
@@ -357,10 +502,9 @@ class ImageFolder(FolderItems, Dataset):
         return tuple(self._read(path).shape[-2:])
 
     def _load(self, path: Path) -> Tensor:
-        image = self.preprocess.display(self._read(path))
-        if tuple(image.shape[-2:]) != tuple(self.size):
-            return image  # refused by the caller, with the sizes
-        return self.preprocess.normalize(image)
+        if self.preprocess.processor is not None:  # the model's own preprocessing makes its input
+            return self.preprocess.processor(self.preprocess.adapt_channels(self._read(path)))
+        return self.fitted.normalize(self.fitted.display(self._read(path)))
 
     def _blank(self) -> Tensor:
         return torch.zeros(self.preprocess.channels, *self.size)

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
+import numpy as np
 import torch
 
 from fastcam.io.overlay import colormap_stops, find_output, output_name, read_overlay_info
-from fastcam.io.store import Run, open_run
+from fastcam.io.run import Run, open_run
 from fastcam.methods.registry import display_name
 
 CONFIG_ID = "fastcam-report-config"
@@ -48,6 +49,78 @@ CONFIG_VERSION = 1
 #: puts the best first is the sort default
 ROW_METRICS: dict[str, tuple[str, str]] = {"deletion": ("del", "asc"), "insertion": ("ins", "desc"),
                                            "pointing_game": ("PG", "desc")}
+#: the class table shows this many classes (the most predicted), the others summed
+MAX_CLASS_COLUMNS = 30
+#: the seed of the random rows of a large run's grid
+SELECTION_SEED = 0
+#: rows read per step while summarising a run (one pass, flat memory)
+SUMMARY_STEP = 16384
+
+
+@dataclass
+class RunSummary:
+    """One pass over a run's classes and logits (`summarise`): per sample, in the run's row order.
+
+    Attributes:
+        predicted: the predicted class.
+        confidence: the softmax probability of the predicted class.
+        score: the softmax probability of the explained class.
+    """
+
+    predicted: np.ndarray
+    confidence: np.ndarray
+    score: np.ndarray
+
+
+def summarise(run: Run) -> RunSummary:
+    """The predicted class and the two probabilities of every sample, read in steps (never the whole logits)."""
+    n = len(run)
+    out = RunSummary(np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.float32))
+    for start in range(0, n, SUMMARY_STEP):
+        stop = min(start + SUMMARY_STEP, n)
+        probs = torch.softmax(run.logits[start:stop], dim=1)
+        predicted, targets = run.predicted[start:stop], run.targets[start:stop]
+        out.predicted[start:stop] = predicted.numpy()
+        out.confidence[start:stop] = probs.gather(1, predicted.clamp_min(0).view(-1, 1)).squeeze(1).numpy()
+        out.score[start:stop] = probs.gather(1, targets.clamp_min(0).view(-1, 1)).squeeze(1).numpy()
+    return out
+
+
+def _rows_of(ids: Sequence[Any], wanted: Sequence[Any]) -> dict[Any, int]:
+    """The rows of the `wanted` ids in `ids` (one pass; a wanted id may be given as text); ValueError naming
+    those that are not there."""
+    if not wanted:
+        return {}
+    as_text = {str(sid) for sid in wanted}
+    found = {str(sid): row for row, sid in enumerate(ids) if str(sid) in as_text}
+    rows = {sid: found.get(str(sid), -1) for sid in wanted}
+    missing = [sid for sid, row in rows.items() if row < 0]
+    if missing:
+        raise ValueError(f"{len(missing)} listed id(s) are not explained samples of the run, e.g. {missing[0]!r}")
+    return rows
+
+
+def select_rows(summary: RunSummary, ids: Sequence[Any], limit: int, listed: Sequence[Any] = (),
+                seed: int = SELECTION_SEED) -> tuple[list[int], str]:
+    """The rows of the image grid: every row when there are at most `limit` (plus the `listed` ids), else
+    the `listed` ids, then the most and the least confident predictions and a seeded random sample, a
+    third of the rest each. Returns the rows and a sentence saying what they are."""
+    n = len(ids)
+    chosen = list(dict.fromkeys(_rows_of(ids, listed).values()))
+    if n <= limit:
+        return list(dict.fromkeys([*chosen, *range(n)])), "every image"
+    k = max(limit - len(chosen), 0) // 3
+    order = np.argsort(summary.confidence, kind="stable")
+    most, least = order[::-1][:k].tolist(), order[:k].tolist()
+    taken = set(chosen) | set(most) | set(least)
+    pool = np.setdiff1d(np.arange(n), np.fromiter(taken, np.int64, len(taken)), assume_unique=True)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(pool, size=min(k, len(pool)), replace=False)).tolist()
+    rows = list(dict.fromkeys([*chosen, *most, *least, *sample]))
+    parts = ([f"the {len(chosen)} listed"] if chosen else []) + [
+        f"the {len(most)} most and {len(least)} least confident predictions",
+        f"{len(sample)} chosen at random (seed {seed})"]
+    return rows, f"a selection of {n} images: " + ", ".join(parts)
 
 
 @dataclass
@@ -138,6 +211,13 @@ def parse_class_names(value: str | os.PathLike[str] | Sequence[str] | Mapping[in
     return {i: str(name) for i, name in enumerate(value)}
 
 
+def model_class_names(run: Run) -> list[str] | None:
+    """The class names the run's model gave (`settings.model.class_names` in run.json: a Hugging Face
+    config's `id2label`), or None."""
+    names = run.meta.get("settings", {}).get("model", {}).get("class_names")
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
 def _default_labels_file(run: Run) -> Path | None:
     """The run's DATA/labels.csv, when the run explained a folder that has one."""
     data = run.meta.get("settings", {}).get("data", {})
@@ -175,12 +255,19 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
                  masks_dir: str | Path | None = None,
                  labels: Mapping[Any, int] | str | os.PathLike[str] | None = None,
                  class_names: Sequence[str] | Mapping[int, str] | str | os.PathLike[str] | None = None,
-                 max_images: int = 200, evaluation: ReportEvaluation | None = None) -> Path:
+                 max_images: int = 200, evaluation: ReportEvaluation | None = None,
+                 show_ids: Sequence[Any] = ()) -> Path:
     """Write the HTML report of `runs` (which must explain the same sample ids) to `out`.
+
+    The page summarises every sample (class counts, the distribution of the explained class's
+    probability) in one streamed pass; its image grid shows every image of a run of at most `max_images`,
+    else a selection it names (`select_rows`: the `show_ids`, the most and least confident predictions
+    of the first run, a seeded random sample), so a million-sample run gives a page that opens at once.
 
     Runs are `Run`s or run directories (opened with `open_run`). `labels`: a mapping id -> class or a
     labels CSV (default: the first run's DATA/labels.csv when it exists); `class_names`: see
-    `parse_class_names` (default: the labels CSV's class-name column, if any). `evaluation`: the
+    `parse_class_names` (default: the labels CSV's class-name column, if any, else the
+    model's own, `model_class_names`). `evaluation`: the
     evaluation section (`fastcam.evaluate.report_evaluation`). Methods are shown by their display names.
     """
     if not runs:
@@ -207,7 +294,8 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
         label_map, names = read_labels_and_names(labels_file)
     elif labels is not None:
         label_map = {str(k): int(v) for k, v in labels.items()}  # type: ignore[union-attr]
-    names = parse_class_names(class_names) or names
+    # the user's names, else the labels CSV's, else the model's own (a Hugging Face config's id2label)
+    names = parse_class_names(class_names) or names or parse_class_names(model_class_names(opened[0]))
 
     def name(c: int | None) -> str:
         return "" if c is None else names.get(int(c), str(int(c)))
@@ -215,21 +303,23 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
     def label_of(sid: Any) -> int | None:
         return label_map.get(str(sid)) if label_map else None
 
+    summaries = [summarise(run) for run in opened]
     context = {
         "title": title,
-        "runs": _run_rows(opened, label_of),
-        "classes": _class_table(opened, name),
+        "runs": _run_rows(opened, summaries, label_of if label_map else None),
+        "classes": _class_table(opened, summaries, name),
         "skipped": sorted({(str(s.get("id")), _text(s.get("error"))) for run in opened for s in run.skipped
                            if isinstance(s, dict)}),
         "colorbars": _colorbars(opened),
         "evaluation": _evaluation_context(evaluation, base) if evaluation is not None else None,
         "has_labels": bool(label_map), "has_masks": masks_dir is not None,
         "config_id": CONFIG_ID,
-        "config": _config(opened, base, title, masks_dir, labels_file, labels, names, max_images),
+        "config": _config(opened, base, title, masks_dir, labels_file, labels, names, max_images, show_ids),
     }
-    shown = ids[:max_images]
+    rows, context["selection"] = select_rows(summaries[0], ids, max_images, show_ids)
+    shown = [ids[i] for i in rows]
     context["n_shown"], context["n_total"] = len(shown), len(ids)
-    context["sort_keys"], context["rows"] = _grid(opened, shown, base, masks_dir, label_of, name, evaluation)
+    context["sort_keys"], context["rows"] = _grid(opened, shown, rows, base, masks_dir, label_of, name, evaluation)
     import fastcam
 
     context["version"] = fastcam.__version__
@@ -240,15 +330,16 @@ def write_report(runs: Sequence[Run | str | os.PathLike[str]], out: str | Path, 
     return out
 
 
-def _run_rows(opened: Sequence[Run], label_of: Any) -> list[dict[str, str]]:
+def _run_rows(opened: Sequence[Run], summaries: Sequence[RunSummary], label_of: Any) -> list[dict[str, str]]:
     rows = []
-    for run in opened:
+    for run, summary in zip(opened, summaries):
         meta = run.meta
         settings = meta.get("settings", {}) if isinstance(meta.get("settings"), dict) else {}
         timings = meta.get("timings", {}) if isinstance(meta.get("timings"), dict) else {}
         model = settings.get("model", {}) if isinstance(settings.get("model"), dict) else {}
         accuracy = ""
-        known = [(p, label_of(s)) for p, s in zip(run.predicted.tolist(), run.ids) if label_of(s) is not None]
+        known = [(p, label_of(s)) for p, s in zip(summary.predicted.tolist(), run.ids)
+                 if label_of(s) is not None] if label_of is not None else []  # labelled runs only
         if known:
             accuracy = f"{sum(p == y for p, y in known) / len(known):.3f}"
         rows.append({
@@ -262,15 +353,23 @@ def _run_rows(opened: Sequence[Run], label_of: Any) -> list[dict[str, str]]:
     return rows
 
 
-def _class_table(opened: Sequence[Run], name: Any) -> dict[str, Any]:
-    classes = sorted({c for run in opened for c in run.predicted.tolist()})
+def _class_table(opened: Sequence[Run], summaries: Sequence[RunSummary], name: Any) -> dict[str, Any]:
+    """Predicted-class counts (the most predicted classes, the others summed) and the distribution of the
+    explained class's probability, per run."""
+    counts = [Counter(dict(zip(*(v.tolist() for v in np.unique(s.predicted, return_counts=True))))) for s in summaries]
+    total = sum(counts, Counter())
+    classes = sorted(c for c, _ in total.most_common(MAX_CLASS_COLUMNS))
+    others = len(total) > len(classes)
+    edges = np.linspace(0.0, 1.0, 11)
     rows = []
-    for run in opened:
-        counts = Counter(run.predicted.tolist())
-        mean_score = float(run.scores.mean()) if len(run) else float("nan")
-        rows.append({"method": display_name(run.method), "counts": [counts.get(c, 0) for c in classes],
-                     "mean_score": f"{mean_score:.3f}"})
-    return {"names": [name(c) for c in classes], "rows": rows}
+    for run, summary, count in zip(opened, summaries, counts):
+        mean_score = float(summary.score.mean()) if len(run) else float("nan")
+        shown = [count.get(c, 0) for c in classes]
+        rows.append({"method": display_name(run.method), "counts": shown + ([len(run) - sum(shown)] if others else []),
+                     "mean_score": f"{mean_score:.3f}",
+                     "histogram": np.histogram(summary.score, bins=edges)[0].tolist()})
+    return {"names": [name(c) for c in classes] + ([f"{len(total) - len(classes)} other classes"] if others else []),
+            "rows": rows, "bins": [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]}
 
 
 def _colorbars(opened: Sequence[Run]) -> list[dict[str, Any]]:
@@ -298,11 +397,10 @@ def _evaluation_context(evaluation: ReportEvaluation, base: Path) -> dict[str, A
     }
 
 
-def _grid(opened: Sequence[Run], shown: Sequence[Any], base: Path, masks_dir: str | Path | None, label_of: Any,
+def _grid(opened: Sequence[Run], shown: Sequence[Any], shown_rows: Sequence[int], base: Path, masks_dir: str | Path | None, label_of: Any,
           name: Any, evaluation: ReportEvaluation | None) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
     """The sort keys (select options) and the rows of the image grid."""
-    rows_of = [{sid: i for i, sid in enumerate(run.ids)} for run in opened]
-    probs = [torch.softmax(run.logits, dim=1) if len(run) else run.logits for run in opened]
+    rows_of = [dict(zip(shown, shown_rows)) if run.ids == opened[0].ids else _rows_of(run.ids, shown) for run in opened]
     scores = [(evaluation.per_image.get(str(Path(run.path).resolve()), {}) if evaluation else {}) for run in opened]
     row_metrics = [m for m in ROW_METRICS if any(m in v for s in scores for v in s.values())]
     multi = len(opened) > 1
@@ -331,10 +429,10 @@ def _grid(opened: Sequence[Run], shown: Sequence[Any], base: Path, masks_dir: st
         }
         cells = []
         for j, run in enumerate(opened):
-            i = rows_of[j][sid]
-            predicted = int(run.predicted[i])
-            explained = int(run.targets[i])
-            prob = float(probs[j][i, predicted]) if 0 <= predicted < probs[j].shape[1] else float("nan")
+            sample = run.sample(rows_of[j][sid])  # this row's chunks only
+            predicted, explained = sample.predicted, sample.target
+            probs = torch.softmax(sample.logits, dim=0)
+            prob = float(probs[predicted]) if 0 <= predicted < probs.shape[0] else float("nan")
             keys[f"p{j}"] = f"{prob:.6g}"
             cell_scores = []
             values = scores[j].get(str(sid), {})
@@ -368,13 +466,14 @@ def _portable(path: str | os.PathLike[str] | None, base: Path) -> str | None:
 
 
 def _config(opened: Sequence[Run], base: Path, title: str, masks_dir: Any, labels_file: Path | None, labels: Any,
-            names: dict[int, str], max_images: int) -> dict[str, Any]:
+            names: dict[int, str], max_images: int, show_ids: Sequence[Any]) -> dict[str, Any]:
     mapping = None
     if labels_file is None and labels is not None:
         mapping = [[k, int(v)] for k, v in labels.items()]
     return {"version": CONFIG_VERSION, "runs": [_portable(run.path, base) for run in opened], "title": title,
             "masks_dir": _portable(masks_dir, base), "labels_file": _portable(labels_file, base),
-            "labels": mapping, "class_names": [[k, v] for k, v in sorted(names.items())], "max_images": max_images}
+            "labels": mapping, "class_names": [[k, v] for k, v in sorted(names.items())], "max_images": max_images,
+            "show_ids": list(show_ids)}
 
 
 def read_config(report: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -406,7 +505,7 @@ def read_config(report: str | os.PathLike[str]) -> dict[str, Any] | None:
         return {"runs": [resolve(p) for p in config["runs"]], "title": str(config.get("title", "fastcam report")),
                 "masks_dir": resolve(config.get("masks_dir")), "labels": labels,
                 "class_names": {int(k): str(v) for k, v in config.get("class_names") or []},
-                "max_images": int(config.get("max_images", 200))}
+                "max_images": int(config.get("max_images", 200)), "show_ids": list(config.get("show_ids") or [])}
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -429,5 +528,6 @@ def render_again(report: str | os.PathLike[str], evaluation: Any = None) -> bool
     return True
 
 
-__all__ = ["ReportEvaluation", "find_mask", "parse_class_names", "read_config", "read_labels",
-           "read_labels_and_names", "render_again", "sample_pngs", "url", "write_report"]
+__all__ = ["ReportEvaluation", "RunSummary", "find_mask", "parse_class_names", "read_config", "read_labels",
+           "read_labels_and_names", "render_again", "sample_pngs", "select_rows", "summarise", "url",
+           "write_report"]

@@ -17,7 +17,7 @@ volume that cannot be read gives an `ok=False` item with the error, as `fastcam.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,8 +56,10 @@ def _read_npy(path: Path) -> np.ndarray:
     data = np.load(path, allow_pickle=False)
     if data.ndim == 3:
         data = data[None]
-    if data.ndim != 4 or not np.issubdtype(data.dtype, np.number):
-        raise ValueError(f".npy volume must be numeric (D, H, W) or (C, D, H, W), got {data.dtype} {data.shape}")
+    # complex values are refused, not cast (which would drop the imaginary part)
+    if data.ndim != 4 or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise ValueError(f".npy volume must hold real numbers (integer or floating), shaped (D, H, W) or "
+                         f"(C, D, H, W), got {data.dtype} {data.shape}")
     return data.astype(np.float32)
 
 
@@ -156,13 +158,13 @@ class VolumePreprocess:
 @dataclass
 class VolumeFolder(FolderItems, Dataset):
     """Every volume under `root` (`list_volumes`), preprocessed for the model. Items are dicts: `image`
-    (C, D, H, W) float32, `ok`, `error`; without a resize every volume must share the first one's size."""
+    (C, D, H, W) float32, `ok`, `error`; without a size in `preprocess`, volumes of another size than the
+    first readable one are resized to it (trilinear), as `fastcam.io.images.FolderItems` says."""
 
     root: str | Path
     preprocess: VolumePreprocess = field(default_factory=VolumePreprocess)
     files: Sequence[str] | None = None
     what = "volume"
-    resize_flag = "--size D H W"
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -170,12 +172,14 @@ class VolumeFolder(FolderItems, Dataset):
         if not self.files:
             raise ValueError(f"no volumes ({', '.join(VOLUME_SUFFIXES)}, DICOM series folders) under {str(self.root)!r}")
         self.size = tuple(self.preprocess.size) if self.preprocess.size else self._first_size()
+        #: the preprocessing with the dataset's size: what every volume goes through
+        self.fitted = replace(self.preprocess, size=tuple(self.size))
 
     def _read_size(self, path: Path) -> tuple[int, ...]:
         return tuple(read_volume(path).shape[1:])
 
     def _load(self, path: Path) -> Tensor:
-        return self.preprocess(read_volume(path))
+        return self.fitted(read_volume(path))
 
     def _blank(self) -> Tensor:
         return torch.zeros(self.preprocess.channels, *self.size)

@@ -1,41 +1,18 @@
 """One file per method; each adds a `_get_weights` (or `_get_lowres`) hook over the shared path in `base.py`.
 
-`registry` (torch-free) names them all; the classes load lazily (PEP 562).
+`registry` (torch-free) names them all; this package exports the registered classes under their class
+names, with the bases (`Explainer`, `BaseCAM`, `GradientCAM`), and loads them lazily (PEP 562).
 """
-from __future__ import annotations
+from fastcam._lazy import lazy_exports
+from fastcam.methods.registry import METHODS
 
-import importlib
-from typing import Any
-
+#: public name -> its module: the registered classes (read from the registry), then the bases
 _EXPORTS: dict[str, str] = {
-    "AblationCAM": "fastcam.methods.ablationcam",
+    **{info.class_path.partition(":")[2]: info.class_path.partition(":")[0] for info in METHODS.values()},
     "BaseCAM": "fastcam.methods.base",
-    "CFCAM": "fastcam.methods.cfcam",
-    "EigenCAM": "fastcam.methods.eigencam",
-    "EigenGradCAM": "fastcam.methods.eigengradcam",
-    "GradCAM": "fastcam.methods.gradcam",
-    "GradCAMElementWise": "fastcam.methods.gradcam_elementwise",
-    "GradCAMPlusPlus": "fastcam.methods.gradcampp",
-    "HiResCAM": "fastcam.methods.hirescam",
-    "ISCAM": "fastcam.methods.iscam",
-    "LayerCAM": "fastcam.methods.layercam",
-    "SSCAM": "fastcam.methods.sscam",
-    "ScoreCAM": "fastcam.methods.scorecam",
-    "SoftCAM": "fastcam.methods.softcam",
-    "XGradCAM": "fastcam.methods.xgradcam",
+    "Explainer": "fastcam.methods.base",
+    "GradientCAM": "fastcam.methods.base",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fastcam.methods' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

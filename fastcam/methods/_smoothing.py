@@ -15,8 +15,9 @@ per copy), and the average is max-normalised (it leaves the mean of min-max maps
 """
 from __future__ import annotations
 
+import itertools
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,6 +45,38 @@ def make_generator(generator: torch.Generator | int | None, device: torch.device
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     return torch.Generator(device=device).manual_seed(int(generator))
+
+
+class ImageNoise:
+    """Standard normal noise for the rows of one call (SmoothGrad's noisy copies, SS-CAM's noisy masks).
+
+    With an int seed, image i of the call draws from its own generator, seeded with seed + i, and its rows
+    draw in the same order whatever the rest of the batch: a batch's maps equal its images' maps explained
+    alone (image i alone with seed + i), and the same seed gives the same noise on every call. A
+    `torch.Generator` (its state advances) or None (torch's global RNG) is one stream for the whole call,
+    drawn in row order (torchcam's order: its noise for `torch.manual_seed(seed)` is a generator seeded so).
+    """
+
+    def __init__(self, generator: torch.Generator | int | None, batch: int, device: torch.device) -> None:
+        self.device = device
+        self._stream = generator if not isinstance(generator, int) else None
+        self._images = None if not isinstance(generator, int) else [
+            torch.Generator(device=device).manual_seed((generator + i) % 2**64) for i in range(batch)
+        ]
+
+    @property
+    def per_image(self) -> bool:
+        """Whether every image has its own generator (an int seed)."""
+        return self._images is not None
+
+    def randn(self, owners: Sequence[int], shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+        """(len(owners), *shape) standard normal values: row r belongs to image owners[r] of the call
+        (consecutive rows of one image are drawn together, from that image's generator when seeded)."""
+        if self._images is None:
+            return torch.randn((len(owners), *shape), generator=self._stream, device=self.device, dtype=dtype)
+        runs = [(image, len(list(rows))) for image, rows in itertools.groupby(owners)]
+        return torch.cat([torch.randn((n, *shape), generator=self._images[image], device=self.device, dtype=dtype)
+                          for image, n in runs])
 
 
 def owner(rows: int, batch: int, device: torch.device) -> Tensor:
@@ -88,12 +121,18 @@ def deaugment(maps: Tensor, batch: int) -> Tensor:
     return max_normalize(torch.stack(back).mean(dim=0))
 
 
-def with_noise_copies(rows: Tensor, copies: int, sigma: float, generator: torch.Generator | None) -> Tensor:
-    r"""(R, ...) -> ((N+1)·R, ...): the rows, then N copies $x + \sigma\varepsilon$, $\varepsilon \sim \mathcal N(0, 1)$,
-    drawn copy by copy in one call (so, with torch's CPU generator, the same stream as N draws of the rows'
-    shape: torchcam's Smooth Grad-CAM++ with the same seed, when R·C·H·W is a multiple of 16)."""
-    noise = torch.randn((copies, *rows.shape), generator=generator, device=rows.device, dtype=rows.dtype)
-    return torch.cat([rows, (rows.unsqueeze(0) + sigma * noise).flatten(0, 1)])
+def with_noise_copies(rows: Tensor, copies: int, sigma: float, noise: ImageNoise, batch: int) -> Tensor:
+    r"""(R, ...) -> ((N+1)·R, ...): the rows, then N copies $x + \sigma\varepsilon$, $\varepsilon \sim \mathcal N(0, 1)$.
+    Row r belongs to image r mod `batch`. Seeded per image (`ImageNoise`), each row draws its N copies
+    (N, ...) in one call, rows in order; as one stream, all copies are drawn copy by copy in one call (so,
+    with torch's CPU generator, the same stream as N draws of the rows' shape: torchcam's Smooth
+    Grad-CAM++ with the same seed, when R·C·H·W is a multiple of 16)."""
+    owners = [r % batch for r in range(rows.shape[0])]
+    if noise.per_image:
+        eps = noise.randn(owners, (copies, *rows.shape[1:]), rows.dtype).transpose(0, 1)
+    else:
+        eps = noise.randn(range(copies), rows.shape, rows.dtype)
+    return torch.cat([rows, (rows.unsqueeze(0) + sigma * eps).flatten(0, 1)])
 
 
 def mean_over_copies(gradients: Tensor, explained: int) -> tuple[Tensor, Tensor]:

@@ -4,11 +4,16 @@ run from the target layer on.
 A channel's weight is the relative drop of the target score when that channel of the target layer is
 ablated (set to `ablation_value`, 0 by default, the paper's choice):
 
-$$ w_c = \frac{y - y_c}{y}, \qquad L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big) $$
+$$ w_c = \frac{y - y_c}{|y|}, \qquad L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big) $$
 
 with $y$ the target's score (a logit for a class target, as pytorch-grad-cam and the paper) and $y_c$ the
 same score with channel $c$ of $A$ ablated. Where $y = 0$ exactly, $w_c = y - y_c$ (the same map up to a
-positive factor, instead of an infinity). The B·C ablated copies of a batch are packed into forwards of
+positive factor, instead of an infinity). The paper and pytorch-grad-cam divide by $y$ itself, which is
+the same for $y > 0$ but flips every weight where $y < 0$ (an unlikely class's logit): a channel whose
+ablation lowers the score would count against the target. Dividing by $|y|$ keeps the sign of the drop,
+so a channel supports the target exactly when ablating it lowers the target's score, whatever the sign of
+the score; a target scored as the negative of another ("evidence against",
+`fastcam.targets.BinaryTarget(positive=False)`, score $-z$) gets the other's weights negated. The B·C ablated copies of a batch are packed into forwards of
 `batch_size` rows across images and channels.
 
 **Only the layers after the target run again.** The model is traced once with `torch.fx` (the target
@@ -25,10 +30,11 @@ target layer returning a tuple, values crossing the cut that are not per-image t
 layer's output by the ablated copies (pytorch-grad-cam's approach: correct for any model, but the
 backbone runs once per chunk).
 
-Caveat of tracing: `torch.fx` patches `torch.nn.Module.__call__` process-wide while it traces (once per
-explainer and model structure, a few tens of ms; later calls reuse the split). Do not run other forwards
-in other threads during an explainer's first call, or pass `partial_forward=False` (no tracing, full
-forwards).
+Tracing and threads: `torch.fx` patches `torch.nn.Module.__call__` and `__getattr__` process-wide while
+it traces (once per explainer and model structure, a few tens of ms; later calls reuse the split). The
+tracer (`fastcam._fx.LeafTracer`) passes other threads' module calls and parameter reads through as plain
+execution, so their inference runs as usual; another `torch.fx` trace in another thread at that moment
+would still meet the patch: pass `partial_forward=False` (no tracing, full forwards) where that happens.
 
 Differences from pytorch-grad-cam: it ablates to 0 when the layer's minimum is 0 and otherwise to
 "minimum − 1e7", decreasing further for every row of a chunk (a side effect of recomputing the minimum
@@ -48,9 +54,9 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from fastcam._fx import LeafTracer
-from fastcam.methods.base import BaseCAM, CallContext
-from fastcam.methods.scorecam import check_positive_int
-from fastcam.ops import accumulation, check_real
+from fastcam.methods._progress import check_progress, chunk_starts
+from fastcam.methods.base import BaseCAM, CallContext, OutputFn, ReshapeTransform, TargetLayers
+from fastcam.ops import accumulation, check_int, check_real
 
 _TRACE_LOCK = threading.Lock()
 Run = Callable[[Tensor, Tensor], Any]
@@ -120,7 +126,10 @@ def split_at(model: nn.Module, layer: nn.Module) -> tuple[fx.GraphModule, fx.Gra
 
 
 class AblationCAM(BaseCAM):
-    """Ablation-CAM; see the module docstring for the maths and the partial forwards.
+    """Ablation-CAM: a channel's weight is the share of the target score lost when the channel is ablated.
+
+    From [Desai & Ramaswamy, Ablation-CAM, WACV 2020](https://openaccess.thecvf.com/content_WACV_2020/html/Desai_Ablation-CAM_Visual_Explanations_for_Deep_Convolutional_Network_via_Gradient-free_Localization_WACV_2020_paper.html).
+    See the module docstring for the maths and the partial forwards.
 
     Args:
         batch_size: ablated copies per forward, packed across the images and channels of the batch.
@@ -128,15 +137,41 @@ class AblationCAM(BaseCAM):
             negative value for layers whose minimum is not 0).
         partial_forward: run only the layers after the target for the ablated copies (torch.fx split,
             falling back to full forwards where the model does not split); False: always full forwards.
-        Other arguments as for every `BaseCAM` method.
+        progress: a tqdm progress bar over the ablated forwards of each call (for long in-memory calls);
+            off by default.
+
+    The other arguments (model, target_layer, backend, reshape_transform, output_fn, allow_train_mode,
+    aug_smooth, eigen_smooth) are `BaseCAM`'s.
+
+    Example:
+        >>> with fastcam.AblationCAM(model, "layer4", batch_size=64) as cam:
+        ...     maps = cam(images, targets=3)  # class 3 for every image
     """
 
     name = "ablationcam"
+    weights_run_model = True
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, batch_size: int = 32, ablation_value: float = 0.0,
-                 partial_forward: bool = True, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        self.batch_size = check_positive_int("batch_size", batch_size)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: TargetLayers,
+        *,
+        batch_size: int = 32,
+        ablation_value: float = 0.0,
+        partial_forward: bool = True,
+        progress: bool = False,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, target_layer, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
+        self.progress = check_progress(progress)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         self.ablation_value = check_real("ablation_value", ablation_value, low=-float("inf"), low_inclusive=True)
         if not isinstance(partial_forward, bool):
             raise TypeError(f"partial_forward must be a bool, got {type(partial_forward).__name__}")
@@ -225,7 +260,7 @@ class AblationCAM(BaseCAM):
         run = self._partial_forward(ctx, layer, raw, scores) or self._full_forward(ctx, layer)
         ablated = torch.empty(rows * channels, dtype=scores.dtype, device=scores.device)
         pairs = rows * channels
-        for start in range(0, pairs, self.batch_size):
+        for start in chunk_starts(pairs, self.batch_size, show=self.progress, desc="AblationCAM"):
             pair = torch.arange(start, min(start + self.batch_size, pairs), device=raw.device)
             index, channel = pair // channels, pair % channels
             layer_rows = raw.index_select(0, index).flatten(1)  # a fresh copy: ablated in place
@@ -235,4 +270,5 @@ class AblationCAM(BaseCAM):
             ablated[start : start + pair.numel()] = accumulation(ctx.target.select(index).score(ctx.view(out)))
         y = scores.unsqueeze(1)
         drop = y - ablated.view(rows, channels)
-        return torch.where(y == 0, drop, drop / torch.where(y == 0, torch.ones_like(y), y))
+        # relative to |y|: dividing by a negative y (pytorch-grad-cam's y) would flip every weight
+        return torch.where(y == 0, drop, drop / torch.where(y == 0, torch.ones_like(y), y.abs()))

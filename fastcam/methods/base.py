@@ -4,8 +4,11 @@ One call, end to end (`fastcam.GradCAM(model, "layer4")(images)`):
 validate the images and the model (no host sync) → register the capture hooks *for this call and thread*
 (`fastcam.methods._capture`) → forward (no_grad until the target layer, the graph recorded after it) →
 remove the hooks → one `torch.autograd.grad` to the target layers' outputs only (gradient methods) →
-one host sync for every NaN/Inf check of the call → `_get_weights(ctx)` → `combine` (weighted sum, ReLU,
-upsample, normalise; Triton or torch through the one dispatcher `fastcam._backend.op`) → `Explanation`.
+`_get_weights(ctx)` → `combine` (weighted sum, ReLU, upsample, normalise; Triton or torch through the one
+dispatcher `fastcam._backend.op`) → one host sync for every NaN/Inf check of the call (pixels, logits,
+activations, gradients, weights, maps: a non-finite value anywhere raises `NonFiniteError` naming the
+images, never a NaN map) → `Explanation`. Methods whose weights run the model again (Score-CAM's family,
+Ablation-CAM: `weights_run_model`) read the checks up to the gradients before those forwards too.
 Methods whose map is not a per-channel weighted sum (HiResCAM, Layer-CAM, Eigen-CAM, ...) override
 `_get_lowres(ctx)` instead; their (B, *spatial) map goes through the shared `upsample_normalize` op.
 
@@ -25,10 +28,11 @@ with $U$ bilinear (trilinear for volumes) upsampling to the input size.
 from __future__ import annotations
 
 import copy
-import numbers
+import threading
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager, Sequence
+from typing import Any, Callable, ClassVar, ContextManager, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +42,8 @@ from fastcam._validation import (
     SPATIAL_RANKS,
     FiniteCheck,
     TargetsLike,
+    UninformativeMapWarning,
+    check_has_values,
     check_image_batch,
     check_model_input,
     resolve_layers,
@@ -45,6 +51,7 @@ from fastcam._validation import (
 from fastcam.explanation import Explanation
 from fastcam.methods._capture import capture
 from fastcam.methods._smoothing import (
+    ImageNoise,
     augment,
     check_generator,
     deaugment,
@@ -55,10 +62,12 @@ from fastcam.methods._smoothing import (
     per_image,
     with_noise_copies,
 )
-from fastcam.ops import accumulation, channel_map, check_real, max_normalize, upsample
+from fastcam.ops import accumulation, channel_map, check_int, check_real, max_normalize, upsample
 from fastcam.targets import Target, check_scores, primary_tensor, resolve_target
 
 ReshapeTransform = Callable[[Tensor], Tensor]
+#: a target layer: a module or its dotted name, or several of them (their maps are fused)
+TargetLayers = Union[nn.Module, str, list[Union[nn.Module, str]], tuple[Union[nn.Module, str], ...]]
 OutputFn = Callable[[Any], Tensor]
 
 
@@ -129,6 +138,8 @@ class Explainer:
     name: ClassVar[str] = ""
     #: whether the method back-propagates to the target layer
     uses_gradients: ClassVar[bool] = False
+    #: the explained layer's dotted name (a list for several layers); None for methods without one (SoftCAM)
+    layer_name: str | list[str] | None = None
 
     _closed: bool = False
 
@@ -162,7 +173,7 @@ class Explainer:
         """
         images = check_image_batch(images)
         batch = images.shape[0]
-        index = classes if isinstance(classes, Tensor) else torch.as_tensor(list(classes), dtype=torch.long)
+        index = check_has_values(classes, "classes") if isinstance(classes, Tensor) else torch.as_tensor(list(classes), dtype=torch.long)
         if index.is_floating_point() or index.dtype == torch.bool or index.dim() not in (1, 2) or index.numel() == 0:
             raise TypeError(f"classes must be K class indices or (B, K) of them, got {index.dtype} {tuple(index.shape)}")
         if index.dim() == 1:
@@ -280,10 +291,20 @@ class BaseCAM(Explainer):
         for name, value in (("aug_smooth", aug_smooth), ("eigen_smooth", eigen_smooth)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        if eigen_smooth and self.is_principal_component:  # refused, not ignored
+            raise ValueError(f"{type(self).__name__} already projects on the first principal component; "
+                             "eigen_smooth does not apply")
         self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
+        # (layer name, image shape) -> the 1×1-map warning given (derived from the model's structure)
+        self._single_cell_warnings: dict[tuple[str, tuple[int, ...]], str] = {}
 
     #: SmoothGrad noisy copies per image (gradient methods set it; 0 = none)
     smooth: int = 0
+    #: the map is a first principal component already (the Eigen methods): `eigen_smooth=True` is refused
+    is_principal_component: ClassVar[bool] = False
+    #: whether `_get_weights` runs the model again (Score-CAM's masked inputs, Ablation-CAM's ablations): the
+    #: inputs' checks are then read before the weights, so a non-finite batch costs none of those forwards
+    weights_run_model: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.layer_name!r}, backend={self.backend!r})"
@@ -362,8 +383,9 @@ class BaseCAM(Explainer):
         """Gradient methods may transform dY/dA before any weighting (noise for robustness studies)."""
         return gradients
 
-    def _model_inputs(self, rows: Tensor) -> Tensor:
-        """What the forward runs: the rows explained, then any extra copies (SmoothGrad's noisy ones)."""
+    def _model_inputs(self, rows: Tensor, batch: int) -> Tensor:
+        """What the forward runs: the rows explained (row r belongs to image r mod `batch`), then any extra
+        copies (SmoothGrad's noisy ones)."""
         return rows
 
     def _explain(self, images: Tensor, targets: TargetsLike) -> Explanation:
@@ -377,7 +399,7 @@ class BaseCAM(Explainer):
         # forward runs them and, for SmoothGrad, their noisy copies after them: one forward for all, and the
         # target is resolved on the first `batch` rows (the images as given).
         rows = augment(images) if self.aug_smooth else images
-        inputs = self._model_inputs(rows)
+        inputs = self._model_inputs(rows, batch)
         output, raws = self._forward(inputs)
         for (name, _), raw in zip(self.layers, raws):  # reported in the order the values arise
             finite.add(f"the activations of layer {name!r}", per_image(raw, batch))
@@ -423,34 +445,97 @@ class BaseCAM(Explainer):
                     f"layer {name!r} gives {activations.dim() - 2}-D maps {tuple(activations.shape)} for "
                     f"{images.dim() - 2}-D images {tuple(images.shape)}"
                 )
+            if activations.shape[2:].numel() == 1:
+                self._warn_single_cell(name, tuple(activations.shape), images)
             contexts.append(CallContext(
                 model=self.model, images=rows, output=view_all, logits=row_logits, target=target,
                 targets=classes if explained == batch else classes.repeat(explained // batch),
                 activations=activations, gradients=gradients,
                 backend=resolve_backend(self.backend, activations), caller_amp=amp, layer_name=name, extras=extras,
             ))
-        # the call's one host sync: nothing non-finite reaches the weights or the maps
-        alive_layers = finite.raise_if_any(torch.stack(alive) if alive else None)
-        for (name, _), is_alive in zip(self.layers, alive_layers):
-            if not is_alive:
-                raise ValueError(_dead_gradient_message(name))
+        flags = torch.stack(alive) if alive else None
+        if self.weights_run_model:
+            # read before the weights' own forwards, so a bad batch costs none of them; the weights and the
+            # maps are read after (a second sync, beside the thousands of forwards it guards)
+            self._raise_if_failed(finite, flags)
+            finite, flags = FiniteCheck(), None
         # Weights and the combine are computed in float32 even inside a caller's autocast region; model
         # forwards inside `_get_weights` get the caller's autocast back through `ctx.model_autocast()`.
-        with torch.autocast(device_type=device_type, enabled=False):
-            results = [self._combine(ctx, size) for ctx in contexts]
-            lowres, maps = results[0] if len(results) == 1 else self._fuse([low for low, _ in results], size)
-            if self.aug_smooth:
-                lowres, maps = deaugment(lowres, batch), deaugment(maps, batch)
+        try:
+            with torch.autocast(device_type=device_type, enabled=False):
+                results = [self._combine(ctx, size, finite, batch) for ctx in contexts]
+                lowres, maps = results[0] if len(results) == 1 else self._fuse([low for low, _ in results], size)
+                if self.aug_smooth:
+                    lowres, maps = deaugment(lowres, batch), deaugment(maps, batch)
+        except Exception:
+            self._raise_if_failed(finite, flags)  # a non-finite value or a dead gradient explains the failure
+            raise
+        finite.add("the maps", maps)
+        # the call's one host sync (the second with `weights_run_model`): every value on the way to the
+        # maps is finite, the maps included
+        self._raise_if_failed(finite, flags)
         scores_out = logits if logits is not None else scores[:batch].unsqueeze(1)
         return Explanation(maps=maps, lowres=lowres, logits=scores_out.detach().float(), targets=classes)
 
-    def _combine(self, ctx: CallContext, size: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    def _warn_single_cell(self, name: str, shape: tuple[int, ...], images: Tensor) -> None:
+        """Warn (`UninformativeMapWarning`, once per layer and image size) that `name`'s maps are 1×1,
+        naming the last layer before it with a larger map (found by one probe forward of one image)."""
+        key = (name, tuple(images.shape[1:]))
+        message = self._single_cell_warnings.get(key)
+        if message is None:
+            earlier = None if self.model.training else self._last_layer_with_a_map(dict(self.layers)[name], images[:1])
+            instead = (f"explain {earlier!r} instead (the last layer before it with a larger map)" if earlier
+                       else "explain an earlier layer with a larger map")
+            message = (f"layer {name!r} gives 1×1 maps {shape} for images of size {tuple(images.shape[2:])}: every "
+                       "map is constant (all ones; all zeros for the Eigen methods) and says nothing about where "
+                       f"the evidence is; {instead}, or give larger images")
+            self._single_cell_warnings[key] = message
+            warnings.warn(message, UninformativeMapWarning, stacklevel=5)
+
+    def _last_layer_with_a_map(self, layer: nn.Module, image: Tensor) -> str | None:
+        """The module that finishes last before `layer` starts, among those whose output is a map larger than
+        1×1, in one forward of `image` (hooks for that forward and this thread only), or None."""
+        thread, started, found = threading.get_ident(), [False], []
+
+        def start(module: nn.Module, inputs: Any) -> None:
+            started[0] = started[0] or threading.get_ident() == thread
+
+        def record(name: str) -> Callable[..., None]:
+            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+                if (threading.get_ident() == thread and not started[0] and isinstance(output, Tensor)
+                        and output.dim() == image.dim() and output.shape[2:].numel() > 1):
+                    found.append(name)
+            return hook
+
+        handles = [layer.register_forward_pre_hook(start)]
+        handles += [m.register_forward_hook(record(n)) for n, m in self.model.named_modules() if n and m is not layer]
+        try:
+            with torch.no_grad():
+                self.model(image)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return found[-1] if found else None
+
+    def _raise_if_failed(self, finite: FiniteCheck, alive: Tensor | None) -> None:
+        """One host read: `NonFiniteError` for the first non-finite value queued in `finite`, else a
+        ValueError for the first layer whose `alive` flag (the target's gradient there is not all zero) is
+        False."""
+        for (name, _), is_alive in zip(self.layers, finite.raise_if_any(alive)):
+            if not is_alive:
+                raise ValueError(_dead_gradient_message(name))
+
+    def _combine(self, ctx: CallContext, size: tuple[int, ...], finite: FiniteCheck, batch: int) -> tuple[Tensor, Tensor]:
         """(lowres, maps) of one layer. Weighted-sum methods take the fused `combine` op (weighted sum, ReLU,
         upsample, normalise in one pass); methods overriding `_get_lowres`, and `eigen_smooth`, take
-        `_get_lowres` followed by the shared `upsample_normalize` op."""
+        `_get_lowres` followed by the shared `upsample_normalize` op. The weights (or the lowres map) are
+        queued in `finite` per image of the `batch`."""
         if not self.eigen_smooth and type(self)._get_lowres is BaseCAM._get_lowres:
-            return op("combine", ctx.backend)(ctx.activations, self._get_weights(ctx), size)
+            weights = self._get_weights(ctx)
+            finite.add(f"the channel weights at layer {ctx.layer_name!r}", per_image(weights, batch))
+            return op("combine", ctx.backend)(ctx.activations, weights, size)
         lowres = self._get_lowres(ctx)
+        finite.add(f"the map at layer {ctx.layer_name!r}", per_image(lowres, batch))
         return lowres, op("upsample_normalize", ctx.backend)(lowres, size)
 
     def _get_lowres(self, ctx: CallContext) -> Tensor:
@@ -497,18 +582,36 @@ class GradientCAM(BaseCAM):
         gradient_noise: std of Gaussian noise added to dY/dA before any weighting (robustness studies;
             0 = none), the same for every gradient method (see fastcam.metrics.gradient_noise_robustness).
         generator: the source of both noises: a `torch.Generator` on the images' device (its state
-            advances), an int seed (a fresh generator each call and each noise: the same noise on every call
-            with the same shapes), or None (torch's global RNG).
+            advances), an int seed, or None (torch's global RNG). With an int seed, SmoothGrad's noise is
+            drawn per image, image i of the call from a generator seeded with seed + i
+            (`fastcam.methods._smoothing.ImageNoise`): an image's map does not depend on its batch-mates
+            (it equals the image explained alone with seed + i) and repeats on every call; the gradient
+            noise takes a fresh generator seeded with the seed on each call (the same noise for the same
+            shapes).
     """
 
     uses_gradients = True
 
-    def __init__(self, model: nn.Module, target_layer: Any, *, smooth: int = 0, smooth_sigma: float = 0.3,
-                 gradient_noise: float = 0.0, generator: torch.Generator | int | None = None, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 0:
-            raise ValueError(f"smooth must be an int >= 0 (noisy copies per image), got {smooth!r}")
-        self.smooth = int(smooth)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | str | list[nn.Module | str] | tuple[nn.Module | str, ...],
+        *,
+        smooth: int = 0,
+        smooth_sigma: float = 0.3,
+        gradient_noise: float = 0.0,
+        generator: torch.Generator | int | None = None,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> None:
+        super().__init__(model, target_layer, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
+        self.smooth = check_int("smooth", smooth, low=0)  # noisy copies per image
         self.smooth_sigma = check_real("smooth_sigma", smooth_sigma, low=0, low_inclusive=True)
         self.gradient_noise = check_real("gradient_noise", gradient_noise, low=0, low_inclusive=True)
         self.generator = check_generator(generator)
@@ -520,10 +623,10 @@ class GradientCAM(BaseCAM):
         noisy.generator = generator
         return noisy
 
-    def _model_inputs(self, rows: Tensor) -> Tensor:
+    def _model_inputs(self, rows: Tensor, batch: int) -> Tensor:
         if not self.smooth:
             return rows
-        return with_noise_copies(rows, self.smooth, self.smooth_sigma, make_generator(self.generator, rows.device))
+        return with_noise_copies(rows, self.smooth, self.smooth_sigma, ImageNoise(self.generator, batch, rows.device), batch)
 
     def _transform_gradients(self, gradients: Tensor, images: Tensor) -> Tensor:
         if not self.gradient_noise:

@@ -28,8 +28,9 @@ fused operation `cluster_filter_weights` (torch reference in `fastcam.ops.cfcam`
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,9 +39,9 @@ from torch import Tensor, nn
 from fastcam._backend import op
 from fastcam.cluster import BACKENDS as CLUSTER_BACKENDS
 from fastcam.cluster import quantile_dbscan
-from fastcam.methods.base import CallContext, GradientCAM
-from fastcam.ops import accumulation, check_real
-from fastcam.ops.cfcam import DEFAULT_SIGMA, IMPORTANT, REFERENCE_RANGE_SIGMA, VARIANTS
+from fastcam.methods.base import CallContext, GradientCAM, OutputFn, ReshapeTransform, TargetLayers
+from fastcam.ops import accumulation, check_choice, check_int, check_real
+from fastcam.ops.cfcam import IMPORTANT, REFERENCE_RANGE_SIGMA, filter_options
 
 
 # ---------------------------------------------------------------------------------------------- step 1–2
@@ -70,18 +71,55 @@ def _max_remaining(channels: int, percentile: float) -> int:
     return min(math.ceil(virtual), channels)
 
 
-def channel_labels(
-    activations: Tensor,
-    *,
-    importance_percentile: float = 75.0,
-    eps_percentile: float = 25.0,
-    eps_floor: float = 1e-5,
-    min_samples_fraction: float = 0.05,
-    min_samples_floor: int = 2,
-    cluster_backend: str = "auto",
-) -> Tensor:
+@dataclass(frozen=True)
+class ClusterOptions:
+    """CF-CAM's channel clustering settings (steps 1–2); the defaults are the paper's. Checked when made
+    (a TypeError/ValueError naming the field).
+
+    Attributes:
+        importance_percentile: channels whose L2 norm is >= this percentile (0–100) of the image's channel
+            norms are important (75).
+        eps_percentile: DBSCAN's eps is this percentile (0–100) of the remaining channels' pairwise
+            distances (25) ...
+        eps_floor: ... but at least this (> 0; 1e-5).
+        min_samples_fraction: min_samples = max(min_samples_floor, ⌊min_samples_fraction · m⌋) for m
+            remaining channels (0.05).
+        min_samples_floor: the least min_samples (an int >= 1; 2).
+        cluster_backend: the DBSCAN step's backend (`fastcam.cluster.quantile_dbscan`): "auto" and "torch"
+            (the fixed-shape torch engine on every device: one host read per call; label for label
+            scikit-learn's), "sklearn" (scikit-learn per image, on the CPU), "cuml" (untested: not
+            installable on our machines).
+    """
+
+    importance_percentile: float = 75.0
+    eps_percentile: float = 25.0
+    eps_floor: float = 1e-5
+    min_samples_fraction: float = 0.05
+    min_samples_floor: int = 2
+    cluster_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        checked = {
+            "importance_percentile": check_real("importance_percentile", self.importance_percentile, low=0, high=100),
+            "eps_percentile": check_real("eps_percentile", self.eps_percentile, low=0, high=100),
+            "eps_floor": check_real("eps_floor", self.eps_floor, low=0, low_inclusive=False),
+            "min_samples_fraction": check_real("min_samples_fraction", self.min_samples_fraction, low=0),
+            "min_samples_floor": check_int("min_samples_floor", self.min_samples_floor, low=1),
+            "cluster_backend": check_choice("cluster_backend", self.cluster_backend, CLUSTER_BACKENDS),
+        }
+        for name, value in checked.items():  # frozen: the checked (normalised) values replace the given ones
+            object.__setattr__(self, name, value)
+
+
+#: the paper's clustering settings (every default of `CFCAM` and `channel_labels`)
+PAPER_CLUSTERING = ClusterOptions()
+
+
+def channel_labels(activations: Tensor, options: ClusterOptions | None = None, **changes: Any) -> Tensor:
     r"""Per-channel CF-CAM labels for a batch: (B, C, h, w) (or (B, C, d, h, w)) activations -> (B, C) int64.
 
+    `options` (default: the paper's `ClusterOptions()`), with `changes` (fields of `ClusterOptions`, e.g.
+    `cluster_backend="sklearn"`) replaced, gives the settings named below.
     `IMPORTANT` (-2) for channels whose L2 norm is >= the `importance_percentile`-th percentile of the
     image's channel norms; the other m channels are clustered per image by
     `fastcam.cluster.quantile_dbscan` (all images in one call, the distances computed once) with
@@ -95,17 +133,14 @@ def channel_labels(
     (the released code would crash there); its single channel, if any, is noise unless
     min_samples_floor is 1.
     """
+    opts = dataclasses.replace(options or ClusterOptions(), **changes)  # checked when made
     if activations.dim() not in (4, 5):
         raise ValueError(f"activations must be (B, C, h, w) or (B, C, d, h, w), got shape {tuple(activations.shape)}")
-    check_real("importance_percentile", importance_percentile, low=0, low_inclusive=True, high=100)
-    check_real("eps_percentile", eps_percentile, low=0, low_inclusive=True, high=100)
-    check_real("eps_floor", eps_floor, low=0, low_inclusive=False)
-    check_real("min_samples_fraction", min_samples_fraction, low=0, low_inclusive=True)
     batch, channels = activations.shape[:2]
     points = accumulation(activations.detach()).flatten(2)  # (B, C, hw)
-    important = importance_mask(torch.linalg.vector_norm(points, dim=2), importance_percentile)
+    important = importance_mask(torch.linalg.vector_norm(points, dim=2), opts.importance_percentile)
     labels = torch.full((batch, channels), IMPORTANT, dtype=torch.int64, device=activations.device)
-    size = _max_remaining(channels, importance_percentile)
+    size = _max_remaining(channels, opts.importance_percentile)
     if size == 0:  # every channel is important
         return labels
 
@@ -117,13 +152,13 @@ def channel_labels(
     valid = slot.unsqueeze(0) < remaining.unsqueeze(1)
 
     # min_samples = max(floor, int(fraction * m)), the product in float64 as Python does it
-    min_samples = torch.floor(remaining.to(torch.float64) * min_samples_fraction).to(torch.int64)
-    min_samples = min_samples.clamp_min(min_samples_floor)
+    min_samples = torch.floor(remaining.to(torch.float64) * opts.min_samples_fraction).to(torch.int64)
+    min_samples = min_samples.clamp_min(opts.min_samples_floor)
 
     # one distance computation for eps and the clustering; an image with fewer than two remaining
     # channels has no pairwise distance: its eps is eps_floor (the released code would crash there)
-    clusters, _ = quantile_dbscan(packed, eps_percentile / 100.0, min_samples, valid=valid,
-                                  eps_floor=eps_floor, backend=cluster_backend)
+    clusters, _ = quantile_dbscan(packed, opts.eps_percentile / 100.0, min_samples, valid=valid,
+                                  eps_floor=opts.eps_floor, backend=opts.cluster_backend)
     labels.scatter_(1, order, torch.where(valid, clusters, IMPORTANT))
     return labels
 
@@ -132,6 +167,8 @@ def channel_labels(
 class CFCAM(GradientCAM):
     r"""CF-CAM: Grad-CAM weights refined by DBSCAN channel clustering and filtered cluster gradients.
 
+    From [He, Pan & Yao, CF-CAM, arXiv 2504.00060](https://arxiv.org/abs/2504.00060).
+
     See the module docstring for the maths. All images of a batch are clustered in one
     `fastcam.cluster.dbscan` call and weighted by one vectorised `cluster_filter_weights` call.
     Volumes (B, C, d, h, w) (Conv3d networks) take the same steps in 3-D: channels are points in
@@ -139,18 +176,15 @@ class CFCAM(GradientCAM):
     is volume-sized; they run on the torch backend (the Triton kernel is 2-D).
 
     Args:
-        model, target_layer: as for every `BaseCAM` method (and its keyword arguments: backend,
-            reshape_transform, output_fn, allow_train_mode; gradient_noise and generator as for every
-            `GradientCAM`: the noise enters before any weighting, so important and clustered channels
-            alike see it. The released code adds its noise after the weights are computed, where it
-            changes nothing; this does not copy that).
         variant: "paper" (default; a true Gaussian filter of std `sigma`) or "reference" (the authors'
             released code: the map-sized spatial × range kernel).
         importance_percentile: channels with L2 norm >= this percentile (0–100) are important (75).
         eps_percentile: DBSCAN eps is this percentile (0–100) of the pairwise distances (25) ...
         eps_floor: ... but at least this (1e-5).
-        min_samples_fraction, min_samples_floor: min_samples = max(floor, ⌊fraction · m⌋) for m
-            remaining channels (0.05 and 2).
+        min_samples_fraction: min_samples = max(min_samples_floor, ⌊min_samples_fraction · m⌋) for m
+            remaining channels (0.05) ...
+        min_samples_floor: ... and at least this (2). The six clustering settings are the fields of
+            `ClusterOptions` (`CFCAM.clustering`).
         sigma: Gaussian std for "paper" (default 1.0, in feature-map cells), spatial std for
             "reference" (default 5.0).
         range_sigma: "reference" only: std of the range term (0.1).
@@ -159,6 +193,12 @@ class CFCAM(GradientCAM):
             (the fixed-shape torch engine on every device: one host read per call; label for label
             scikit-learn's), "sklearn" (scikit-learn per image, on the CPU), "cuml" (untested: not
             installable on our machines).
+
+    The other arguments (model, target_layer, backend, reshape_transform, output_fn, allow_train_mode,
+    aug_smooth, eigen_smooth) are `BaseCAM`'s; smooth, smooth_sigma, gradient_noise and generator are
+    `GradientCAM`'s: the noise enters before any weighting, so important and clustered channels alike see
+    it (the released code adds its noise after the weights are computed, where it changes nothing; this
+    does not copy that).
 
     Example:
         >>> with fastcam.CFCAM(model, "layer4", variant="reference") as cam:
@@ -170,55 +210,50 @@ class CFCAM(GradientCAM):
     def __init__(
         self,
         model: nn.Module,
-        target_layer: Any,
+        target_layer: TargetLayers,
         *,
         variant: str = "paper",
-        importance_percentile: float = 75.0,
-        eps_percentile: float = 25.0,
-        eps_floor: float = 1e-5,
-        min_samples_fraction: float = 0.05,
-        min_samples_floor: int = 2,
+        importance_percentile: float = PAPER_CLUSTERING.importance_percentile,
+        eps_percentile: float = PAPER_CLUSTERING.eps_percentile,
+        eps_floor: float = PAPER_CLUSTERING.eps_floor,
+        min_samples_fraction: float = PAPER_CLUSTERING.min_samples_fraction,
+        min_samples_floor: int = PAPER_CLUSTERING.min_samples_floor,
         sigma: float | None = None,
         range_sigma: float = REFERENCE_RANGE_SIGMA,
         truncate: float = 4.0,
-        cluster_backend: str = "auto",
-        **kwargs: Any,
+        cluster_backend: str = PAPER_CLUSTERING.cluster_backend,
+        smooth: int = 0,
+        smooth_sigma: float = 0.3,
+        gradient_noise: float = 0.0,
+        generator: torch.Generator | int | None = None,
+        backend: str | None = None,
+        reshape_transform: ReshapeTransform | None = None,
+        output_fn: OutputFn | None = None,
+        allow_train_mode: bool = False,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> None:
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if cluster_backend not in CLUSTER_BACKENDS:
-            raise ValueError(f"cluster_backend must be one of {CLUSTER_BACKENDS}, got {cluster_backend!r}")
-        if isinstance(min_samples_floor, bool) or not isinstance(min_samples_floor, numbers.Integral) or min_samples_floor < 1:
-            raise ValueError(f"min_samples_floor must be an int >= 1, got {min_samples_floor!r}")
-        super().__init__(model, target_layer, **kwargs)
+        #: the clustering settings (steps 1–2), checked
+        self.clustering = ClusterOptions(importance_percentile, eps_percentile, eps_floor, min_samples_fraction,
+                                         min_samples_floor, cluster_backend)
+        # the filter's settings (steps 3–4), checked as the op checks them
+        self.sigma, self.range_sigma, self.truncate = filter_options(variant, sigma, range_sigma, truncate)
         self.variant = variant
-        self.importance_percentile = check_real("importance_percentile", importance_percentile, low=0, low_inclusive=True, high=100)
-        self.eps_percentile = check_real("eps_percentile", eps_percentile, low=0, low_inclusive=True, high=100)
-        self.eps_floor = check_real("eps_floor", eps_floor, low=0, low_inclusive=False)
-        self.min_samples_fraction = check_real("min_samples_fraction", min_samples_fraction, low=0, low_inclusive=True)
-        self.min_samples_floor = int(min_samples_floor)
-        self.sigma = DEFAULT_SIGMA[variant] if sigma is None else check_real("sigma", sigma, low=0, low_inclusive=False)
-        self.range_sigma = check_real("range_sigma", range_sigma, low=0, low_inclusive=False)
-        self.truncate = check_real("truncate", truncate, low=0, low_inclusive=True)
-        self.cluster_backend = cluster_backend
+        super().__init__(model, target_layer, smooth=smooth, smooth_sigma=smooth_sigma, gradient_noise=gradient_noise,
+                         generator=generator, backend=backend, reshape_transform=reshape_transform,
+                         output_fn=output_fn, allow_train_mode=allow_train_mode, aug_smooth=aug_smooth,
+                         eigen_smooth=eigen_smooth)
 
     def __repr__(self) -> str:
         return (
             f"CFCAM(target_layer={self.layer_name!r}, variant={self.variant!r}, sigma={self.sigma}, "
-            f"cluster_backend={self.cluster_backend!r}, backend={self.backend!r})"
+            f"cluster_backend={self.clustering.cluster_backend!r}, backend={self.backend!r})"
         )
 
     @property
     def cluster_options(self) -> dict[str, Any]:
-        """Keyword arguments of `channel_labels` for this explainer."""
-        return dict(
-            importance_percentile=self.importance_percentile,
-            eps_percentile=self.eps_percentile,
-            eps_floor=self.eps_floor,
-            min_samples_fraction=self.min_samples_fraction,
-            min_samples_floor=self.min_samples_floor,
-            cluster_backend=self.cluster_backend,
-        )
+        """Keyword arguments of `channel_labels` for this explainer (the fields of `clustering`)."""
+        return dataclasses.asdict(self.clustering)
 
     @property
     def filter_options(self) -> dict[str, Any]:
@@ -226,5 +261,5 @@ class CFCAM(GradientCAM):
         return dict(variant=self.variant, sigma=self.sigma, range_sigma=self.range_sigma, truncate=self.truncate)
 
     def _get_weights(self, ctx: CallContext) -> Tensor:
-        labels = channel_labels(ctx.activations, **self.cluster_options)
+        labels = channel_labels(ctx.activations, self.clustering)
         return op("cluster_filter_weights", ctx.backend)(ctx.gradients, labels, **self.filter_options)

@@ -1,22 +1,16 @@
 """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020)."""
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from fastcam.methods.base import BaseCAM, CallContext
 from fastcam.ops import channel_map
 
 
-def refuse_eigen_smooth(method: str, eigen_smooth: bool) -> None:
-    """Eigen methods are a principal component already: `eigen_smooth=True` is refused, not ignored."""
-    if eigen_smooth:
-        raise ValueError(f"{method} already projects on the first principal component; eigen_smooth does not apply")
-
-
 class EigenCAM(BaseCAM):
     r"""Eigen-CAM: the activations projected on their first principal component (no gradient, no target).
+
+    From [Muhammad & Yeasin, Eigen-CAM, IJCNN 2020](https://arxiv.org/abs/2008.00299).
 
     $$ L = \mathrm{ReLU}\big(s\,(A^\top - \mathbf 1\mu^\top) v_1\big) $$
 
@@ -25,13 +19,15 @@ class EigenCAM(BaseCAM):
     `fastcam.ops.eigen` (the component points along the mean activation; pytorch-grad-cam keeps the SVD's
     arbitrary sign). The map does not depend on the target: `targets` only set the reported classes.
     One batched SVD for the whole batch.
+
+    Example:
+        >>> with fastcam.EigenCAM(model, "layer4") as cam:
+        ...     maps = cam(images)            # no gradient, no target needed
     """
 
     name = "eigencam"
 
-    def __init__(self, model: nn.Module, target_layer: Any, **kwargs: Any) -> None:
-        super().__init__(model, target_layer, **kwargs)
-        refuse_eigen_smooth("Eigen-CAM", self.eigen_smooth)
+    is_principal_component = True
 
     def _get_lowres(self, ctx: CallContext) -> Tensor:
         return channel_map(ctx.activations, eigen=True)

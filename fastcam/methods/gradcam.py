@@ -10,6 +10,8 @@ from fastcam.ops import accumulation
 class GradCAM(GradientCAM):
     r"""Grad-CAM: channel weights are the spatially averaged gradients of the target score.
 
+    From [Selvaraju et al., Grad-CAM, ICCV 2017](https://arxiv.org/abs/1610.02391).
+
     $$ w_{c} = \frac{1}{hw}\sum_{i,j} \frac{\partial y^{t}}{\partial A_{c}(i,j)}, \qquad
        L = \mathrm{ReLU}\Big(\sum_c w_c A_c\Big) $$
 

@@ -42,7 +42,14 @@ def gradcampp_weights(activations: Tensor, grad: Tensor, samples: Tensor | None 
 
 
 class GradCAMPlusPlus(GradientCAM):
-    """Grad-CAM++: pixel-wise weighted positive gradients (see `gradcampp_weights`)."""
+    """Grad-CAM++: pixel-wise weighted positive gradients (see `gradcampp_weights`).
+
+    From [Chattopadhay et al., Grad-CAM++, WACV 2018](https://arxiv.org/abs/1710.11063).
+
+    Example:
+        >>> with fastcam.GradCAMPlusPlus(model, "layer4") as cam:
+        ...     maps = cam(images)            # (B, H, W) in [0, 1]
+    """
 
     name = "gradcampp"
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the registry stays torch-free at run time
+    from torch import nn
+
+    from fastcam.methods.base import Explainer
 
 
 @dataclass(frozen=True)
@@ -39,10 +44,27 @@ class MethodInfo:
     demo: bool = False
     slow: bool = False
 
-    def load(self) -> type:
+    def load(self) -> type[Explainer]:
         """The explainer class (imports torch)."""
         module, _, attr = self.class_path.partition(":")
         return getattr(importlib.import_module(module), attr)
+
+    def build(self, model: nn.Module, target_layer: Any = None, **kwargs: Any) -> Explainer:
+        """The explainer of this method on `model` (imports torch): `kwargs` go to its constructor.
+
+        For a method that is not post-hoc (SoftCAM), `model` is its own network (`fastcam.softcam.convert`)
+        and `target_layer` is not used; a post-hoc method needs one (a module, dotted name or list).
+        """
+        try:
+            cls = self.load()
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"method {self.name!r} ({self.class_path}) is not available in this fastcam install: "
+                             f"{exc}") from exc
+        if not self.post_hoc:
+            return cls(model, **kwargs)
+        if target_layer is None:
+            raise ValueError(f"method {self.name!r} needs a target layer (e.g. 'layer4' for a ResNet)")
+        return cls(model, target_layer, **kwargs)
 
     @property
     def needs_gradients(self) -> bool:

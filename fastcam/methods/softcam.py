@@ -21,7 +21,9 @@ from fastcam.softcam import check_softcam_output
 
 
 class SoftCAM(Explainer):
-    """Explain a SoftCAM network from its own evidence maps.
+    """SoftCAM: explain a SoftCAM network from its own evidence maps.
+
+    From [Djoumessi & Berens, SoftCAM, MIDL 2026, arXiv 2505.17748](https://arxiv.org/abs/2505.17748).
 
     Args:
         net: a network returning `(logits (B, K), evidence (B, K, h, w))`, e.g. from

@@ -1,13 +1,16 @@
-"""Argument checks of the fused operations, shared by the torch references and the Triton kernels.
+"""Argument checks: the one validation vocabulary of the package, and the fused operations' own checks.
 
-They live on the lowest floor so that `fastcam.kernels` (which imports only `fastcam.ops` and Triton) and
-the references raise the same errors for the same bad arguments.
+`check_int`, `check_real` and `check_choice` take (name, value, bounds or choices) and raise a TypeError for
+a value of the wrong type, a ValueError for a value out of range, both naming the argument; every floor
+above (cluster, methods, softcam) uses them. They live on the lowest floor so that `fastcam.kernels` (which
+imports only `fastcam.ops` and Triton) and the references raise the same errors for the same bad arguments.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -16,6 +19,8 @@ from torch import Tensor
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: the SoftCAM poolings of the evidence maps
 POOLS = ("avg", "max", "lse")
+
+T = TypeVar("T")
 
 
 def check_size(size: Sequence[int]) -> tuple[int, ...]:
@@ -46,27 +51,49 @@ def check_activations(activations: object, name: str = "activations", *, dims: t
         raise ValueError(f"{name} must have C and every spatial size >= 1, got shape {tuple(activations.shape)}")
 
 
-def check_real(name: str, value: object, *, low: float, low_inclusive: bool, high: float = math.inf) -> float:
-    """A finite real hyperparameter within [low or (low, high]; a clear TypeError/ValueError otherwise."""
+def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
+    """An int (not a bool; numpy integers too) within [low, high] (None: unbounded), as a Python int; a
+    TypeError naming `name` for another type, a ValueError for a value out of range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bound = " and ".join(b for b in (f">= {low}" if low is not None else "",
+                                         f"<= {high}" if high is not None else "") if b)
+        raise ValueError(f"{name} must be an int {bound}, got {value}")
+    return value
+
+
+def check_real(name: str, value: object, *, low: float = -math.inf, low_inclusive: bool = True,
+               high: float = math.inf) -> float:
+    """A finite real number (not a bool) within [low or (low, high], as a float; a TypeError naming `name`
+    for another type, a ValueError for NaN, an infinity or a value out of range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     above = value >= low if low_inclusive else value > low
     if not (math.isfinite(value) and above and value <= high):
-        bound = f"{'>=' if low_inclusive else '>'} {low}" + ("" if high == math.inf else f" and <= {high}")
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+        bounds = [f"{'>=' if low_inclusive else '>'} {low}" if low != -math.inf else "",
+                  f"<= {high}" if high != math.inf else ""]
+        bound = " and ".join(b for b in bounds if b)
+        raise ValueError(f"{name} must be finite{' and ' + bound if bound else ''}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: T, choices: Collection[object]) -> T:
+    """`value` if it is one of `choices`; a ValueError naming `name` and listing them otherwise."""
+    try:
+        known = value in choices
+    except TypeError:  # unhashable, for a set of choices
+        known = False
+    if not known:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 
 
 def check_pool(pool: object, temperature: object) -> tuple[str, float]:
     """A SoftCAM pooling name and a positive finite temperature (checked for every pool)."""
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
-    return str(pool), float(temperature)
+    return str(check_choice("pool", pool, POOLS)), check_real("temperature", temperature, low=0, low_inclusive=False)
 
 
 def check_head_inputs(features: object, weight: object, bias: object) -> tuple[Tensor, Tensor | None]:
@@ -114,3 +141,17 @@ def check_class_targets(targets: object, batch: int, num_classes: int, device: t
         low, high = torch.stack([targets.min(), targets.max()]).tolist()
         if low < 0 or high >= num_classes:
             raise ValueError(f"targets must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
+
+
+def check_channel_labels(labels: object, gradients: Tensor) -> Tensor:
+    """CF-CAM's (B, C) int64/int32 channel labels for (B, C, ...) gradients, on their device (the values,
+    -2, -1 or a cluster id, are not read: that would cost a host sync)."""
+    batch, channels = gradients.shape[:2]
+    if not isinstance(labels, Tensor) or labels.shape != (batch, channels):
+        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a (B, C) = ({batch}, {channels}) tensor, got {got}")
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"labels must be int64 or int32, got {labels.dtype}")
+    if labels.device != gradients.device:
+        raise ValueError(f"labels are on {labels.device} but the gradients are on {gradients.device}")
+    return labels

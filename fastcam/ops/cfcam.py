@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from fastcam.ops._checks import check_real
+from fastcam.ops._checks import check_activations, check_channel_labels, check_choice, check_real
 from fastcam.ops.combine import accumulation
 
 #: label of an important (high-norm) channel: keeps its own mean gradient, never clustered
@@ -130,8 +130,7 @@ def masked_softmax(scores: Tensor, keep: Tensor) -> Tensor:
 def filter_options(variant: str, sigma: float | None, range_sigma: float, truncate: float) -> tuple[float, float, float]:
     """Checked (sigma, range_sigma, truncate) of a CF-CAM filter, `sigma` None resolved to the variant's
     default; shared by the torch reference and the Triton kernel so that both refuse the same input."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    check_choice("variant", variant, VARIANTS)
     sigma = check_real("sigma", DEFAULT_SIGMA[variant] if sigma is None else sigma, low=0, low_inclusive=False)
     range_sigma = check_real("range_sigma", range_sigma, low=0, low_inclusive=False)
     truncate = check_real("truncate", truncate, low=0, low_inclusive=True)
@@ -166,11 +165,8 @@ def cluster_filter_weights(
     only: `fastcam._backend.resolve_backend` sends volumes here).
     """
     sigma, range_sigma, truncate = filter_options(variant, sigma, range_sigma, truncate)
-    if gradients.dim() not in (4, 5) or labels.shape != gradients.shape[:2]:
-        raise ValueError(
-            "gradients must be (B, C, h, w) (or (B, C, d, h, w)) and labels (B, C); got "
-            f"{tuple(gradients.shape)} and {tuple(labels.shape)}"
-        )
+    check_activations(gradients, "gradients")  # (B, C, h, w) or (B, C, d, h, w)
+    check_channel_labels(labels, gradients)  # the Triton kernel refuses the same labels
     grad = accumulation(gradients.detach())
     batch, channels = grad.shape[:2]
     spatial_shape = tuple(grad.shape[2:])

@@ -1,7 +1,8 @@
-"""What a run explains: datasets and their items, targets, preprocessing, and models built from specs.
+"""What a run explains: datasets and their items, targets and preprocessing (models: `fastcam.models`).
 
 Everything here turns the user's description of the inputs (a folder, a Dataset or DataLoader, a
-targets choice, a model spec and weights file) into the objects the explain loop consumes.
+targets choice) into the objects the explain loop consumes; a model spec and weights file are loaded by
+`fastcam.models.load_model` (re-exported here).
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -19,13 +19,24 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from fastcam.io.images import ImageFolder, Preprocess
+from fastcam._validation import expected_in_channels, expected_input_size
+from fastcam.io.images import FolderItems, ImageFolder, Preprocess, is_picture, picture_tensor
 
 #: (dataset indices of a batch's readable rows, their labels) -> targets for `explain`
 TargetsResolver = Callable[[Tensor, list[Any]], Any]
 
 
 # ---------------------------------------------------------------------------------------------- items
+def item_image(item: Any) -> tuple[Any, Any]:
+    """(image, label) of a dataset item: an image, an (image, label, ...) tuple or a dict with "image"
+    (and "label"), as a Hugging Face `datasets` split gives them."""
+    if isinstance(item, Mapping):
+        return item["image"], item.get("label")
+    if isinstance(item, (tuple, list)):
+        return item[0], (item[1] if len(item) > 1 else None)
+    return item, None
+
+
 class SafeItems(Dataset):
     """Wraps any dataset so each item becomes {image, label, ok, error}; an exception while loading an
     item marks it not-ok (reported and skipped) instead of killing the run."""
@@ -39,24 +50,71 @@ class SafeItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
             item = self.dataset[index]
-            label = None
-            if isinstance(item, Mapping):
-                if not item.get("ok", True):
-                    return {"image": None, "label": None, "ok": False, "error": str(item.get("error", "unreadable"))}
-                image, label = item["image"], item.get("label")
-            elif isinstance(item, (tuple, list)):
-                image = item[0]
-                label = item[1] if len(item) > 1 else None
-            else:
-                image = item
+            if isinstance(item, Mapping) and not item.get("ok", True):
+                return {"image": None, "label": None, "ok": False, "error": str(item.get("error", "unreadable"))}
+            image, label = item_image(item)
             if not isinstance(image, Tensor) or image.dim() not in (3, 4) or not image.is_floating_point():
-                raise TypeError(f"dataset items must give a floating (C, H, W) image or (C, D, H, W) volume tensor, got "
-                                f"{type(image).__name__}{tuple(image.shape) if isinstance(image, Tensor) else ''}")
+                raise TypeError(f"dataset items must give a floating (C, H, W) image or (C, D, H, W) volume tensor, "
+                                f"a PIL image or an (H, W[, C]) numpy array, got {type(image).__name__}"
+                                f"{tuple(image.shape) if isinstance(image, Tensor) else ''}")
             if isinstance(label, Tensor):
                 label = int(label.item())
             return {"image": image, "label": label, "ok": True, "error": ""}
         except Exception as exc:
             return {"image": None, "label": None, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+class PreprocessedItems(Dataset):
+    """A map-style dataset whose images go through `preprocess` (`Preprocess.display`, then `normalize`):
+    pictures (PIL images, numpy arrays: `fastcam.io.images.picture_tensor`) always, tensor images (taken as
+    [0, 1] images) only with `tensors=True` (a `preprocess=` the caller gave). Items keep their form."""
+
+    def __init__(self, dataset: Dataset, preprocess: Preprocess, tensors: bool = False) -> None:
+        self.dataset, self.preprocess, self.tensors = dataset, preprocess, tensors
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        image, _ = item_image(item)
+        if is_picture(image):
+            image = picture_tensor(image)
+        elif not (self.tensors and isinstance(image, Tensor) and image.dim() == 3):
+            return item  # a tensor model input as it is (or something SafeItems refuses by name)
+        image = self.preprocess.normalize(self.preprocess.display(image.float()))
+        if isinstance(item, Mapping):
+            return {**item, "image": image}
+        if isinstance(item, (tuple, list)):
+            return (image, *item[1:])
+        return image
+
+
+def default_preprocess(model: nn.Module, data: Any) -> Preprocess | None:
+    """The preprocessing a user expects when they give none: the model's input channels and, where it says
+    (`fastcam._validation.expected_input_size`), its input size; otherwise the size of the first readable
+    image (a folder: `fastcam.io.images.FolderItems`; a dataset of pictures: its first picture), other sizes
+    resized to it. No normalisation. None for datasets of tensors: those are the model's inputs as they are."""
+    channels = expected_in_channels(model) or 3
+    size = expected_input_size(model)
+    if isinstance(data, (str, os.PathLike)):
+        return Preprocess(channels=channels, size=size)
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, FolderItems) or not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
+        return None  # a folder dataset preprocesses its files itself
+    for index in range(min(len(dataset), 16)):  # type: ignore[arg-type]
+        try:
+            image, _ = item_image(dataset[index])
+        except Exception:  # noqa: BLE001 - an unreadable item: try the next one (it is reported when explained)
+            continue
+        if not is_picture(image):
+            return None
+        try:
+            first = tuple(picture_tensor(image).shape[-2:])
+        except Exception:  # noqa: BLE001 - as above
+            continue
+        return Preprocess(channels=channels, size=size or first)  # type: ignore[arg-type]
+    return None
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,14 +123,18 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     good = [it for it in items if it["ok"]]
     shapes = {tuple(it["image"].shape) for it in good}
     if len(shapes) > 1:
-        raise ValueError(f"images of one batch have different shapes {sorted(shapes)}; resize them (--size H W)")
+        raise ValueError(f"images of one batch have different shapes {sorted(shapes)}: pass "
+                         "preprocess=fastcam.Preprocess(size=(H, W)) to resize the dataset's images, or make its "
+                         "items one size")
     images = torch.stack([it["image"] for it in good]) if good else None
     return {"images": images, "ok": ok, "labels": [it["label"] for it in good],
             "errors": [it["error"] for it in items]}
 
 
-def dataset_and_ids(data: Any, preprocess: Preprocess | None) -> tuple[Dataset, list[Any], dict[str, Any], DataLoader | None]:
-    """(dataset, sample ids, description, the user's DataLoader if one was given)."""
+def dataset_and_ids(data: Any, preprocess: Preprocess | None,
+                    preprocess_tensors: bool = False) -> tuple[Dataset, list[Any], dict[str, Any], DataLoader | None]:
+    """(dataset, sample ids, description, the user's DataLoader if one was given). A dataset's images go
+    through `preprocess` as `PreprocessedItems` says (`preprocess_tensors`: tensor images too)."""
     loader = None
     if isinstance(data, DataLoader):
         loader, data = data, data.dataset
@@ -87,7 +149,11 @@ def dataset_and_ids(data: Any, preprocess: Preprocess | None) -> tuple[Dataset, 
     if not isinstance(data, Dataset) or not hasattr(data, "__len__"):
         raise TypeError(f"data must be a folder path, a map-style torch Dataset or a DataLoader, got {type(data).__name__}")
     n = len(data)  # type: ignore[arg-type]
-    return data, list(range(n)), {"kind": "dataset", "class": type(data).__qualname__}, loader
+    info: dict[str, Any] = {"kind": "dataset", "class": type(data).__qualname__}
+    if preprocess is not None:
+        info.update(preprocess=preprocess.as_dict(), size=list(preprocess.size) if preprocess.size else None)
+        data = PreprocessedItems(data, preprocess, tensors=preprocess_tensors)
+    return data, list(range(n)), info, loader
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -163,7 +229,8 @@ def check_targets_range(targets: Any, ids: Sequence[Any], num_classes: int) -> N
     which = "" if isinstance(table, int) else f" of {ids[i]!r} (sample {i})"
     more = f", and {bad.numel() - 1} more" if bad.numel() > 1 else ""
     raise ValueError(f"{source}: class {int(values[i])}{which} is out of range for a model with {num_classes} "
-                     f"classes (0 to {num_classes - 1}){more}; fix the class or check --num-classes")
+                     f"classes (0 to {num_classes - 1}){more}; fix the class, or check the model's number of classes "
+                     "(num_classes=; the CLI's --num-classes)")
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf)", re.IGNORECASE)
@@ -230,94 +297,4 @@ def read_targets_file(path: str | os.PathLike[str]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def load_model(spec: str, weights: str | Path | None = None, num_classes: int | None = None,
-               in_channels: int | None = None, softcam: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model of a spec and load its weights. Returns (model, defaults): the spec's source,
-    whether the model is left with random weights ("random_weights": a spec with a random initialisation
-    and no weights file), and its own preprocessing ("size", "resize", "mean", "std") where it has one.
-
-    SPEC (`fastcam.pipeline.specs`): `torchvision:NAME`, `timm:NAME`, `hf:PATH` (a local folder, never
-    downloaded), `fastcam:NAME` (`fastcam.models` builders), `module:factory` (a callable returning an
-    nn.Module, or an nn.Module object; the module is imported as `python -m` would, the current directory
-    first), or a bare NAME: torchvision's, when torchvision is importable. With `softcam=True` the built
-    model is converted with `fastcam.softcam.convert` before the weights (of the SoftCAM network) load.
-    Weights that cannot be read, are refused (pickled objects) or do not fit the model raise a ValueError
-    saying so.
-    """
-    from fastcam.pipeline.specs import build
-
-    model, defaults = build(spec, num_classes, in_channels)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model spec {spec!r} gave a {type(model).__name__}, not an nn.Module")
-    if softcam:
-        from fastcam import softcam as sc
-
-        k = num_classes or _output_classes(model)
-        model = sc.convert(model, k)
-    if weights is not None:
-        state = _load_state_dict(weights)
-        _check_fits(model, state, spec, weights)
-        model.load_state_dict(state)
-        defaults["random_weights"] = False
-    return model, defaults
-
-
-def _check_fits(model: nn.Module, state: Mapping[str, Any], spec: str, weights: str | Path) -> None:
-    """Refuse a state dict that does not fit the model, naming missing/unexpected keys and shape changes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}" for k in own
-              if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = [f"{len(missing)} missing key(s) (e.g. {missing[:3]})" if missing else "",
-             f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]})" if unexpected else "",
-             f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else ""]
-    raise ValueError(f"weights {str(weights)!r} do not fit the model {spec!r}: " + "; ".join(p for p in parts if p)
-                     + "; check --model, --num-classes and --in-channels (and --method softcam weights)")
-
-
-def _output_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ValueError("cannot infer the number of classes; pass --num-classes")
-    return last[-1].out_features
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative line of a loader's error: the refused global of a weights-only unpickler, else the
-    first line."""
-    text = str(exc).strip()
-    refused = re.search(r"(unsupported GLOBAL [^\s]+|Unsupported global: GLOBAL [^\s]+)", text, re.IGNORECASE)
-    return refused.group(0) if refused else (text.splitlines()[0] if text else type(exc).__name__)
-
-
-def _load_state_dict(path: str | Path) -> dict[str, Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise ValueError(f"cannot read weights {str(path)!r}: not a valid safetensors file ({_first_line(exc)}); "
-                             "check the file, or save it again with safetensors.torch.save_file") from exc
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
-            raise ValueError(f"refused to load weights {str(path)!r}: the file holds Python objects other than "
-                             f"tensors, which are never run ({_first_line(exc)}); save a plain state dict "
-                             "(torch.save(model.state_dict(), ...)) or a safetensors file") from exc
-        raise ValueError(f"cannot read weights {str(path)!r}: not a PyTorch file ({_first_line(exc)})") from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise ValueError(f"cannot read weights {str(path)!r}: not a PyTorch file ({_first_line(exc)})") from exc
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{str(path)!r} does not hold a state dict")
-    return state
+from fastcam.models.loading import load_model  # noqa: E402,F401 - re-exported (its home before fastcam.models)

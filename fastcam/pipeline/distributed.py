@@ -1,6 +1,6 @@
 """Scale-out under torchrun: each rank explains a strided shard of the dataset into its own store shard.
 
-Rank r explains the dataset indices r, r+W, r+2W, ... (`fastcam.io.store.shard_indices`: no padding
+Rank r explains the dataset indices r, r+W, r+2W, ... (`fastcam.io.run.shard_indices`: no padding
 duplicates, unlike DistributedSampler); the reader interleaves the shards back into dataset order.
 Each shard has its own commit record, so a crashed rank resumes like a single run. Without torchrun
 everything here reduces to one process: rank 0 of a world of 1.
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+
+from fastcam._device import parse_device  # noqa: F401 - re-exported (its home before fastcam._device)
 
 
 @dataclass(frozen=True)
@@ -46,25 +48,6 @@ def rank_device(device: str | torch.device | None, ranks: Ranks) -> torch.device
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
-
-
-def parse_device(device: str | torch.device) -> torch.device:
-    """A device the user named, refused with a ValueError saying what to do when it is not a device or is
-    not available here (CUDA without a GPU, a GPU index past the last one)."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device {str(device)!r} is not a device: use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} needs a CUDA GPU, but none is available here "
-                             "(torch.cuda.is_available() is False); use --device cpu") from None
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
-                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {str(device)!r} is not available here; use --device cpu")
-    return parsed
 
 
 @contextlib.contextmanager

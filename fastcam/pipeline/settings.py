@@ -5,25 +5,12 @@ other call, naming each difference.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from fastcam.io.store import RunDirectory
-
-
-def state_hash(model: nn.Module) -> str:
-    """sha256 over the model's state dict (names, dtypes, shapes, values): changed weights = other run."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
-    return digest.hexdigest()
+from fastcam.io.run import RunDirectory
+from fastcam.models.loading import state_hash  # noqa: F401 - re-exported (its home before fastcam.models)
 
 
 def _describe(value: Any) -> str:
@@ -56,4 +43,4 @@ def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
     diffs = [f"  {k}: run has {json.dumps(a.get(k))[:200]}, this call has {json.dumps(b.get(k))[:200]}"
              for k in keys if a.get(k) != b.get(k)]
     raise ValueError(f"run directory {str(run_dir)!r} was written with other settings; refusing to mix results. "
-                     "Use another --out, or delete the directory to start over. Differences:\n" + "\n".join(diffs))
+                     "Use another out= (the CLI's --out), or delete the directory to start over. Differences:\n" + "\n".join(diffs))

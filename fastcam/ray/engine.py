@@ -4,7 +4,7 @@ fastcam's own store format.
 
 The job is cut into the run's store batches (rows [b*B, (b+1)*B) of the dataset), and a store batch is one row
 of the Ray dataset from start to end: a CPU task loads it (`fastcam.io.images`, exactly as the local engine's
-DataLoader: `SafeItems` + `collate`), an actor explains it (`fastcam.pipeline.explain.explain_batch`), and the
+DataLoader: `SafeItems` + `collate`), an actor explains it (`fastcam.pipeline.loop.explain_batch`), and the
 sink hands it to the run's writer, the driver. Every image is therefore explained in the same batch as by the local
 engine, and the results are bit-identical however many actors there are and however Ray splits the blocks.
 
@@ -44,16 +44,17 @@ from fastcam.pipeline.data import (
     dataset_and_ids,
     targets_resolver,
 )
-from fastcam.pipeline.explain import (
+from fastcam.pipeline.folder import prepare_folder
+from fastcam.pipeline.loop import (
     check_options,
     create_or_resume,
     explain_batch,
     input_fingerprints,
-    make_explainer,
     model_classes,
-    prepare_folder,
     run_settings,
+    shard_skip_guard,
 )
+from fastcam.pipeline.skips import DEFAULT_MAX_SKIP_FRACTION, check_max_skip_fraction
 from fastcam.ray.explainer import BatchExplainer
 
 #: the CPUs one decode task asks Ray for (decoding a store batch is light next to explaining it)
@@ -158,9 +159,12 @@ class _RunCommitter:
     the shard's `ShardWriter` and commits them in order; a batch delivered again (a retried task) is ignored."""
 
     def __init__(self, directory: RunDirectory, n_items: int, batch_size: int, dtype: str,
-                 fingerprints: np.ndarray | None) -> None:
+                 fingerprints: np.ndarray | None, dataset: Any, max_skip_fraction: float) -> None:
         self.writer = ShardWriter(directory.root, 0, 1, n_items, batch_size, dtype, fingerprints=fingerprints)
         self.todo = self.writer.plan()
+        self.ids: list[Any] = read_json(directory.ids_json)
+        #: the local engine's rules for skipped samples (`fastcam.pipeline.skips`), checked as batches arrive
+        self.guard = shard_skip_guard(self.writer, self.todo, dataset, self.ids, range(n_items), max_skip_fraction)
         self.planned = set(self.todo)
         self.received: set[int] = set()
         self.waiting: dict[int, tuple[list[dict[str, Any]], int, str]] = {}
@@ -168,7 +172,6 @@ class _RunCommitter:
         if self.writer.changed:
             self.messages.append(f"fastcam: the input files of {len(self.writer.changed)} batch(es) changed since they "
                                  "were explained: explaining them again")
-        self.ids: list[Any] = read_json(directory.ids_json)
         self.tick = time.perf_counter()
         #: where the job's time went, summed over batches (`explain_dataset` records it in run.json)
         self.seconds = {"decode_tasks": 0.0, "actor_explain": 0.0, "committer_write": 0.0}
@@ -203,6 +206,9 @@ class _RunCommitter:
         self.seconds["decode_tasks"] += job["decode_s"]
         self.seconds["actor_explain"] += job["explain_s"]
         self.seconds["committer_write"] += time.perf_counter() - started
+        self.guard.add((i, self.ids[i], None if good else e)
+                       for i, e, good in zip(job["indices"], job["errors"], job["ok"].tolist()))
+        self.guard.check()  # the batch is stored (and commits in order): a stopped run resumes after it
 
     def progress(self) -> tuple[int, list[str]]:
         """(rows stored this session, messages since the last call)."""
@@ -360,6 +366,7 @@ def explain_dataset(
     resume: bool = True,
     progress: bool = True,
     fingerprint: str = "stat",
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     address: str | None = None,
     actors: int | None = None,
     gpus_per_actor: float | None = None,
@@ -368,7 +375,7 @@ def explain_dataset(
 ) -> Run:
     """Explain a folder, a folder URI or a list of image paths/URIs on Ray into the run directory `out`.
 
-    The arguments up to `fingerprint` are `fastcam.pipeline.explain_folder`'s, and the run directory is the
+    The arguments up to `max_skip_fraction` are `fastcam.pipeline.explain_folder`'s, and the run directory is the
     one the local engine writes (the same settings, so either engine resumes the other's run); returns
     `open_run(out)`. run.json also records the engine, the Ray version and the cluster's resources.
 
@@ -393,6 +400,9 @@ def explain_dataset(
         resume: continue a run directory with the same settings.
         progress: a tqdm bar (images/s, ETA).
         fingerprint: "stat" or "content" (see `explain_dataset`).
+        max_skip_fraction: the share of samples that may be skipped before the run stops with
+            `fastcam.errors.TooManySkippedError`, not marked complete (`fastcam.pipeline.skips`, as the local
+            engine).
         address: the Ray cluster (default: the running Ray, else RAY_ADDRESS, else a local Ray for the run).
         actors: size of the actor pool (default: one per GPU of the cluster, else 1).
         gpus_per_actor: default 1 when the cluster has GPUs, else 0.
@@ -402,13 +412,14 @@ def explain_dataset(
     """
     import ray
 
-    check_options(method, amp, dtype, fingerprint)
+    info = check_options(method, amp, dtype, fingerprint)
+    max_skip_fraction = check_max_skip_fraction(max_skip_fraction)
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     directory = RunDirectory(Path(out))
     with directory.writer_lock(0, 1):  # as the local engine's rank 0: the run's files and its one shard
         prepared = prepare_folder(model, data if isinstance(data, (str, os.PathLike)) else "", weights=weights,
-                                  num_classes=num_classes, in_channels=in_channels, method=method,
+                                  num_classes=num_classes, in_channels=in_channels, method=info,
                                   method_kwargs=method_kwargs, size=size, mean=mean, std=std, reshape=reshape)
         assert prepared.preprocess is not None
         dataset, ids, data_info = _dataset(data, prepared.preprocess)
@@ -418,10 +429,10 @@ def explain_dataset(
             classes = model_classes(built, dataset, torch.device("cpu"))
             if classes is not None:
                 check_targets_range(targets, ids, classes)
-        explainer = make_explainer(built, method, layer, prepared.method_kwargs)
+        explainer = info.build(built, layer, **prepared.method_kwargs)
         try:
             ids_json = [i if isinstance(i, int) else str(i) for i in ids]
-            settings = run_settings(built, explainer, method, prepared.method_kwargs, prepared.model_info, data_info,
+            settings = run_settings(built, explainer, info, prepared.method_kwargs, prepared.model_info, data_info,
                                     ids_json, targets_info, batch_size, 1, dtype, amp, fingerprint)
         finally:
             explainer.close()
@@ -434,7 +445,8 @@ def explain_dataset(
 
             started = time.perf_counter()
             committer = _RunCommitter(directory, len(ids), batch_size, dtype,
-                                      input_fingerprints(dataset, range(len(ids)), fingerprint))
+                                      input_fingerprints(dataset, range(len(ids)), fingerprint), dataset,
+                                      max_skip_fraction)
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
             queue = Queue(maxsize=2 * actors + 2, actor_options={"num_cpus": 0, "scheduling_strategy": here})
             try:

@@ -9,7 +9,7 @@ inference: each actor builds the model and its explainer once, then explains bat
     ds.write_parquet("s3://bucket/explanations/")
 
 Decoding and preprocessing are the local engine's (`fastcam.io.images`), and the batch is explained by the
-pipeline's own step (`fastcam.pipeline.explain.explain_batch`): a row that cannot be decoded, or whose
+pipeline's own step (`fastcam.pipeline.loop.explain_batch`): a row that cannot be decoded, or whose
 explanation is non-finite, comes out as a skipped row with the reason, never as a failed batch.
 """
 from __future__ import annotations
@@ -25,14 +25,10 @@ from torch import Tensor
 from fastcam.io.images import ImageFolder, Preprocess
 from fastcam.pipeline.data import SafeItems, collate
 from fastcam.pipeline.distributed import parse_device
-from fastcam.pipeline.explain import (
-    AMP_DTYPES,
-    RandomWeightsWarning,
-    check_options,
-    explain_batch,
-    make_explainer,
-    prepare_folder,
-)
+from fastcam._device import AMP_DTYPES
+from fastcam.errors import RandomWeightsWarning
+from fastcam.pipeline.folder import prepare_folder
+from fastcam.pipeline.loop import check_options, explain_batch
 
 #: the `status` column's values (the run store's `status` array holds 1 and 2 for them)
 EXPLAINED, SKIPPED = "explained", "skipped"
@@ -122,7 +118,7 @@ class BatchExplainer:
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  preprocess: Preprocess | None = None, amp: str | None = None, dtype: str = "float16",
                  device: str | None = None, threads: int | None = None) -> None:
-        check_options(method, amp, dtype, "stat")
+        info = check_options(method, amp, dtype, "stat")
         if not (targets in ("predicted", "column") or (isinstance(targets, int) and not isinstance(targets, bool))):
             raise ValueError(f"targets must be 'predicted', 'column' or a class index, got {targets!r}")
         _set_threads(threads)
@@ -130,7 +126,7 @@ class BatchExplainer:
             if state is not None:  # the weights come with `state`: the spec's random init is replaced
                 warnings.simplefilter("ignore", RandomWeightsWarning)
             prepared = prepare_folder(model, "", weights=weights, num_classes=num_classes, in_channels=in_channels,
-                                      method=method, method_kwargs=method_kwargs, size=size, mean=mean, std=std,
+                                      method=info, method_kwargs=method_kwargs, size=size, mean=mean, std=std,
                                       reshape=reshape)
         built = prepared.model
         if state is not None:
@@ -138,7 +134,7 @@ class BatchExplainer:
         self.device = parse_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = built.to(self.device).eval()
         self.preprocess = preprocess if preprocess is not None else prepared.preprocess
-        self.explainer = make_explainer(self.model, method, layer, prepared.method_kwargs)
+        self.explainer = info.build(self.model, layer, **prepared.method_kwargs)
         self.targets = targets
         self.amp = AMP_DTYPES[amp]
         self.dtype = np.dtype(dtype)

@@ -7,9 +7,8 @@ from collections import OrderedDict
 from torch import nn
 
 from fastcam._backend import check_backend
-from fastcam.ops._checks import check_pool
+from fastcam.ops._checks import check_int, check_pool, check_real
 from fastcam.ops.softcam import DEFAULT_TEMPERATURE
-from fastcam._validation import check_non_negative, check_positive_int
 from fastcam.softcam.modules import EvidenceHead, SoftCAMNet
 
 _RESNET_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -103,7 +102,7 @@ def convert(
         pool: "avg" (paper), "max" or "lse"; temperature: T of "lse".
         backend: the evidence head's backend ("auto" | "triton" | "torch", None reads FASTCAM_BACKEND).
     """
-    num_classes = check_positive_int(num_classes, "num_classes")
+    num_classes = check_int("num_classes", num_classes, low=1)
     pool, temperature = check_pool(pool, temperature)
     if backend is not None:
         check_backend(backend)
@@ -115,7 +114,7 @@ def convert(
         if in_channels is None:
             raise ValueError("backbone= needs in_channels=, the channel count of the backbone's output")
         source, kind = backbone, "backbone"
-        parts, channels = OrderedDict(backbone=backbone), check_positive_int(in_channels, "in_channels")
+        parts, channels = OrderedDict(backbone=backbone), check_int("in_channels", in_channels, low=1)
     else:
         if model is None:
             raise TypeError("convert needs a model, or model=None with backbone= and in_channels=")
@@ -141,7 +140,7 @@ def convert(
     elif kind == "ResNet":
         trunk = nn.Sequential(OrderedDict(kept.items()))
     elif kind == "VGG":
-        hidden = check_positive_int(vgg_hidden, "vgg_hidden")
+        hidden = check_int("vgg_hidden", vgg_hidden, low=1)
         trunk = nn.Sequential(OrderedDict(features=kept["features"], neck=_vgg_neck(channels, hidden, _check_probability(vgg_dropout))))
         channels = hidden
     else:  # DenseNet: torchvision's forward applies F.relu(features, inplace=True) before pooling
@@ -160,7 +159,7 @@ def convert(
 
 
 def _check_probability(p: object) -> float:
-    value = check_non_negative(p, "vgg_dropout")
-    if value >= 1:
+    value = check_real("vgg_dropout", p, low=0, high=1)
+    if value == 1:
         raise ValueError(f"vgg_dropout must be in [0, 1), got {value}")
     return value

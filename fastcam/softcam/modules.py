@@ -6,9 +6,8 @@ from torch import Tensor, nn
 from fastcam._backend import check_backend, op, resolve_backend
 from fastcam._validation import check_logits
 from fastcam.ops import pool_evidence
-from fastcam.ops._checks import check_pool
+from fastcam.ops._checks import check_int, check_pool
 from fastcam.ops.softcam import DEFAULT_TEMPERATURE
-from fastcam._validation import check_positive_int
 
 
 def check_softcam_output(output: object, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -50,8 +49,8 @@ class EvidenceHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, pool: str = "avg",
                  temperature: float = DEFAULT_TEMPERATURE, backend: str | None = None) -> None:
         super().__init__()
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.in_channels = check_int("in_channels", in_channels, low=1)
+        self.num_classes = check_int("num_classes", num_classes, low=1)
         self.pool, self.temperature = check_pool(pool, temperature)
         self.backend = check_backend(backend) if backend is not None else None
         self.conv = nn.Conv2d(self.in_channels, self.num_classes, kernel_size=1, bias=True)

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastcam.ops._checks import check_int, check_real
 from fastcam.softcam.checkpoint import save
-from fastcam._validation import check_non_negative, check_positive_int
 from fastcam.softcam.modules import check_softcam_output
+from fastcam._device import check_amp
 
 
 def elastic_net(evidence: Tensor, l1: float, l2: float, first_only: bool = False) -> Tensor:
@@ -31,7 +32,7 @@ def elastic_net(evidence: Tensor, l1: float, l2: float, first_only: bool = False
         raise ValueError(f"evidence must be a 4-D (B, K, h, w) tensor, got {shape}")
     if evidence.shape[0] == 0:
         raise ValueError("evidence is an empty batch (B = 0)")
-    l1, l2 = check_non_negative(l1, "l1"), check_non_negative(l2, "l2")
+    l1, l2 = check_real("l1", l1, low=0), check_real("l2", l2, low=0)
     flat = evidence[:1] if first_only else evidence
     flat = flat.flatten(1)
     flat = flat.to(torch.promote_types(flat.dtype, torch.float32))
@@ -41,19 +42,6 @@ def elastic_net(evidence: Tensor, l1: float, l2: float, first_only: bool = False
     if l2:
         per_image = per_image + l2 * torch.linalg.vector_norm(flat, ord=2, dim=1)
     return per_image.mean()
-
-
-_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-def _amp_dtype(amp: object) -> torch.dtype | None:
-    if amp is None:
-        return None
-    if isinstance(amp, str) and amp in _AMP_DTYPES:
-        return _AMP_DTYPES[amp]
-    if amp in (torch.bfloat16, torch.float16):
-        return amp  # type: ignore[return-value]
-    raise ValueError(f"amp must be None, torch.bfloat16/'bf16' or torch.float16/'fp16', got {amp!r}")
 
 
 def _batch(batch: object, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -130,9 +118,10 @@ def fit(
     Args:
         net: returns (logits, evidence), e.g. from `convert`. Trained in place, moved to `device`
             (default: where its parameters are), left in the train/eval mode it was found in.
-        train_loader / val_loader: iterables of (images, labels) batches.
+        train_loader: an iterable of (images, labels) batches.
         checkpoint_dir: if given, `last.safetensors` is written after each epoch, `best.safetensors`
             whenever the validation accuracy improves (needs `val_loader`), and `history.json`.
+        val_loader: an iterable of (images, labels) batches, evaluated after each epoch.
         amp: None, "bf16" or "fp16" (autocast; fp16 uses a gradient scaler).
         progress: show a tqdm progress bar; the running loss is synced to the host every `log_every` steps.
 
@@ -144,16 +133,15 @@ def fit(
 
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
-    epochs = check_positive_int(epochs, "epochs")
-    log_every = check_positive_int(log_every, "log_every")
-    t_max = epochs if t_max is None else check_positive_int(t_max, "t_max")
-    if check_non_negative(lr, "lr") == 0:
-        raise ValueError("lr must be positive")
-    eta_min = check_non_negative(eta_min, "eta_min")
+    epochs = check_int("epochs", epochs, low=1)
+    log_every = check_int("log_every", log_every, low=1)
+    t_max = epochs if t_max is None else check_int("t_max", t_max, low=1)
+    lr = check_real("lr", lr, low=0, low_inclusive=False)
+    eta_min = check_real("eta_min", eta_min, low=0)
     if eta_min > lr:
         raise ValueError(f"eta_min ({eta_min}) must not exceed lr ({lr})")
-    l1, l2 = check_non_negative(l1, "l1"), check_non_negative(l2, "l2")
-    amp_dtype = _amp_dtype(amp)
+    l1, l2 = check_real("l1", l1, low=0), check_real("l2", l2, low=0)
+    amp_dtype = check_amp(amp)
     if device is None:
         first = next(net.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")

@@ -13,7 +13,7 @@ from fastcam.cli import main
 def test_bench_cli_smoke_writes_valid_json(tmp_path, capsys) -> None:
     out = tmp_path / "bench.json"
     contenders = "inference,gradcam,softcam-inference,softcam,torchcam-gradcam,captum-gradcam,pgc-gradcam,released-cfcam"
-    rc = main(["bench", "--model", "tiny_resnet", "--size", "32", "--batch", "2", "--device", "cpu",
+    rc = main(["bench", "--model", "fastcam:tiny_resnet", "--size", "32", "--batch", "2", "--device", "cpu",
                "--repeats", "1", "--warmup", "0", "--contenders", contenders, "--out", str(out), "--quiet",
                "--markdown", str(tmp_path / "bench.md")])
     assert rc == 0
@@ -41,9 +41,20 @@ def test_bench_cli_smoke_writes_valid_json(tmp_path, capsys) -> None:
     assert all(t["setting_matches"] is False for t in data["targets"])   # tiny_resnet is not the target setting
     printed = capsys.readouterr().out
     assert "| fastcam GradCAM |" in printed and (tmp_path / "bench.md").read_text() in printed
+    assert "| Grad-CAM | fastcam GradCAM | torchcam GradCAM |" in printed and "released code" not in printed.split(
+        "other implementation")[-1].split("| target")[0]  # no Grad-CAM ÷ CF-CAM cell
+
+
+def test_bench_without_out_writes_nothing_into_the_current_folder(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc = main(["bench", "--model", "fastcam:tiny_resnet", "--size", "32", "--batch", "2", "--device", "cpu", "--repeats", "1",
+               "--warmup", "0", "--contenders", "inference,gradcam", "--quiet"])
+    assert rc == 0 and list(tmp_path.iterdir()) == []
+    printed = capsys.readouterr().out
+    assert "| fastcam GradCAM |" in printed and "no --out given" in printed
 
 
 def test_bench_cli_bad_input() -> None:
     assert main(["bench", "--model", "no_such_model", "--device", "cpu", "--quiet"]) == 2
-    assert main(["bench", "--model", "tiny_resnet", "--device", "cpu", "--contenders", "fastgradcam", "--quiet"]) == 2
-    assert main(["bench", "--model", "tiny_resnet", "--device", "cpu", "--max-time", "0", "--quiet"]) == 2
+    assert main(["bench", "--model", "fastcam:tiny_resnet", "--device", "cpu", "--contenders", "fastgradcam", "--quiet"]) == 2
+    assert main(["bench", "--model", "fastcam:tiny_resnet", "--device", "cpu", "--max-time", "0", "--quiet"]) == 2

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from fastcam.cli import main
-from fastcam.io.store import open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam.models import tiny_resnet
 
 
@@ -34,9 +34,9 @@ def test_explain_overlays_report_and_resume(tmp_path: Path, folder: Path, weight
     report = parse_html(out / "report.html")
     assert len(report.srcs) == 2 * len(run.ids)
     assert all((out / src).is_file() for src in report.srcs)
-    commits = json.loads((out / "shard-00000-of-00001.progress.json").read_text())["commits"]
+    commits = json.loads(RunDirectory(out).progress(0, 1).read_text())["commits"]
     assert main(argv) == 0  # the same command again: nothing recomputed
-    assert json.loads((out / "shard-00000-of-00001.progress.json").read_text())["commits"] == commits
+    assert json.loads(RunDirectory(out).progress(0, 1).read_text())["commits"] == commits
     # changed settings: a clear refusal, exit status 2, no traceback
     assert main(["0.5" if a == "0.25" else a for a in argv]) == 2  # --std 0.25 -> 0.5
     assert "other settings" in capsys.readouterr().err
@@ -78,3 +78,32 @@ def test_empty_folder_and_missing_folder(tmp_path: Path, capsys: pytest.CaptureF
         assert main(["explain", "--model", "fastcam:tiny_resnet", "--layer", "layer4", "--data", str(data),
                      "--out", str(tmp_path / "r"), "--quiet"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_mixed_sizes_are_resized_and_a_mostly_skipped_run_exits_2(tmp_path: Path, weights: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of mixed-size images: 35 of 40 were skipped (the first image's size was the dataset's) and
+    the run exited 0, "complete". Now they are resized to the first image's size; a run where more than
+    --max-skip-fraction cannot be read exits 2 with the reason and is not complete."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mixed"
+    data.mkdir()
+    for i in range(10):
+        Image.fromarray((rng.random((20 + (i % 5), 24, 3)) * 255).astype(np.uint8)).save(data / f"im{i}.png")
+    argv = ["explain", "--model", "fastcam:tiny_resnet", "--num-classes", "3", "--weights", str(weights),
+            "--layer", "layer4", "--data", str(data), "--batch-size", "4", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert "10 images explained, 0 skipped" in capsys.readouterr().out
+    assert open_run(tmp_path / "run").meta["input_size"] == [20, 24]  # the first image's, as documented
+    (data / "zz-broken.png").write_bytes(b"not a png")  # 2 of 12 cannot be read: more than 10 %
+    (data / "zz-empty.png").write_bytes(b"")
+    assert main([*argv, "--out", str(tmp_path / "stopped")]) == 2
+    captured = capsys.readouterr()
+    assert "images explained" not in captured.out
+    assert "stopped: 2 of 12 samples could not be explained, more than max_skip_fraction=0.1" in captured.err
+    assert "--max-skip-fraction" in captured.err
+    assert json.loads((tmp_path / "stopped" / "run.json").read_text()).get("complete") is not True
+    assert main([*argv, "--out", str(tmp_path / "stopped"), "--max-skip-fraction", "0.2"]) == 0  # resumed, allowed
+    assert "10 images explained, 2 skipped" in capsys.readouterr().out

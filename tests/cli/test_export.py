@@ -56,3 +56,23 @@ def test_export_refusals_are_one_line(tmp_path: Path, weights: Path, capsys: pyt
     err = capsys.readouterr().err
     assert err.startswith("fastcam export: error: ") and message in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_export_takes_hugging_face_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through torch.export where torch.fx cannot trace (a refusal naming fx before), or the construct
+    that stops it (issue 24 item 5)."""
+    from fastcam_testkit.hf import save_hf_folder
+
+    resnet = save_hf_folder(tmp_path / "resnet", "resnet")
+    out = tmp_path / "resnet.pt2"
+    assert main(["export", "--model", f"hf:{resnet}", "--method", "gradcam", "--layer", "resnet.encoder.stages.-1",
+                 "--format", "torch.export", "--out", str(out)]) == 0
+    assert out.is_file() and "Grad-CAM -> " in capsys.readouterr().out
+    loaded = torch.export.load(str(out)).module()
+    logits, maps, _ = loaded(torch.randn(3, 3, 40, 40))  # the processor's size; batch dynamic
+    assert logits.shape == (3, 3) and maps.shape == (3, 40, 40)
+    convnext = save_hf_folder(tmp_path / "convnext", "convnext")
+    assert main(["export", "--model", f"hf:{convnext}", "--method", "gradcam", "--layer", "convnext.encoder.stages.-1",
+                 "--format", "torch.export", "--out", str(tmp_path / "c.pt2")]) == 2
+    err = capsys.readouterr().err
+    assert "LayerNorm 'convnext.layernorm'" in err and "Traceback" not in err and not (tmp_path / "c.pt2").exists()

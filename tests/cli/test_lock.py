@@ -16,7 +16,7 @@ import pytest
 
 from fastcam.cli import main
 from fastcam.errors import RunLockedError
-from fastcam.io.store import RunDirectory, open_run
+from fastcam.io.run import RunDirectory, open_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def factory(num_classes=3):
 
 def _holder(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / ".run.lock").read_text() or "{}")
+        return json.loads(RunDirectory(run_dir).run_lock.read_text() or "{}")
     except (OSError, ValueError):
         return {}
 
@@ -94,7 +94,8 @@ def test_lock_held_refuses_writers_not_readers(tmp_path: Path, folder: Path, wei
     argv = ["explain", "--model", "fastcam:tiny_resnet", "--num-classes", "3", "--weights", str(weights), "--layer", "layer4",
             "--data", str(folder), "--out", str(out), "--batch-size", "2", "--size", "16", "--quiet"]
     assert main(argv) == 0
-    before = (out / "shard-00000-of-00001.progress.json").read_text()
+    capsys.readouterr()  # the first run's output (a warning on layer4's 1×1 maps at 16 px) is not the refusal
+    before = RunDirectory(out).progress(0, 1).read_text()
     with RunDirectory(out).writer_lock(0, 1):  # another writer (flock: per open file, so also in-process)
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -105,7 +106,7 @@ def test_lock_held_refuses_writers_not_readers(tmp_path: Path, folder: Path, wei
         with pytest.raises(RunLockedError):
             with RunDirectory(out).writer_lock(0, 1):
                 pass
-    assert (out / "shard-00000-of-00001.progress.json").read_text() == before
+    assert RunDirectory(out).progress(0, 1).read_text() == before
     assert main(argv) == 0  # released
 
 

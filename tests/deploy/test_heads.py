@@ -107,6 +107,30 @@ def test_untraceable_model_is_refused() -> None:
     model = Branchy().eval()
     with pytest.raises(NotPooledLinearError, match="cannot trace Branchy with torch.fx"):
         pooled_linear_head(model, "body", model.body)
+    with pytest.raises(NotPooledLinearError, match="torch.export cannot trace it either"):
+        pooled_linear_head(model, "body", model.body, torch.randn(2, 3, 8, 8))
+
+
+def test_hugging_face_heads_are_read_from_their_torch_export_graph(tmp_path: Path, one_thread: None) -> None:
+    """fx cannot trace Hugging Face models (control flow on shapes, ModelOutput): their torch.export graph
+    gives the same chain (issue 24 item 5)."""
+    from fastcam.models import load_model
+    from fastcam_testkit.hf import save_hf_folder
+
+    resnet = load_model(f"hf:{save_hf_folder(tmp_path / 'resnet', 'resnet')}").model.eval()
+    layer = "resnet.encoder.stages.1"
+    images = torch.randn(3, 3, 40, 40, generator=gen(2))
+    with pytest.raises(NotPooledLinearError, match="cannot trace ResNetForImageClassification with torch.fx"):
+        pooled_linear_head(resnet, layer, resnet.get_submodule(layer))
+    head = pooled_linear_head(resnet, layer, resnet.get_submodule(layer), images)
+    assert head.steps == ("global average pool", "flatten", "Linear 'classifier.1'") and not head.relu
+    want = fastcam.GradCAM(resnet, layer).explain(images)
+    with torch.no_grad():
+        logits, maps, lowres = PooledCAMGraph(head, given_targets=False).eval()(images[:2])  # another batch size
+    torch.testing.assert_close(logits, want.logits[:2], **TOL)
+    torch.testing.assert_close(lowres, want.lowres[:2], **TOL)
+    torch.testing.assert_close(maps, want.maps[:2], **TOL)
+    # a head that is not pooled-linear is refused by its ATen operation: tests/cli/test_export.py (ConvNeXt)
 
 
 @pytest.mark.parametrize("method,reason", [

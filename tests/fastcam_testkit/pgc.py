@@ -4,6 +4,9 @@ fastcam code computes the expected values.
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -110,3 +113,116 @@ def aggregate(cams: Sequence[torch.Tensor], size: tuple[int, int], norm: str = "
     scale again."""
     per_layer = torch.stack([scale(torch.relu(c), size, norm) for c in cams], dim=1)
     return scale(torch.relu(per_layer).mean(1), None, norm)
+
+
+# ------------------------------------------------------------------ pytorch-grad-cam itself (the real package)
+#: how CI installs pytorch-grad-cam (README's set-up): without its dependencies, whose torchvision would
+#: bring a torch build of its own
+PGC_INSTALL = ".venv/bin/pip install --no-deps -c constraints.txt grad-cam"
+
+
+def _torchvision_stand_in() -> dict[str, types.ModuleType]:
+    """A TEST-ONLY `torchvision` holding just what pytorch-grad-cam 1.5.7 touches at import time:
+    `transforms.Compose/Normalize/ToTensor` (its `preprocess_image`), `transforms.functional.resize` (SESS)
+    and `ops.box_iou` (FasterRCNNBoxScoreTarget). Compose/Normalize/ToTensor behave as torchvision's on
+    (H, W, C) numpy images; the other two raise when called (nothing here uses them)."""
+    root, transforms, functional, ops = (types.ModuleType(name) for name in (
+        "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.ops"))
+
+    class Compose:
+        def __init__(self, steps: Sequence[object]) -> None:
+            self.steps = list(steps)
+
+        def __call__(self, x: object) -> object:
+            for step in self.steps:
+                x = step(x)  # type: ignore[operator]
+            return x
+
+    class ToTensor:
+        def __call__(self, img: np.ndarray) -> torch.Tensor:
+            array = img[:, :, None] if img.ndim == 2 else img
+            tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+            return tensor.float().div(255) if tensor.dtype == torch.uint8 else tensor
+
+    class Normalize:
+        def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+            self.mean, self.std = mean, std
+
+        def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+            mean = torch.as_tensor(self.mean, dtype=tensor.dtype).view(-1, 1, 1)
+            return (tensor - mean) / torch.as_tensor(self.std, dtype=tensor.dtype).view(-1, 1, 1)
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise NotImplementedError("the test-only torchvision stand-in does not implement this")
+
+    transforms.Compose, transforms.ToTensor, transforms.Normalize = Compose, ToTensor, Normalize
+    functional.resize = unavailable
+    ops.box_iou = unavailable
+    transforms.functional, root.transforms, root.ops = functional, transforms, ops
+    return {m.__name__: m for m in (root, transforms, functional, ops)}
+
+
+def import_pytorch_grad_cam() -> types.ModuleType:
+    """The real pytorch-grad-cam package (PyPI `grad-cam`), imported with the real torchvision where that
+    imports, else with `_torchvision_stand_in` in sys.modules for the duration of the import only (so
+    nothing else sees a torchvision). Raises ImportError when grad-cam is not installed."""
+    if importlib.util.find_spec("pytorch_grad_cam") is None:
+        raise ImportError(f"pytorch-grad-cam is not installed: {PGC_INSTALL}")
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or built for another torch
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        stand_in = _torchvision_stand_in()
+        sys.modules.update(stand_in)
+        try:
+            import pytorch_grad_cam
+        finally:
+            for name in stand_in:
+                sys.modules.pop(name, None)
+        return pytorch_grad_cam
+    import pytorch_grad_cam
+
+    return pytorch_grad_cam
+
+
+def pytorch_grad_cam_or_skip() -> types.ModuleType:
+    """`import_pytorch_grad_cam()` for a test module: skips the module where grad-cam is not installed,
+    except under CI (CI=true), where README's set-up installs it and its absence is a failure."""
+    import os
+
+    import pytest
+
+    try:
+        return import_pytorch_grad_cam()
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{exc} (README's set-up)", allow_module_level=True)
+        raise  # unreachable: pytest.skip raises
+
+
+#: pytorch-grad-cam's modules that import `get_2d_projection` by name
+PROJECTING_MODULES = ("base_cam", "eigen_cam", "eigen_grad_cam", "layer_cam", "hirescam", "grad_cam_elementwise")
+
+
+def give_fastcam_sign(monkeypatch: "pytest.MonkeyPatch") -> None:  # noqa: F821
+    """Make pytorch-grad-cam's principal components take fastcam's sign (the component along the mean
+    activation; pytorch-grad-cam keeps the SVD's arbitrary one): its own `get_2d_projection`, each image's
+    projection flipped where its sign differs from fastcam's, for the duration of a test."""
+    svd = importlib.import_module("pytorch_grad_cam.utils.svd_on_activations")
+    original = svd.get_2d_projection
+
+    def signed(batch: np.ndarray) -> np.ndarray:
+        projections = original(batch)
+        for b, activations in enumerate(np.nan_to_num(batch)):
+            flat = activations.reshape(activations.shape[0], -1).T.astype(np.float64)
+            centred = flat - flat.mean(0)
+            v = np.linalg.svd(centred, full_matrices=False)[2][0]
+            theirs = 1.0 if float(projections[b].ravel() @ (centred @ v)) >= 0 else -1.0
+            ours = 1.0 if float(flat.mean(0) @ v) >= 0 else -1.0
+            projections[b] *= theirs * ours
+        return projections
+
+    for module in PROJECTING_MODULES:
+        monkeypatch.setattr(importlib.import_module(f"pytorch_grad_cam.{module}"), "get_2d_projection", signed)

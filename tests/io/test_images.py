@@ -4,10 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from fastcam.io.images import Preprocess, read_image
+from fastcam_testkit.images import bomb_png
 
 
 def test_read_image_formats(tmp_path: Path) -> None:
@@ -72,3 +74,37 @@ def test_given_bytes_decode_exactly_as_the_file(tmp_path: Path) -> None:
     for name, given in (("c.png", "c.png"), ("g16.tif", "g16.tif"), ("a.dcm", "a.dcm"), ("a.dcm", "scan-7")):
         data = (tmp_path / name).read_bytes()
         assert torch.equal(read_image(given, data), read_image(tmp_path / name))
+
+
+def test_decode_image_reads_bytes_as_the_file_is_read(tmp_path: Path) -> None:
+    from fastcam.io.images import decode_image, image_pixels
+
+    rgb = (np.random.default_rng(1).random((7, 5, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.tif")
+    _dicom(tmp_path / "a.dcm", np.array([[0, 1000], [2000, 4095]]))
+    _dicom(tmp_path / "noext", np.array([[0, 1000], [2000, 4095]]))  # DICOM told by its preamble, not its name
+    for name in ("c.tif", "a.dcm", "noext"):
+        data = (tmp_path / name).read_bytes()
+        assert torch.equal(decode_image(data), read_image(tmp_path / name))
+    assert image_pixels((tmp_path / "c.tif").read_bytes()) == 35
+    assert image_pixels((tmp_path / "a.dcm").read_bytes()) == 4
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns past 89 megapixels
+def test_decode_image_refuses_a_bomb_before_decoding_it() -> None:
+    from fastcam.errors import ImageTooLargeError
+    from fastcam.io.images import decode_image
+
+    bomb = bomb_png(12_000, 12_000)  # 144 megapixels in under 100 kB
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageTooLargeError, match="144,000,000 pixels, more than the limit of 64,000,000"):
+        decode_image(bomb)
+    with pytest.raises(ImageTooLargeError, match="400000000 pixels"):  # past Pillow's own limit: its check
+        decode_image(bomb_png(20_000, 20_000), max_pixels=None)
+    with pytest.raises(ImageTooLargeError, match="more than the limit of 99"):
+        decode_image(bomb_png(10, 10), max_pixels=99)
+    assert decode_image(bomb_png(10, 10), max_pixels=100).shape == (1, 10, 10)
+    with pytest.raises(ValueError, match="empty"):
+        decode_image(b"")
+    with pytest.raises(OSError):  # Pillow: not an image / truncated
+        decode_image(bomb_png(64, 64)[:-40])

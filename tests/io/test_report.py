@@ -15,9 +15,19 @@ import torch
 from PIL import Image
 
 from fastcam.io.overlay import find_output, legacy_output_name, output_name
-from fastcam.io.report import parse_class_names, read_config, read_labels_and_names, render_again, url, write_report
-from fastcam.io.store import open_run
+from fastcam.io.report import (
+    parse_class_names,
+    read_config,
+    read_labels_and_names,
+    render_again,
+    select_rows,
+    summarise,
+    url,
+    write_report,
+)
+from fastcam.io.run import RunDirectory, open_run
 from fastcam_testkit.report import HOSTILE, explain_with_overlays, write_hostile_folder, write_image
+from fastcam_testkit.runs import write_synthetic_run
 
 class Page(HTMLParser):
     """Every start tag with its attributes, and the text, of an HTML page."""
@@ -116,13 +126,13 @@ def test_hostile_run_json_values_are_escaped(hostile_run: tuple[Path, Path], tmp
     _, source = hostile_run
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
-    meta = json.loads((run_dir / "run.json").read_text())
+    meta = json.loads(RunDirectory(run_dir).run_json.read_text())
     meta["method"] = "<script>alert('method')</script>"
     meta["timings"] = {"seconds": "<img src=x onerror=alert(1)>", "images_per_s": "</td><script>alert(2)</script>"}
     meta["device"] = ["<svg onload=alert(3)>"]
     meta["settings"]["model"]["spec"] = "\"><script>alert(4)</script>"
     meta["settings"]["target_layer"] = "<iframe src=javascript:alert(5)>"
-    (run_dir / "run.json").write_text(json.dumps(meta))
+    RunDirectory(run_dir).run_json.write_text(json.dumps(meta))
     (run_dir / "overlays" / "overlay.json").write_text(json.dumps({"colormap": "</style><script>alert(7)</script>"}))
     title = "</script><script>alert(8)</script><!--"
     out = write_report([run_dir], tmp_path / "report.html", title=title, class_names=["<i>a</i>", "b&c", "\"d"])
@@ -211,3 +221,32 @@ def test_runs_written_with_the_old_overlay_names_still_show(hostile_run: tuple[P
     page = parse(write_report([run_dir], tmp_path / "r.html"))
     shown = {a["data-sample"]: unquote(a["src"] or "") for a in page.images("overlay")}
     assert shown["pctA.png"] == "old/overlays/pctA.png" and shown["pct%41.png"] == "old/overlays/pct%41.png.png"
+
+
+def test_a_large_run_shows_a_named_bounded_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over max_images samples the grid holds the listed ids, the most and least confident predictions and
+    a seeded random sample, and says so; the summary still counts every sample."""
+    from fastcam.io.run import durable
+
+    monkeypatch.setattr(durable, "DURABLE", False)
+    ids = write_synthetic_run(tmp_path / "run", 40, world=2, batch_size=8, classes=4, skip=frozenset({6}))
+    run = open_run(tmp_path / "run")
+    summary = summarise(run)
+    probs = torch.softmax(run.logits[:], 1)
+    assert np.allclose(summary.confidence, probs.max(1).values.numpy(), atol=1e-6)
+    assert np.array_equal(summary.predicted, run.predicted[:].numpy())
+    rows, text = select_rows(summary, run.ids, 10, [ids[3]])
+    order = np.argsort(summary.confidence)
+    assert rows[0] == run.ids.index(ids[3]) and len(rows) == 10
+    assert rows[1:4] == order[::-1][:3].tolist() and rows[4:7] == order[:3].tolist()
+    assert rows == select_rows(summary, run.ids, 10, [ids[3]])[0]  # seeded
+    assert text == ("a selection of 39 images: the 1 listed, the 3 most and 3 least confident predictions, "
+                    "3 chosen at random (seed 0)")
+    assert select_rows(summary, run.ids, 39)[0] == list(range(39))
+    with pytest.raises(ValueError, match="not explained samples"):
+        select_rows(summary, run.ids, 10, [ids[6]])
+    page = write_report([run], tmp_path / "r.html", max_images=10, show_ids=[ids[3]])
+    html = page.read_text(encoding="utf-8")
+    assert "Images (10 of 39)" in html and f"Shown: {text}." in html
+    assert html.count('<tr data-order=') == 10 and f'data-id="{ids[3]}"' in html
+    assert read_config(page)["show_ids"] == [ids[3]]

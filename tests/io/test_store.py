@@ -9,7 +9,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from fastcam.io.store import RunDirectory, ShardWriter, open_run
+from fastcam.io.run import RunDirectory, ShardWriter, open_run
 from fastcam.pipeline import explain_dataset
 
 
@@ -73,3 +73,18 @@ def test_run_lowres_and_the_deprecated_maps_alias(tmp_path: Path) -> None:
     # the input-size map, as Explanation.maps: upsampled, divided by its max
     up = run.upsampled("b.png")
     assert up.shape == (8, 8) and float(up.max()) == pytest.approx(1.0)
+
+
+def test_the_former_store_module_reexports_the_run_package() -> None:
+    """`fastcam.io.store` keeps every name it had, as the same objects; its fsync settings are durable's."""
+    import fastcam.io.run as run
+    import fastcam.io.store as store
+    from fastcam.io.run import durable
+
+    assert all(getattr(store, name) is getattr(run, name) for name in run.__all__)
+    saved = durable.DURABLE
+    try:
+        store.DURABLE = False
+        assert durable.DURABLE is False and store.DURABLE is False
+    finally:
+        durable.DURABLE = saved

@@ -76,3 +76,11 @@ def test_central_slices_lays_out_the_three_planes() -> None:
     torch.testing.assert_close(panel[:d, w + 1 : 2 * w + 1], volume[:, h // 2, :])
     torch.testing.assert_close(panel[:d, 2 * w + 2 :], volume[:, :, w // 2])
     assert central_slices(volume.expand(2, 1, d, h, w)).shape[:2] == (2, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, np.bool_])
+def test_npy_volumes_of_non_real_dtypes_are_refused(tmp_path: Path, dtype: type) -> None:
+    """Issue 26 item 8: a complex volume was explained with its imaginary part silently dropped."""
+    np.save(tmp_path / "v.npy", (np.ones((2, 3, 4)) * (1 + 2j)).astype(dtype) if dtype is not np.bool_ else np.ones((2, 3, 4), dtype))
+    with pytest.raises(ValueError, match=rf"real numbers.*{np.dtype(dtype).name}"):
+        read_volume(tmp_path / "v.npy")

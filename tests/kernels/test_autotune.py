@@ -25,6 +25,8 @@ from fastcam_testkit.kernels import (  # noqa: E402
     poisoned,
     w,
 )
+from fastcam.ops import combine as combine_reference  # noqa: E402
+from fastcam.ops import weighted_sum_relu as weighted_sum_relu_reference  # noqa: E402
 
 pytestmark = INTERPRETER_TESTS
 
@@ -80,10 +82,10 @@ def test_tuned_choice_is_cached_per_shape_and_correct(monkeypatch: pytest.Monkey
     assert offered >= 2 and len(kernel.cache) == 1
     chosen = next(iter(kernel.cache.values()))
     assert chosen != cam_combine._combine_config({"act_ptr": activations, "C": 37, "CHUNK": 37, "HW": h * w})
-    assert_close(lowres, cam_combine.weighted_sum_relu_reference(activations, weights))
+    assert_close(lowres, weighted_sum_relu_reference(activations, weights))
     _, maps = cam_combine.combine(activations, weights, (H, W), maps_out=poisoned(B, H, W))  # same key: cached
     assert len(timed) == offered and len(kernel.cache) == 1
-    assert_close(maps, cam_combine.combine_reference(activations, weights, (H, W))[1])
+    assert_close(maps, combine_reference(activations, weights, (H, W))[1])
     cam_combine.weighted_sum_relu(activations[:, :, :, :-1], weights)  # another shape: tuned again
     assert len(timed) > offered and len(kernel.cache) == 2
 

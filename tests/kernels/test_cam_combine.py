@@ -10,9 +10,7 @@ pytest.importorskip("triton")
 from fastcam.kernels import cam_combine  # noqa: E402
 from fastcam.kernels.cam_combine import (  # noqa: E402
     combine,
-    combine_reference,
     weighted_sum_relu,
-    weighted_sum_relu_reference,
 )
 from fastcam_testkit.kernels import (  # noqa: E402
     DTYPES,
@@ -32,6 +30,8 @@ from fastcam_testkit.kernels import (  # noqa: E402
 )
 
 import fastcam  # noqa: E402
+from fastcam.ops import combine as combine_reference  # noqa: E402
+from fastcam.ops import weighted_sum_relu as weighted_sum_relu_reference  # noqa: E402
 
 pytestmark = INTERPRETER_TESTS
 

@@ -9,12 +9,8 @@ import torch.nn.functional as F
 pytest.importorskip("triton")
 
 from fastcam.kernels import cam_combine, cfcam_filter  # noqa: E402
-from fastcam.kernels.cam_combine import combine, combine_reference  # noqa: E402
-from fastcam.kernels.cfcam_filter import (  # noqa: E402
-    cfcam_combine,
-    cluster_filter_weights,
-    cluster_filter_weights_reference,
-)
+from fastcam.kernels.cam_combine import combine  # noqa: E402
+from fastcam.kernels.cfcam_filter import cfcam_combine, cluster_filter_weights  # noqa: E402
 from fastcam_testkit.kernels import (  # noqa: E402
     INTERPRETER_TESTS,
     B,
@@ -33,6 +29,8 @@ from fastcam_testkit.kernels import (  # noqa: E402
 
 import fastcam  # noqa: E402
 from fastcam.ops import IMPORTANT, NOISE  # noqa: E402
+from fastcam.ops import cluster_filter_weights as cluster_filter_weights_reference  # noqa: E402
+from fastcam.ops import combine as combine_reference  # noqa: E402
 
 pytestmark = INTERPRETER_TESTS
 

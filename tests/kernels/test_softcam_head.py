@@ -20,6 +20,8 @@ pytest.importorskip("triton")
 from fastcam_testkit.kernels import force_split  # noqa: E402
 
 from fastcam.kernels import softcam_head as sh  # noqa: E402
+from fastcam.ops import evidence_head as evidence_head_reference  # noqa: E402
+from fastcam.ops import softcam_maps as softcam_maps_reference  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 POOLS = ("avg", "max", "lse")
@@ -68,7 +70,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> N
 def test_forward_matches_reference(pool: str, K: int) -> None:
     features, weight, bias = head_inputs(K, seed=10 + K)
     logits, evidence = sh.evidence_head(features, weight, bias, pool, 0.7)
-    ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, bias, pool, 0.7)
+    ref_logits, ref_evidence = evidence_head_reference(features, weight, bias, pool, 0.7)
     assert logits.shape == (B, K) and evidence.shape == (B, K, H, W)
     assert_close(evidence, ref_evidence, 1e-5)
     assert_close(logits, ref_logits, 1e-5)
@@ -83,12 +85,12 @@ def test_forward_half_precision_features(pool: str, dtype: torch.dtype) -> None:
     logits, evidence = sh.evidence_head(features, weight.to(dtype), bias.to(dtype), pool, 1.3)
     assert logits.dtype == evidence.dtype == torch.float32
     # reference in float32 from the same rounded values: only the summation order differs
-    ref_logits, ref_evidence = sh.evidence_head_reference(features, weight.to(dtype), bias.to(dtype), pool, 1.3)
+    ref_logits, ref_evidence = evidence_head_reference(features, weight.to(dtype), bias.to(dtype), pool, 1.3)
     assert_close(evidence, ref_evidence, 1e-4)
     assert_close(logits, ref_logits, 1e-4)
     # and close to the float32 head on the unrounded weights, at the dtype's precision
     loose = {torch.float16: 5e-3, torch.bfloat16: 4e-2}[dtype]
-    ref32_logits, _ = sh.evidence_head_reference(features, weight, bias, pool, 1.3)
+    ref32_logits, _ = evidence_head_reference(features, weight, bias, pool, 1.3)
     assert_close(logits, ref32_logits, loose)
 
 
@@ -111,7 +113,7 @@ def test_forward_strided_features(layout: str) -> None:
     bias = torch.randn(19, generator=g).to(DEVICE)
     for pool in POOLS:
         logits, evidence = sh.evidence_head(features, weight, bias, pool, 0.9)
-        ref_logits, ref_evidence = sh.evidence_head_reference(features.contiguous(), weight, bias, pool, 0.9)
+        ref_logits, ref_evidence = evidence_head_reference(features.contiguous(), weight, bias, pool, 0.9)
         assert_close(evidence, ref_evidence, 1e-5)
         assert_close(logits, ref_logits, 1e-5)
 
@@ -122,7 +124,7 @@ def test_forward_several_pixel_and_channel_tiles() -> None:
     features, weight, bias = head_inputs(3, seed=35, shape=(2, 133, 17, 19))
     for pool, temperature in [("avg", 1.0), ("max", 1.0), ("lse", 0.3), ("lse", 1e3)]:
         logits, evidence = sh.evidence_head(features, weight, bias, pool, temperature)
-        ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, bias, pool, temperature)
+        ref_logits, ref_evidence = evidence_head_reference(features, weight, bias, pool, temperature)
         assert_close(evidence, ref_evidence, 1e-5)
         assert_close(logits, ref_logits, 1e-5)
     # the test is only meaningful if some maxima lie beyond the first pixel tile
@@ -141,7 +143,7 @@ def test_split_forward_matches_reference(K: int, pool: str, layout: str, monkeyp
         features = features.contiguous(memory_format=torch.channels_last)
     logits, evidence = sh.evidence_head(features, weight, bias, pool, 0.7)
     assert chosen == [(3, 13)]
-    ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, bias, pool, 0.7)
+    ref_logits, ref_evidence = evidence_head_reference(features, weight, bias, pool, 0.7)
     assert_close(evidence, ref_evidence, 1e-5)
     assert_close(logits, ref_logits, 1e-5)
     assert_close(logits, softcam.pool_evidence(evidence, pool, 0.7), 1e-5)
@@ -156,14 +158,14 @@ def test_split_forward_several_pixel_tiles_no_bias_and_backward(monkeypatch: pyt
     features, weight, _ = head_inputs(3, seed=35, shape=(2, 133, 17, 19))
     for pool, temperature in [("max", 1.0), ("lse", 0.3)]:
         logits, evidence = sh.evidence_head(features, weight, None, pool, temperature)
-        ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, None, pool, temperature)
+        ref_logits, ref_evidence = evidence_head_reference(features, weight, None, pool, temperature)
         assert_close(evidence, ref_evidence, 1e-5)
         assert_close(logits, ref_logits, 1e-5)
     assert (ref_evidence.flatten(2).argmax(dim=2) >= 256).any()
     features, weight, bias = head_inputs(5, seed=96)
     probe = torch.randn(B, 5, generator=generator(97)).to(DEVICE)
     fused = head_grads(sh.evidence_head, features, weight, bias, "lse", 0.8, probe)
-    reference = head_grads(sh.evidence_head_reference, features, weight, bias, "lse", 0.8, probe)
+    reference = head_grads(evidence_head_reference, features, weight, bias, "lse", 0.8, probe)
     for got, want in zip(fused, reference):
         assert_close(got, want, 1e-5)
 
@@ -188,7 +190,7 @@ def test_forward_conv_weight_no_bias_and_single_pixel() -> None:
     features, weight, _ = head_inputs(5, seed=40, shape=(2, 21, 1, 1))
     for pool in POOLS:
         logits, evidence = sh.evidence_head(features, weight[:, :, None, None], None, pool, 2.0)
-        ref_logits, ref_evidence = sh.evidence_head_reference(features, weight, None, pool, 2.0)
+        ref_logits, ref_evidence = evidence_head_reference(features, weight, None, pool, 2.0)
         assert_close(evidence, ref_evidence, 1e-5)
         assert_close(logits, ref_logits, 1e-5)
 
@@ -222,7 +224,7 @@ def test_nan_features_propagate_like_torch(pool: str) -> None:
     features, weight, bias = head_inputs(3, seed=47)
     features[1, 4, 2, 3] = float("nan")
     logits, evidence = sh.evidence_head(features, weight, bias, pool, 0.8)
-    ref_logits, _ = sh.evidence_head_reference(features, weight, bias, pool, 0.8)
+    ref_logits, _ = evidence_head_reference(features, weight, bias, pool, 0.8)
     assert torch.equal(logits.isnan(), ref_logits.isnan()) and logits[1].isnan().all()
     assert torch.isfinite(logits[[0, 2]]).all() and evidence[1, :, 2, 3].isnan().all()
 
@@ -231,7 +233,7 @@ def test_lse_is_stable_for_large_evidence_and_between_avg_and_max() -> None:
     features, weight, bias = head_inputs(7, seed=50)
     features = features * 300.0  # E/T reaches ~1e3: a naive exp would overflow to inf
     lse, evidence = sh.evidence_head(features, weight, bias, "lse", 0.5)
-    ref, _ = sh.evidence_head_reference(features, weight, bias, "lse", 0.5)
+    ref, _ = evidence_head_reference(features, weight, bias, "lse", 0.5)
     assert_close(lse, ref, 1e-5)
     avg = evidence.mean(dim=(2, 3))
     peak = evidence.amax(dim=(2, 3))
@@ -257,7 +259,7 @@ def test_backward_matches_autograd_of_reference(pool: str, K: int) -> None:
     features, weight, bias = head_inputs(K, seed=60 + K)
     probe = torch.randn(B, K, generator=generator(61)).to(DEVICE)
     fused = head_grads(sh.evidence_head, features, weight, bias, pool, 0.8, probe)
-    reference = head_grads(sh.evidence_head_reference, features, weight, bias, pool, 0.8, probe)
+    reference = head_grads(evidence_head_reference, features, weight, bias, pool, 0.8, probe)
     for name, got, want in zip(("features", "weight", "bias"), fused, reference):
         assert got.dtype == want.dtype, name
         assert_close(got, want, 1e-5)
@@ -268,7 +270,7 @@ def test_backward_channels_last_half_features() -> None:
     probe = torch.randn(B, 5, generator=generator(71)).to(DEVICE)
     cl = features.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     got = head_grads(sh.evidence_head, cl, weight, bias, "lse", 1.1, probe)
-    want = head_grads(sh.evidence_head_reference, cl, weight, bias, "lse", 1.1, probe)
+    want = head_grads(evidence_head_reference, cl, weight, bias, "lse", 1.1, probe)
     assert got[0].dtype == torch.bfloat16
     assert_close(got[0].float(), want[0].float(), 1e-2)  # rounded to bfloat16 on both sides
     assert_close(got[1], want[1], 1e-5)
@@ -287,7 +289,7 @@ def test_backward_max_pool_ties_share_the_gradient() -> None:
     probe = torch.randn(2, 4, generator=g)
     features, weight, bias, probe = (t.to(DEVICE) for t in (features, weight, bias, probe))
     fused = head_grads(sh.evidence_head, features, weight, bias, "max", 1.0, probe)
-    reference = head_grads(sh.evidence_head_reference, features, weight, bias, "max", 1.0, probe)
+    reference = head_grads(evidence_head_reference, features, weight, bias, "max", 1.0, probe)
     for got, want in zip(fused, reference):
         assert_close(got, want, 1e-5)
 
@@ -298,7 +300,7 @@ def test_backward_from_evidence_only() -> None:
     _, evidence = sh.evidence_head(*leaves, "avg")
     (evidence.square().sum() + evidence[:, :, 1:, ::2].sum()).backward()  # a strided evidence gradient
     ref_leaves = [t.clone().requires_grad_(True) for t in (features, weight, bias)]
-    _, ref_evidence = sh.evidence_head_reference(*ref_leaves, "avg")
+    _, ref_evidence = evidence_head_reference(*ref_leaves, "avg")
     (ref_evidence.square().sum() + ref_evidence[:, :, 1:, ::2].sum()).backward()
     for got, want in zip(leaves, ref_leaves):
         assert_close(got.grad, want.grad, 1e-5)
@@ -312,7 +314,7 @@ def test_softcam_maps_match_reference(size: tuple[int, int]) -> None:
     evidence[2] = -evidence[2].abs()  # image 2's target map is all negative: ReLU -> all-zero map stays zero
     targets = torch.tensor([0, 18, 7, 7]).to(DEVICE)
     lowres, maps = sh.softcam_maps(evidence, targets, size)
-    ref_lowres, ref_maps = sh.softcam_maps_reference(evidence, targets, size)
+    ref_lowres, ref_maps = softcam_maps_reference(evidence, targets, size)
     assert_close(lowres, ref_lowres, 1e-6)
     assert_close(maps, ref_maps, 1e-5)
     assert (maps[2] == 0).all() and maps[[0, 1, 3]].amax(dim=(1, 2)).eq(1).all()
@@ -323,7 +325,7 @@ def test_softcam_maps_strided_half_evidence() -> None:
     evidence = torch.randn(3, 6, W, H, generator=g).to(DEVICE, torch.float16).transpose(2, 3)
     targets = torch.tensor([5, 0, 2]).to(DEVICE)
     lowres, maps = sh.softcam_maps(evidence, targets, (17, 13))
-    ref_lowres, ref_maps = sh.softcam_maps_reference(evidence, targets, (17, 13))
+    ref_lowres, ref_maps = softcam_maps_reference(evidence, targets, (17, 13))
     assert_close(lowres, ref_lowres, 1e-6)
     assert_close(maps, ref_maps, 1e-5)
 

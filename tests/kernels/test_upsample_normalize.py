@@ -9,7 +9,6 @@ pytest.importorskip("triton")
 
 from fastcam.kernels.upsample_normalize import (  # noqa: E402
     upsample_normalize,
-    upsample_normalize_reference,
 )
 from fastcam_testkit.kernels import (  # noqa: E402
     DTYPES,
@@ -24,6 +23,7 @@ from fastcam_testkit.kernels import (  # noqa: E402
     poisoned,
     w,
 )
+from fastcam.ops import upsample_normalize as upsample_normalize_reference  # noqa: E402
 
 pytestmark = INTERPRETER_TESTS
 

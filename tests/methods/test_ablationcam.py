@@ -1,4 +1,4 @@
-"""Ablation-CAM against a float64 hand computation of pytorch-grad-cam's formula (w = (y - y_c) / y), the
+"""Ablation-CAM against a float64 hand computation of the relative drop w = (y - y_c) / |y|, the
 torch.fx split against full forwards, and how often the layers before the target run."""
 import warnings
 
@@ -9,17 +9,19 @@ from torch import nn
 import fastcam
 from fastcam.methods.ablationcam import split_at
 from fastcam.reshape import vit
+from fastcam.targets import BinaryTarget, ClassTarget, Target
 from fastcam_testkit.common import output_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _hand(model: nn.Module, layer: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _hand(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Per image, per channel: the layer's output with channel c zeroed (a replacing hook, pytorch-grad-cam's
-    AblationLayer), a full forward of that one image, the raw target logit."""
+    AblationLayer), a full forward of that one image, the raw target score; the weight is the relative drop
+    (y - y_c) / |y| (pytorch-grad-cam divides by y, which flips every weight where y < 0)."""
     acts = output_of(layer, lambda: model(x))
     with torch.no_grad():
-        y = model(x).gather(1, targets[:, None])[:, 0]
+        y = target.score(model(x))
     maps = []
     for b in range(x.shape[0]):
         weights = []
@@ -28,9 +30,9 @@ def _hand(model: nn.Module, layer: nn.Module, x: torch.Tensor, targets: torch.Te
             ablated[:, c] = 0
             handle = layer.register_forward_hook(lambda m, i, o, a=ablated: a.clone())
             with torch.no_grad():
-                y_c = model(x[b : b + 1])[0, targets[b]]
+                y_c = target.select(torch.tensor([b])).score(model(x[b : b + 1]))[0]
             handle.remove()
-            weights.append((y[b] - y_c) / y[b])
+            weights.append((y[b] - y_c) / y[b].abs())
         w = torch.stack(weights)
         maps.append(torch.relu((w[:, None, None] * acts[b]).sum(0)))
     return torch.stack(maps)
@@ -44,9 +46,9 @@ _HAND: dict[str, torch.Tensor] = {}
 ])
 def test_float64_hand(layer, chunk, partial, resnet, images):
     model, x = resnet.double(), images[:2].double()
-    targets = torch.tensor([1, 4])
+    targets = torch.tensor([0, 2])  # a positive and a negative logit
     if layer not in _HAND:  # the hand computation is the slow part: once per layer
-        _HAND[layer] = _hand(model, model.get_submodule(layer), x, targets)
+        _HAND[layer] = _hand(model, model.get_submodule(layer), x, ClassTarget(targets))
     expected = _HAND[layer]
     cam = fastcam.AblationCAM(model, layer, batch_size=chunk, partial_forward=partial)
     with warnings.catch_warnings():
@@ -96,7 +98,7 @@ def test_untraceable_model_falls_back_to_full_forwards():
     targets = torch.tensor([0, 2, 1])
     assert split_at(model, model.act) is None
     got = fastcam.AblationCAM(model, "act", batch_size=4).explain(x, targets).lowres.double()
-    torch.testing.assert_close(got, _hand(model, model.act, x, targets), rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(got, _hand(model, model.act, x, ClassTarget(targets)), rtol=1e-6, atol=1e-12)
 
 
 class _Tokens(nn.Module):
@@ -134,7 +136,7 @@ def test_reshape_transform_ablates_the_channel_of_the_patch_tokens():
             ablated[:, 1:, c] = 0  # the channel of the patch tokens; the CLS token is not part of the map
             h = model.block.register_forward_hook(lambda m, i, o, a=ablated: a)
             with torch.no_grad():
-                w.append((y[b] - model(x[b : b + 1])[0, targets[b]]) / y[b])
+                w.append((y[b] - model(x[b : b + 1])[0, targets[b]]) / y[b].abs())
             h.remove()
         expected.append(torch.relu((torch.stack(w)[:, None, None] * maps[b]).sum(0)))
     torch.testing.assert_close(got, torch.stack(expected), rtol=1e-6, atol=1e-12)
@@ -168,3 +170,32 @@ def test_zero_score_and_bad_options(resnet, images):
     nn.init.zeros_(resnet.fc.weight[2])  # y = 0 for class 2: weights fall back to y - y_c (= 0 here)
     maps = fastcam.AblationCAM(resnet, "layer4")(images, 2)
     assert torch.isfinite(maps).all()
+
+
+def test_negative_scores_keep_the_sign_of_the_drop(resnet, images):
+    """Issue 24 item 8: dividing by a negative score flipped every weight (on the least likely class the map
+    correlated -0.4 to -0.5 with the right one). The weight is the drop relative to |y|."""
+    model, x = resnet.double(), images[:2].double()
+    targets = torch.tensor([2, 2])
+    with torch.no_grad():
+        assert (model(x)[:, 2] < 0).all()  # the case: negative target scores
+    expected = _hand(model, model.layer3, x, ClassTarget(targets))
+    got = fastcam.AblationCAM(model, "layer3", batch_size=64).explain(x, targets).lowres.double()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9 * float(expected.max()))
+    assert (expected.flatten(1).amax(1) > 0).all()
+
+
+def test_binary_target_against_gives_the_evidence_against(images):
+    """BinaryTarget(positive=False) scores -z: its weights are the positive target's negated (evidence
+    against, as for the gradient methods), not the positive map again."""
+    torch.manual_seed(0)
+    model = fastcam.models.tiny_resnet(num_classes=1).eval().double()
+    x = images[:2].double()
+    cam = fastcam.AblationCAM(model, "layer3", batch_size=64)
+    lowres = {}
+    for positive in (True, False):
+        expected = _hand(model, model.layer3, x, BinaryTarget(positive=positive))
+        lowres[positive] = cam.explain(x, BinaryTarget(positive=positive)).lowres.double()
+        torch.testing.assert_close(lowres[positive], expected, rtol=1e-6, atol=1e-9 * float(expected.max()))
+        assert (expected.flatten(1).amax(1) > 0).all()
+    assert not ((lowres[True] > 0) & (lowres[False] > 0)).any()  # ReLU(S) and ReLU(-S): never both positive

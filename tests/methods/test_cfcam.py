@@ -531,3 +531,25 @@ def test_bad_arguments_are_rejected() -> None:
 def test_exported() -> None:
     assert fastcam.CFCAM is CFCAM
     assert fastcam.methods.CFCAM is CFCAM
+
+
+def test_clustering_defaults_live_in_one_frozen_options_object() -> None:
+    import dataclasses
+    import inspect
+
+    from fastcam.methods.cfcam import ClusterOptions
+
+    options = ClusterOptions()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.eps_floor = 1.0  # type: ignore[misc]
+    signature = inspect.signature(CFCAM).parameters
+    for field in dataclasses.fields(ClusterOptions):  # the constructor's defaults are the object's
+        assert signature[field.name].default == getattr(options, field.name), field.name
+    cam = CFCAM(tiny_resnet(num_classes=5).eval(), "layer4", eps_percentile=30, cluster_backend="sklearn")
+    assert cam.clustering == ClusterOptions(eps_percentile=30.0, cluster_backend="sklearn")
+    acts = torch.rand(2, 12, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(channel_labels(acts, cam.clustering), channel_labels(acts, eps_percentile=30, cluster_backend="sklearn"))
+    with pytest.raises(TypeError, match="min_samples_floor must be an int, got float"):
+        ClusterOptions(min_samples_floor=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cluster_backend must be one of"):
+        channel_labels(acts, cluster_backend="faiss")

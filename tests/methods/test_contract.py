@@ -7,16 +7,16 @@ import torch
 from torch import nn
 
 import fastcam
+from fastcam.methods import registry
 from fastcam.models import tiny_resnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-#: one method of each kind: weights from gradients, maps from gradients (element-wise, eigen), masked
-#: forwards, ablations through the layers after the target, the activations' principal component
-METHODS = [fastcam.GradCAM, fastcam.GradCAMPlusPlus, fastcam.ScoreCAM, fastcam.LayerCAM, fastcam.XGradCAM,
-           fastcam.HiResCAM, fastcam.GradCAMElementWise, fastcam.EigenGradCAM, fastcam.EigenCAM, fastcam.AblationCAM]
-#: Score-CAM's many-sample variants: the contract checks that do not multiply their forwards
-SAMPLING = [fastcam.SSCAM, fastcam.ISCAM]
+#: every post-hoc method of the registry: weights from gradients, maps from gradients (element-wise, eigen),
+#: clustered gradients, masked forwards, ablations through the layers after the target, principal components
+METHODS = [registry.method_class(name) for name in registry.method_names(post_hoc=True, slow=False)]
+#: Score-CAM's many-sample variants (the registry's slow methods): the checks that do not multiply their forwards
+SAMPLING = [registry.method_class(name) for name in registry.method_names(post_hoc=True, slow=True)]
 GRADIENT = [m for m in METHODS if m.uses_gradients]
 
 

@@ -154,3 +154,46 @@ def test_grad_mode_and_flags_left_as_found(method, resnet: nn.Module, images: to
     assert [p.requires_grad for p in resnet.parameters()] == flags
     assert all(p.grad is None for p in resnet.parameters())
     assert not resnet.training
+
+
+class _MeetsAnotherThreadWhileTraced(nn.Module):
+    """Passes its input on; while torch.fx traces it, lets another thread run its inference and waits for it
+    to finish, so that inference surely overlaps the trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracing, self.done = threading.Event(), threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy) and not self.tracing.is_set():
+            self.tracing.set()
+            self.done.wait(timeout=60)
+        return x
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ablation_cams_trace_does_not_disturb_inference_in_another_thread(resnet: nn.Module, images: torch.Tensor) -> None:
+    """Issue 26 item 7: while Ablation-CAM's first call traced the model with torch.fx (which patches
+    `nn.Module.__call__` and `__getattr__` for the whole process), plain inference in another thread got
+    the tracer's proxies and raised. Both the traced model and another model must infer as they do alone."""
+    meet = _MeetsAnotherThreadWhileTraced()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), meet, nn.ReLU(), nn.Conv2d(4, 5, 3), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        expected = {"traced": model(images), "other": resnet(images)}
+    got: dict[str, torch.Tensor] = {}
+
+    def infer() -> None:
+        try:
+            assert meet.tracing.wait(timeout=60)
+            with torch.no_grad():
+                got["traced"], got["other"] = model(images), resnet(images)
+        finally:
+            meet.done.set()
+
+    maps: list[torch.Tensor] = []
+    assert _run_threads(lambda: maps.append(fastcam.AblationCAM(model, "3")(images, 0)), infer) == []
+    for key in expected:
+        assert type(got[key]) is torch.Tensor
+        torch.testing.assert_close(got[key], expected[key])
+    torch.testing.assert_close(maps[0], fastcam.AblationCAM(model, "3", partial_forward=False)(images, 0))

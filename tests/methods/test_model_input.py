@@ -1,6 +1,9 @@
 """Model-side bad input gets a clear error naming the problem (issue 10), and what is valid works."""
 from __future__ import annotations
 
+import inspect
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,15 +11,21 @@ from torch import nn
 
 import fastcam
 from fastcam import softcam
+from fastcam.methods import registry
 from fastcam.methods.gradcampp import gradcampp_weights
 from fastcam.models import tiny_resnet
 
-METHODS = [fastcam.GradCAM, fastcam.GradCAMPlusPlus, fastcam.ScoreCAM, fastcam.CFCAM]
+#: every post-hoc method of the registry but the slow ones (SS-CAM, IS-CAM: Score-CAM's path, many forwards)
+METHODS = [registry.method_class(name) for name in registry.method_names(post_hoc=True, slow=False)]
 
 
 def _make(method, model, layer="layer4", **kw):  # noqa: ANN001, ANN202
-    if method is fastcam.ScoreCAM:
+    if "batch_size" in inspect.signature(method).parameters:  # many-forward methods: one chunk
         kw.setdefault("batch_size", 64)
+    if "num_samples" in inspect.signature(method).parameters:
+        kw.setdefault("num_samples", 1)
+    if "generator" in inspect.signature(method).parameters:  # seeded: the same noise on every call
+        kw.setdefault("generator", 0)
     return method(model, layer, **kw)
 
 
@@ -173,7 +182,7 @@ class _PoisonGradient(torch.autograd.Function):
 
 @pytest.mark.parametrize("method,where,reason", [
     (method, where, where) for method in METHODS for where in ("logits", "activations", "gradients")
-    if not (method is fastcam.ScoreCAM and where == "gradients")  # Score-CAM computes no gradients
+    if not (not method.uses_gradients and where == "gradients")  # gradient-free methods compute none
 ])
 def test_non_finite_values_from_the_model_name_the_images(method, where: str, reason: str, images: torch.Tensor) -> None:
     cam = _make(method, _Poisoned(where).eval(), "features")
@@ -209,3 +218,69 @@ def test_channel_check_reads_the_first_convolution_run(images: torch.Tensor) -> 
     assert maps.shape == (4, 64, 48)
     with pytest.raises(ValueError, match=r"first convolution 'backbone.0' expects 3 input channels but got 1"):
         fastcam.GradCAM(model, "backbone")(images[:, :1])
+
+
+class _NaNAfterFirstForward(nn.Module):
+    """A model that is finite on the images but NaN on every later forward (the masked or ablated inputs of
+    Score-CAM's family and Ablation-CAM), as one NaN weight in ResNet's layer4[0].conv1 made oneDNN do
+    for batches of another size (issue 26 item 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        logits = self.fc(self.features(x).relu().mean((2, 3)))
+        return logits if self.forwards == 1 else logits * float("nan")
+
+
+@pytest.mark.parametrize("method", [fastcam.ScoreCAM, fastcam.SSCAM, fastcam.ISCAM, fastcam.AblationCAM])
+def test_non_finite_extra_forwards_raise_instead_of_nan_maps(method, images: torch.Tensor) -> None:
+    kwargs = {"partial_forward": False} if method is fastcam.AblationCAM else {"num_samples": 2} if method is not fastcam.ScoreCAM else {}
+    cam = method(_NaNAfterFirstForward().eval(), "features", **kwargs)
+    with pytest.raises(fastcam.NonFiniteError, match=r"the channel weights at layer 'features'.*image\(s\) 0, 1, 2, 3") as info:
+        cam(images, 0)
+    assert info.value.indices == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("name", registry.method_names(post_hoc=True))
+def test_targets_on_the_meta_device_are_named(name: str, resnet: nn.Module, images: torch.Tensor) -> None:
+    """Issue 26 item 8: targets on the meta device gave torch's raw NotImplementedError in every method."""
+    cam = registry.method_class(name)(resnet, "layer4")
+    for targets in (torch.tensor([0, 1, 2, 3], device="meta"), torch.tensor(1, device="meta")):
+        with pytest.raises(ValueError, match="targets are on the meta device"):
+            cam(images, targets)
+
+
+def test_meta_tensors_in_targets_and_classes_are_named(resnet: nn.Module, images: torch.Tensor) -> None:
+    net = softcam.convert(resnet, 3).eval()
+    with pytest.raises(ValueError, match="targets are on the meta device"):
+        fastcam.SoftCAM(net)(images, torch.tensor([0, 1, 2, 3], device="meta"))
+    with pytest.raises(ValueError, match="classes are on the meta device"):
+        fastcam.GradCAM(resnet, "layer4").explain_per_class(images, torch.tensor([0, 1], device="meta"))
+    meta = torch.zeros(4, 3, device="meta")
+    for make, what in ((lambda: fastcam.targets.ClassTarget(meta[:, 0].long()), "classes"),
+                       (lambda: fastcam.targets.SegmentationTarget(0, meta), "mask"),
+                       (lambda: fastcam.targets.SimilarityTarget(meta), "reference")):
+        with pytest.raises(ValueError, match=f"{what}.*meta device"):
+            make()
+
+
+# ------------------------------------------------------------------------------------------- 1×1 maps
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", ["gradcam", "eigencam", "scorecam", "ablationcam"])
+def test_single_cell_maps_are_warned_naming_a_layer_with_a_map(name: str, resnet: nn.Module) -> None:
+    """Issue 24 item 8: at 32 x 32 px, tiny ResNet's layer4 is 1 x 1: most methods returned all-ones maps and
+    the Eigen methods all zeros, without a word."""
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cam = registry.method_class(name)(resnet, "layer4")
+    with pytest.warns(fastcam.UninformativeMapWarning, match=r"layer 'layer4' gives 1×1 maps.*explain 'layer3' instead"):
+        maps = cam(images, 0)
+    assert torch.allclose(maps.amax((1, 2)), maps.amin((1, 2)))  # what the warning is about: constant maps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cam(images, 0)  # once per explainer, layer and image size
+        registry.method_class(name)(resnet, "layer3")(images, 0)  # 2 x 2: no warning

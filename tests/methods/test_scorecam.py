@@ -65,3 +65,19 @@ def test_scorecam_rejects_bad_options(resnet):
         fastcam.ScoreCAM(resnet, "layer4", batch_size=0)
     with pytest.raises(ValueError, match="score"):
         fastcam.ScoreCAM(resnet, "layer4", score="softmax")
+
+
+@pytest.mark.parametrize("method", [fastcam.ScoreCAM, fastcam.SSCAM, fastcam.ISCAM, fastcam.AblationCAM])
+def test_opt_in_progress_bar_counts_the_forwards(method, resnet, capsys) -> None:
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    extra = {"num_samples": 2} if method in (fastcam.SSCAM, fastcam.ISCAM) else {}
+    if method is fastcam.SSCAM:
+        extra["generator"] = 0
+    quiet = method(resnet, "layer4", batch_size=16, **extra)(images)
+    assert capsys.readouterr().err == ""  # off by default
+    shown = method(resnet, "layer4", batch_size=16, progress=True, **extra)(images)
+    err = capsys.readouterr().err
+    assert method.__name__ in err and "input" in err, err
+    torch.testing.assert_close(shown, quiet)
+    with pytest.raises(TypeError, match="progress must be a bool"):
+        method(resnet, "layer4", progress="yes")

@@ -21,9 +21,10 @@ def _count_forwards_and_backwards(model: torch.nn.Module) -> dict[str, list[int]
 
 
 def _smoothgrad_hand(model, x, targets, copies, sigma, seed, layer="layer3"):  # noqa: ANN001, ANN202
-    """The clean activations and the N noisy copies' gradients, noise drawn as documented: one
-    (N, B, C, H, W) standard normal tensor from a generator seeded with `seed`."""
-    noise = torch.randn((copies, *x.shape), generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+    """The clean activations and the N noisy copies' gradients, noise drawn as documented: per image b, one
+    (N, C, H, W) standard normal tensor from a generator seeded with `seed + b`."""
+    noise = torch.stack([torch.randn((copies, *x.shape[1:]), generator=torch.Generator().manual_seed(seed + b),
+                                     dtype=x.dtype) for b in range(x.shape[0])], dim=1)
     (acts,), _, _ = activations_and_grads(model, [layer], x, targets)
     grads = torch.stack([activations_and_grads(model, [layer], x + sigma * noise[n], targets)[1][0] for n in range(copies)])
     return acts, grads
@@ -112,7 +113,7 @@ def test_eigen_smooth_gradcam_float64_hand(resnet, images):
 def test_bad_smoothing_options(resnet):
     with pytest.raises(ValueError, match="smooth"):
         fastcam.GradCAM(resnet, "layer4", smooth=-1)
-    with pytest.raises(ValueError, match="smooth"):
+    with pytest.raises(TypeError, match="smooth must be an int, got bool"):
         fastcam.GradCAM(resnet, "layer4", smooth=True)
     with pytest.raises(ValueError, match="smooth_sigma"):
         fastcam.GradCAM(resnet, "layer4", smooth=2, smooth_sigma=-0.1)
@@ -122,3 +123,14 @@ def test_bad_smoothing_options(resnet):
         fastcam.LayerCAM(resnet, "layer4", eigen_smooth="yes")
     with pytest.raises(TypeError):
         fastcam.ScoreCAM(resnet, "layer4", smooth=2)  # SmoothGrad is for gradient methods
+
+
+@pytest.mark.parametrize("aug", [False, True])
+def test_seeded_smoothgrad_is_per_image_so_a_batch_equals_its_images_alone(aug, resnet, images):
+    """Issue 24 item 8: with a seed, an image's SmoothGrad noise depended on its batch-mates. Image i of a
+    call draws from seed + i (with aug_smooth, its augmented copies too), whatever the rest of the batch."""
+    targets = torch.tensor([1, 0, 4, 2])
+    batch = fastcam.GradCAM(resnet, "layer3", smooth=2, generator=7, aug_smooth=aug).explain(images, targets).maps
+    for i in range(4):
+        cam = fastcam.GradCAM(resnet, "layer3", smooth=2, generator=7 + i, aug_smooth=aug)
+        torch.testing.assert_close(batch[i : i + 1], cam.explain(images[i : i + 1], targets[i : i + 1]).maps, rtol=1e-5, atol=1e-6)

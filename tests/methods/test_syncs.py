@@ -20,10 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: method -> (max host syncs per call, max aten ops beyond the forward, views included) at batch 4, 64x48
 #: images; measured at 1 sync and 59 / 70 ops when set, 62 / 73 since the dead-gradient flag (a gradient
-#: exactly zero at the layer for the whole batch is refused) travels in the same sync (any, stack, cat)
+#: exactly zero at the layer for the whole batch is refused) travels in the same sync (any, stack, cat),
+#: 70 / 81 since the channel weights and the maps are checked too (issue 26: NaN weights from finite inputs)
 BUDGETS = {
-    "gradcam": (1, 63),
-    "gradcampp": (1, 74),
+    "gradcam": (1, 71),
+    "gradcampp": (1, 82),
 }
 
 

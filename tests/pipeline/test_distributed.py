@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from fastcam.cli import main
-from fastcam.io.store import open_run
+from fastcam.io.run import RunDirectory, open_run
 from fastcam.pipeline.distributed import Ranks, torchrun_ranks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,22 +37,22 @@ def test_torchrun_two_ranks_equal_single_process_and_resume(
 
     launch()
     single, multi = open_run(tmp_path / "single"), open_run(tmp_path / "multi")
-    assert (tmp_path / "multi" / "shard-00000-of-00002").is_dir() and (tmp_path / "multi" / "shard-00001-of-00002").is_dir()
+    assert all(RunDirectory(tmp_path / "multi").shard(rank, 2).is_dir() for rank in (0, 1))
     assert multi.meta["world_size"] == 2 and multi.meta["complete"]
     assert multi.ids == single.ids
-    torch.testing.assert_close(multi.lowres, single.lowres, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(multi.logits, single.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(multi.lowres[:], single.lowres[:], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(multi.logits[:], single.logits[:], rtol=1e-5, atol=1e-6)
     assert torch.equal(multi.targets, single.targets)
     # rank 1 "crashed" after its first batch: roll its commit record back, relaunch, only it resumes
     progress = read_progress(tmp_path / "multi", 1, 2)
     session = progress["commits"][0][0]
     progress["committed_batches"], progress["commits"] = 1, [[session, 0, 0]]
-    (tmp_path / "multi" / "shard-00001-of-00002.progress.json").write_text(json.dumps(progress))
+    RunDirectory(tmp_path / "multi").progress(1, 2).write_text(json.dumps(progress))
     before0 = read_progress(tmp_path / "multi", 0, 2)["commits"]
     launch()
     assert read_progress(tmp_path / "multi", 0, 2)["commits"] == before0
     assert commit_log(read_progress(tmp_path / "multi", 1, 2)) == [(0, session), (1, session + 1), (2, session + 1)]
-    torch.testing.assert_close(open_run(tmp_path / "multi").lowres, single.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(open_run(tmp_path / "multi").lowres[:], single.lowres[:], rtol=1e-5, atol=1e-6)
 
 
 def test_ranks_from_torchrun_environment(monkeypatch) -> None:  # noqa: ANN001

@@ -1,5 +1,5 @@
 """explain_dataset: corrupt files and non-finite explanations skipped, the stored maps equal the method's,
-settings refusal, datasets and targets, OOM splitting, amp/workers/grayscale, flat memory."""
+settings refusal, datasets and targets, amp/workers/grayscale, flat memory."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from fastcam.io.run import RunDirectory
 import fastcam
 from fastcam.io.images import read_image
 from fastcam.models import tiny_resnet
 from fastcam.pipeline import explain_dataset
-from fastcam.pipeline.explain import explain_finite, explain_splitting_on_oom, make_explainer
+from fastcam.methods.registry import get_method
+from fastcam.pipeline.robust import explain_finite
 
 Classifier = Callable[..., torch.nn.Module]
 WriteImages = Callable[..., list[str]]
@@ -36,18 +38,18 @@ def test_corrupt_files_are_reported_listed_and_skipped(tmp_path: Path, classifie
     bad = {"truncated.png", "garbage.jpg", "empty.tif", "fake.dcm"}
     model = classifier()
     run = explain_dataset(model, data, method="gradcam", target_layer="layer4", out=tmp_path / "run", batch_size=4,
-                          dtype="float32", progress=False)
+                          dtype="float32", progress=False, max_skip_fraction=0.5)  # 4 of 11 skipped on purpose
     assert run.ids == good
     assert {s["id"] for s in run.skipped} == bad
     assert all(s["error"] for s in run.skipped)
-    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta = json.loads(RunDirectory(tmp_path / "run").run_json.read_text())
     assert {s["id"] for s in meta["skipped"]} == bad and meta["n_skipped"] == 4 and meta["n_explained"] == 7
     # the stored maps are those of the method on the same images (independent oracle: a direct call)
     images = torch.stack([read_image(data / name) for name in good])
     with fastcam.GradCAM(model, "layer4") as cam:
         exp = cam.explain(images)
-    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(run.logits, exp.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.logits[:], exp.logits, rtol=1e-5, atol=1e-6)
     assert torch.equal(run.targets, exp.targets) and torch.equal(run.predicted, exp.logits.argmax(1))
     torch.testing.assert_close(run.upsampled(2), exp.maps[2], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(run.upsampled(good[3], (9, 13)),
@@ -75,7 +77,7 @@ def test_changed_settings_are_refused(tmp_path: Path, classifier: Classifier, wr
     write_images(data, 4)
     out = tmp_path / "run"
     explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=out, batch_size=2, progress=False)
-    before = (out / "shard-00000-of-00001.progress.json").read_text()
+    before = RunDirectory(out).progress(0, 1).read_text()
     with pytest.raises(ValueError, match="other settings.*\n.*method"):
         explain_dataset(classifier(), data, method="gradcampp", target_layer="layer4", out=out, batch_size=2, progress=False)
     with pytest.raises(ValueError, match="state_sha256|model"):
@@ -88,10 +90,10 @@ def test_changed_settings_are_refused(tmp_path: Path, classifier: Classifier, wr
     with pytest.raises(ValueError, match="resume=False"):
         explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=out, batch_size=2, resume=False,
                         progress=False)
-    assert (out / "shard-00000-of-00001.progress.json").read_text() == before  # nothing was touched
+    assert RunDirectory(out).progress(0, 1).read_text() == before  # nothing was touched
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="not a fastcam run directory"):
+    with pytest.raises(ValueError, match="^out '.*' exists and is not a fastcam run directory; choose an empty or new out$"):
         explain_dataset(classifier(), data, method="gradcam", target_layer="layer4", out=tmp_path / "other", progress=False)
 
 
@@ -114,7 +116,7 @@ class _Labelled(Dataset):
 def test_dataset_loader_and_targets(tmp_path: Path, classifier: Classifier) -> None:
     model, ds = classifier(), _Labelled(9)
     run = explain_dataset(model, DataLoader(ds, batch_size=4), method="gradcam", target_layer="layer4",
-                          out=tmp_path / "a", targets="label", progress=False)
+                          out=tmp_path / "a", targets="label", progress=False, max_skip_fraction=0.2)  # 1 of 9
     keep = [i for i in range(9) if i != 3]
     assert run.ids == keep and run.meta["batch_size"] == 4
     assert torch.equal(run.targets, ds.labels[keep])
@@ -131,29 +133,6 @@ def test_dataset_loader_and_targets(tmp_path: Path, classifier: Classifier) -> N
                         out=tmp_path / "d", targets=[0, 1], progress=False)
     with pytest.raises(ValueError, match="unknown method"):
         explain_dataset(model, ds, method="gradcam++", target_layer="layer4", out=tmp_path / "e", progress=False)
-
-
-def test_oom_splits_the_batch_and_gives_the_same_result(resnet: torch.nn.Module) -> None:
-    images = torch.rand(7, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    cam = fastcam.GradCAM(resnet, "layer4")
-    calls = []
-
-    class Tight:
-        def explain(self, x, targets=None):
-            calls.append(x.shape[0])
-            if x.shape[0] > 2:
-                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return cam.explain(x, targets)
-
-    state: dict[str, int] = {}
-    maps, lowres, logits, targets = explain_splitting_on_oom(Tight(), images, None, None, state)
-    exp = cam.explain(images)
-    torch.testing.assert_close(lowres, exp.lowres, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(logits, exp.logits, rtol=1e-5, atol=1e-6)
-    assert torch.equal(targets, exp.targets) and state["micro"] == 1
-    calls.clear()
-    explain_splitting_on_oom(Tight(), images[:2], None, None, state)  # later batches start at the size that worked
-    assert calls == [1, 1]
 
 
 # ------------------------------------------------------------------------------------------ non-finite
@@ -177,57 +156,18 @@ def test_images_with_non_finite_explanations_are_skipped_with_the_reason(tmp_pat
     images[[1, 4]] += 0.5
     run = explain_dataset(_NaNForBrightImages(inner), TensorDataset(images), method="gradcam",
                           target_layer="model.layer4", out=tmp_path / "run", batch_size=4, dtype="float32",
-                          progress=False)
+                          progress=False, max_skip_fraction=0.5)  # 2 of 6 skipped on purpose
     assert run.ids == [0, 2, 3, 5]
     assert [s["index"] for s in run.skipped] == [1, 4]
     assert all("non-finite" in s["error"] and "NaN" in s["error"] for s in run.skipped)
     assert bool(torch.isfinite(run.lowres).all()) and bool(torch.isfinite(run.logits).all())
     with fastcam.GradCAM(inner, "layer4") as cam:  # the others are stored as the method computes them
         exp = cam.explain(images[[0, 2, 3, 5]])
-    torch.testing.assert_close(run.lowres, exp.lowres, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], exp.lowres, rtol=1e-5, atol=1e-6)
     assert run.meta["n_skipped"] == 2 and run.meta["n_explained"] == 4
     with fastcam.GradCAM(_NaNForBrightImages(inner), "model.layer4") as cam:  # a batch with no finite image
         kept, explained, dropped = explain_finite(cam, images[[1, 4]], None, None, {})
     assert kept.tolist() == [] and explained is None and sorted(dropped) == [0, 1]
-
-
-def test_non_finite_error_leaves_out_exactly_the_named_images(resnet: torch.nn.Module) -> None:
-    images = torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    images[:, 0, 0, 0] = torch.arange(6.0)  # each image carries its batch row, to be recognised after splits
-    cam = fastcam.GradCAM(resnet, "layer4")
-    calls = []
-
-    class FailsOnRowsOneAndFour:
-        def explain(self, x, targets=None):
-            calls.append(x.shape[0])
-            bad = [j for j, row in enumerate(x[:, 0, 0, 0].tolist()) if row in (1.0, 4.0)]
-            if bad:
-                raise fastcam.NonFiniteError("the target layer's gradients", bad)
-            return cam.explain(x, targets)
-
-    targets = torch.tensor([0, 1, 2, 3, 4, 0])
-    state = {"micro": 4}  # split batches: the indices of a part are counted in the whole batch
-    kept, explained, dropped = explain_finite(FailsOnRowsOneAndFour(), images, targets, None, state)
-    assert kept.tolist() == [0, 2, 3, 5]
-    assert dropped == {1: "the target layer's gradients", 4: "the target layer's gradients"}
-    exp = cam.explain(images[[0, 2, 3, 5]], targets[[0, 2, 3, 5]])
-    for got, want in zip(explained, (exp.maps, exp.lowres, exp.logits, exp.targets)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    calls.clear()
-    kept, explained, dropped = explain_finite(FailsOnRowsOneAndFour(), images[[1, 4]], None, None, {})
-    assert kept.tolist() == [] and explained is None and sorted(dropped) == [0, 1] and calls == [2]
-
-
-def test_make_explainer_reads_the_registry(resnet: torch.nn.Module) -> None:
-    from fastcam.methods.registry import method_class, method_names
-
-    for name in method_names(post_hoc=True):
-        with make_explainer(resnet, name, "layer4") as cam:
-            assert type(cam) is method_class(name)
-    with pytest.raises(ValueError, match="needs a target layer"):
-        make_explainer(resnet, "gradcam", None)
-    with pytest.raises(ValueError, match="unknown method 'gradcam\\+\\+'; choose from gradcam, gradcampp"):
-        make_explainer(resnet, "gradcam++", "layer4")
 
 
 def test_amp_workers_and_grayscale_folder(tmp_path: Path, write_images: WriteImages) -> None:
@@ -293,6 +233,6 @@ def test_registered_methods_run_through_the_pipeline(method: str, kwargs: dict, 
     assert run.ids == names and run.method == method and run.meta["settings"]["method_kwargs"] == kwargs
     images = torch.stack([read_image(data / name) for name in names])
     # the pipeline explains in batches of 2: compare per batch (SmoothGrad's seeded noise depends on the batch)
-    expected = torch.cat([make_explainer(model, method, "layer3", kwargs).explain(images[i : i + 2]).lowres
+    expected = torch.cat([get_method(method).build(model, "layer3", **kwargs).explain(images[i : i + 2]).lowres
                           for i in range(0, 3, 2)])
-    torch.testing.assert_close(run.lowres, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(run.lowres[:], expected, rtol=1e-5, atol=1e-6)

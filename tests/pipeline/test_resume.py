@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 import zarr  # noqa: F401  (imported before forking: the children start warm)
 
-from fastcam.io.store import Run, open_run
+from fastcam.io.run import Run, RunDirectory, open_run
 from fastcam.models import tiny_resnet
 from fastcam.pipeline import explain_dataset
 
@@ -65,7 +65,7 @@ def _kill_and_resume(tmp_path: Path, data: Path, read_progress: Callable[..., di
     per_batch = duration / 16  # the reference also paid one-off costs: stay well inside a batch
 
     def committed() -> int:
-        path = out / "shard-00000-of-00001.progress.json"
+        path = RunDirectory(out).progress(0, 1)
         return json.loads(path.read_text())["committed_batches"] if path.exists() else 0
 
     kills = 0

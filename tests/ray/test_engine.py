@@ -30,7 +30,7 @@ def local_ray() -> Iterator[None]:
 def _cli(inputs: Inputs, out: Path, *extra: str) -> list[str]:
     return ["explain", "--model", SPEC, "--weights", str(inputs.weights), "--num-classes", str(CLASSES),
             "--layer", LAYER, "--data", str(inputs.data), "--out", str(out), "--batch-size", "3", "--quiet",
-            "--engine", "ray", *extra]
+            "--max-skip-fraction", "1", "--engine", "ray", *extra]
 
 
 def test_two_actors_and_any_block_split_equal_the_local_engine(inputs: Inputs, local_run: Run,
@@ -38,7 +38,7 @@ def test_two_actors_and_any_block_split_equal_the_local_engine(inputs: Inputs, l
     from fastcam.ray import explain_dataset
 
     run = explain_dataset(SPEC, inputs.data, tmp_path / "run", weights=inputs.weights, num_classes=CLASSES,
-                          layer=LAYER, batch_size=3, actors=2, blocks=2, progress=False)
+                          layer=LAYER, batch_size=3, actors=2, blocks=2, progress=False, max_skip_fraction=1.0)
     assert_same_run(run, local_run)
     assert [s["id"] for s in run.skipped] == ["broken.png"]
     assert run.meta["settings"] == local_run.meta["settings"]  # either engine resumes the other's run
@@ -46,6 +46,21 @@ def test_two_actors_and_any_block_split_equal_the_local_engine(inputs: Inputs, l
     assert engine["name"] == "ray" and engine["ray"] == ray.__version__ and engine["actors"] == 2
     assert engine["cluster_resources"]["CPU"] == 2 and engine["threads_per_actor"] == 1
     assert verify_run(tmp_path / "run").ok
+
+
+def test_too_many_skipped_samples_stop_the_run_as_the_local_engine_does(inputs: Inputs, tmp_path: Path) -> None:
+    """One unreadable file of 8 is over the default max_skip_fraction (0.1): both engines stop, not complete."""
+    from fastcam.errors import TooManySkippedError
+    from fastcam.pipeline import explain_folder
+    from fastcam.ray import explain_dataset
+
+    common = dict(weights=inputs.weights, num_classes=CLASSES, layer=LAYER, batch_size=3, progress=False)
+    with pytest.raises(TooManySkippedError, match="broken.png") as local:
+        explain_folder(SPEC, inputs.data, tmp_path / "local", **common)  # type: ignore[arg-type]
+    with pytest.raises(TooManySkippedError, match="broken.png") as on_ray:
+        explain_dataset(SPEC, inputs.data, tmp_path / "ray", actors=1, **common)  # type: ignore[arg-type]
+    assert str(on_ray.value) == str(local.value)
+    assert not open_run(tmp_path / "ray", allow_partial=True).meta.get("complete")
 
 
 def test_cli_with_one_actor_equals_the_local_engine(inputs: Inputs, local_run: Run, tmp_path: Path,
