@@ -19,6 +19,7 @@ resumes from the last commit.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import socket
@@ -531,6 +532,17 @@ def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: 
                 bar.write(message)
             bar.update(stored - seen)
             seen = stored
+    except BaseException:
+        # The driver stops the run (too many skipped samples, an interrupt): end the job before returning, so
+        # that Ray Data shuts its actor pool down here and no actor outlives the call holding the cluster's CPUs.
+        queue.shutdown(force=True)  # the sink's next hand-over fails, which ends the job
+        job.join(timeout=120)
+        # Ray Data kills the pool's actors when the last handle to them goes: drop ours (the dataset, its
+        # executor, the job's error), which the traceback of the error raised here would otherwise keep alive
+        failure.clear()  # the job's own error (the queue gone) only follows from this one
+        del ds
+        gc.collect()
+        raise
     finally:
         bar.close()
     job.join()

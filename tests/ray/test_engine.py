@@ -61,6 +61,11 @@ def test_too_many_skipped_samples_stop_the_run_as_the_local_engine_does(inputs: 
         explain_dataset(SPEC, inputs.data, tmp_path / "ray", actors=1, **common)  # type: ignore[arg-type]
     assert str(on_ray.value) == str(local.value)
     assert not open_run(tmp_path / "ray", allow_partial=True).meta.get("complete")
+    # the stopped job leaves no actor holding the cluster's CPUs (a later run would wait for them for ever)
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"], ray.available_resources()
 
 
 def test_cli_with_one_actor_equals_the_local_engine(inputs: Inputs, local_run: Run, tmp_path: Path,
