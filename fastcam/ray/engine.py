@@ -19,7 +19,6 @@ resumes from the last commit.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import pickle
 import socket
@@ -134,12 +133,20 @@ class _LoadBatch:
         return {"batch": row["batch"], "payload": pickle.dumps(job, protocol=5)}
 
 
+#: the queue message an explaining actor sends first: (ACTOR_STARTED, its handle); batches are (index, payload)
+ACTOR_STARTED = -1
+
+
 class _StoreBatchExplainer(BatchExplainer):
     """Actor: explains whole store batches (one per row) with the run's targets."""
 
-    def __init__(self, model: str, *, resolve_targets: TargetsResolver, **kwargs: Any) -> None:
+    def __init__(self, model: str, *, resolve_targets: TargetsResolver, queue: Any = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.resolve = resolve_targets
+        if queue is not None:  # the driver ends this actor when its run ends, however it ends (`_run`)
+            import ray
+
+            queue.put((ACTOR_STARTED, ray.get_runtime_context().current_actor))
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[override]
         out = []
@@ -503,7 +510,7 @@ def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: 
     ds = ds.map_batches(_StoreBatchExplainer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=gpus_per_actor, num_cpus=cpus_per_actor,
                         fn_constructor_kwargs={"model": spec, "state": state, "resolve_targets": resolve_targets,
-                                               **options})
+                                               "queue": queue, **options})
     failure: list[BaseException] = []
 
     def write() -> None:
@@ -515,6 +522,7 @@ def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: 
     done_before = n_items - sum(len(r["indices"]) for r in rows)
     bar = tqdm(total=n_items, initial=done_before, unit="img", desc=desc, disable=not show_progress,
                dynamic_ncols=True, file=sys.stderr)
+    started_actors: list[Any] = []  # handles of the explaining actors, as they announce themselves
     job = threading.Thread(target=write, name="fastcam-ray-job", daemon=True)
     job.start()
     try:
@@ -526,6 +534,9 @@ def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: 
                 if job.is_alive() or not queue.empty():
                     continue
                 break  # the job has ended and every batch it handed over is stored
+            if batch == ACTOR_STARTED:
+                started_actors.append(payload)
+                continue
             committer.store(batch, payload)
             stored, messages = committer.progress()
             for message in messages:
@@ -533,18 +544,18 @@ def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: 
             bar.update(stored - seen)
             seen = stored
     except BaseException:
-        # The driver stops the run (too many skipped samples, an interrupt): end the job before returning, so
-        # that Ray Data shuts its actor pool down here and no actor outlives the call holding the cluster's CPUs.
+        # The driver stops the run (too many skipped samples, an interrupt): end the job before returning
         queue.shutdown(force=True)  # the sink's next hand-over fails, which ends the job
         job.join(timeout=120)
-        # Ray Data kills the pool's actors when the last handle to them goes: drop ours (the dataset, its
-        # executor, the job's error), which the traceback of the error raised here would otherwise keep alive
         failure.clear()  # the job's own error (the queue gone) only follows from this one
-        del ds
-        gc.collect()
         raise
     finally:
         bar.close()
+        # Ray Data does not always end its pool when a job fails (an idle actor was seen holding a CPU after a
+        # stopped run, so the next run on that Ray waited for ever): end every explaining actor of this run.
+        for actor in started_actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
     job.join()
     if failure:
         raise failure[0]
