@@ -4,7 +4,8 @@ fastcam's own store format.
 
 The job is cut into the run's store batches (rows [b*B, (b+1)*B) of the dataset), and a store batch is one row
 of the Ray dataset from start to end: a CPU task loads it (`fastcam.io.images`, exactly as the local engine's
-DataLoader: `SafeItems` + `collate`), an actor explains it (`fastcam.pipeline.loop.explain_batch`), and the
+DataLoader: `SafeItems` + `collate`; the inputs and their loading stages are `fastcam.ray.inputs`'s: a
+`ray.data.Dataset`'s rows are numbered by a first pass and grouped into store batches), an actor explains it (`fastcam.pipeline.loop.explain_batch`), and the
 sink hands it to the run's writer, the driver. Every image is therefore explained in the same batch as by the local
 engine, and the results are bit-identical however many actors there are and however Ray splits the blocks.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import socket
 import sys
 import threading
@@ -31,107 +33,30 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from fastcam.errors import RunLockedError
-from fastcam.io.images import IMAGE_SUFFIXES, ImageFolder, Preprocess, read_image
 from fastcam.io.store import Run, RunDirectory, ShardWriter, open_run, read_json, write_json_atomic
-from fastcam.pipeline.data import (
-    SafeItems,
-    TargetsResolver,
-    check_targets_range,
-    collate,
-    dataset_and_ids,
-    targets_resolver,
-)
+from fastcam.pipeline.data import TargetsResolver, check_targets_range, targets_resolver
 from fastcam.pipeline.folder import prepare_folder
 from fastcam.pipeline.loop import (
     check_options,
     create_or_resume,
     explain_batch,
-    input_fingerprints,
     model_classes,
     run_settings,
     shard_skip_guard,
 )
 from fastcam.pipeline.skips import DEFAULT_MAX_SKIP_FRACTION, check_max_skip_fraction
 from fastcam.ray.explainer import BatchExplainer
-
-#: the CPUs one decode task asks Ray for (decoding a store batch is light next to explaining it)
-DECODE_CPUS = 0.25
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-def read_bytes(uri: str) -> bytes:
-    """The bytes of a local path or of a URI of any file system pyarrow reads (s3://, gs://, hdfs://, ...)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return Path(uri.removeprefix("file://")).read_bytes()
-    from pyarrow import fs
-
-    filesystem, path = fs.FileSystem.from_uri(uri)
-    with filesystem.open_input_stream(path) as stream:
-        return bytes(stream.read())
-
-
-class UriImages(ImageFolder):
-    """Images named by local paths or URIs (any file system pyarrow reads), in the given order, read and
-    preprocessed exactly as `ImageFolder` reads a folder's files; their ids are the paths or URIs as given."""
-
-    def __init__(self, uris: Sequence[str], preprocess: Preprocess) -> None:
-        self._uris = {Path(u).as_posix(): u for u in uris}  # the item's path mangles "s3://" into "s3:/"
-        super().__init__(root="", preprocess=preprocess, files=list(uris))
-
-    def _read(self, path: Path) -> Tensor:
-        uri = self._uris.get(path.as_posix(), str(path))
-        return read_image(path, read_bytes(uri))
-
-
-def list_uris(folder: str) -> list[str]:
-    """The image files under a folder URI (s3://bucket/prefix/), recursive, sorted."""
-    from pyarrow import fs
-
-    filesystem, root = fs.FileSystem.from_uri(folder)
-    scheme = folder.split("://", 1)[0]
-    infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
-    return sorted(f"{scheme}://{info.path}" for info in infos
-                  if info.type == fs.FileType.File and Path(info.path).suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _dataset(data: Any, preprocess: Preprocess) -> tuple[Any, list[Any], dict[str, Any]]:
-    """(dataset, ids, description) of a folder, a folder URI or a list of paths/URIs."""
-    if isinstance(data, (str, os.PathLike)) and "://" not in str(data):
-        dataset, ids, info, _ = dataset_and_ids(data, preprocess)  # the local engine's folder: same settings
-        return dataset, ids, info
-    if isinstance(data, (str, os.PathLike)):
-        uris = list_uris(str(data))
-        if not uris:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(data)!r}")
-        kind: dict[str, Any] = {"kind": "uri-folder", "root": str(data)}
-    elif isinstance(data, Sequence) and data and all(isinstance(u, (str, os.PathLike)) for u in data):
-        uris = [str(u) for u in data]
-        kind = {"kind": "uris"}
-    else:
-        raise TypeError("data must be a folder, a folder URI or a non-empty list of image paths/URIs, got "
-                        f"{type(data).__name__}; to explain a ray.data.Dataset, map it with "
-                        "fastcam.ray.BatchExplainer in your own pipeline")
-    dataset = UriImages(uris, preprocess)
-    return dataset, list(uris), {**kind, "preprocess": preprocess.as_dict(), "size": list(dataset.size)}
-
-
-# ---------------------------------------------------------------------------------------------- Ray stages
-class _LoadBatch:
-    """CPU task: one store batch's images, loaded as the local engine's DataLoader loads them."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.items = SafeItems(dataset)
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
-        indices = [int(i) for i in row["indices"]]
-        loaded = collate([self.items[i] for i in indices])
-        job = {"indices": indices, "loaded": loaded, "decode_s": time.perf_counter() - started}
-        return {"batch": row["batch"], "payload": pickle.dumps(job, protocol=5)}
-
+from fastcam.ray.inputs import (
+    DECODE_CPUS,
+    IndexedInput,
+    RowsInput,
+    indexed_input,
+    is_ray_dataset,
+    own_context,
+    rows_input,
+)
 
 #: the queue message an explaining actor sends first: (ACTOR_STARTED, its handle); batches are (index, payload)
 ACTOR_STARTED = -1
@@ -310,9 +235,10 @@ def connect(address: str | None) -> Iterator[str]:
 
 
 def plan_resources(actors: int | None, gpus_per_actor: float | None, cpus_per_actor: float | None,
-                   where: str) -> tuple[int, float, float, int | None]:
+                   where: str, stage_cpus: float = DECODE_CPUS) -> tuple[int, float, float, int | None]:
     """(actors, GPUs per actor, CPUs per actor, torch threads per actor or None for the CPUs Ray assigns) the
-    cluster can give, refusing what it cannot (a request it cannot place would wait forever)."""
+    cluster can give beside the `stage_cpus` its loading stage asks for, refusing what it cannot (a request
+    it cannot place would wait forever)."""
     import ray
 
     resources = ray.cluster_resources()
@@ -335,26 +261,50 @@ def plan_resources(actors: int | None, gpus_per_actor: float | None, cpus_per_ac
     elif cpus_per_actor is None:
         # CPU actors compute with the CPUs decoding leaves, but ask Ray for at most one each: decode tasks
         # (light, short) then always find room beside them instead of queueing behind the actors
-        share = (cpus - DECODE_CPUS) / actors
-        cpus_per_actor, threads = max(0.1, min(1.0, share)), max(1, round(share))
-    if actors * cpus_per_actor + DECODE_CPUS > cpus + 1e-9:
-        raise ValueError(f"{actors} actor(s) x {cpus_per_actor:g} CPUs and {DECODE_CPUS:g} for decoding need "
-                         f"{actors * cpus_per_actor + DECODE_CPUS:g} CPUs; {where} has {cpus:g}")
+        # (a shuffle's tasks, asking for more, run before the explaining starts: threads leave them out)
+        share = (cpus - stage_cpus) / actors
+        cpus_per_actor = max(0.1, min(1.0, share))
+        threads = max(1, round((cpus - DECODE_CPUS) / actors))
+    if actors * cpus_per_actor + stage_cpus > cpus + 1e-9:
+        raise ValueError(f"{actors} actor(s) x {cpus_per_actor:g} CPUs and {stage_cpus:g} for loading need "
+                         f"{actors * cpus_per_actor + stage_cpus:g} CPUs; {where} has {cpus:g}")
     return actors, float(gpus_per_actor), float(cpus_per_actor), threads
 
 
+#: the errors of a user's input or settings, given back as themselves out of Ray's task errors
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RunLockedError)
+_USER_ERROR_LINE = re.compile(r"^(ValueError|TypeError|FileNotFoundError): (.+)$", re.MULTILINE)
+
+
 def _user_error(exc: BaseException) -> BaseException:
-    """The user's error inside a Ray task error (a bad file, a locked shard), else the error itself."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RunLockedError)):
-        return cause
+    """The user's error inside a Ray task error (a bad file, a locked shard, a dataset that changed), else the
+    error itself. Ray keeps an actor's or a task's error as the cause; a Ray Data function's error reaches the
+    driver only as the text of its traceback, so it is read back from there."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, _USER_ERRORS):
+            return cause
+        seen.add(id(cause))
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    if isinstance(exc, ray_exceptions().UserCodeException):
+        found = _USER_ERROR_LINE.search(str(exc))
+        if found:
+            return {"ValueError": ValueError, "TypeError": TypeError,
+                    "FileNotFoundError": FileNotFoundError}[found.group(1)](found.group(2))
     return exc
+
+
+def ray_exceptions() -> Any:
+    import ray.exceptions
+
+    return ray.exceptions
 
 
 # ---------------------------------------------------------------------------------------------- main API
 def explain_dataset(
     model: str,
-    data: str | os.PathLike[str] | Sequence[str],
+    data: str | os.PathLike[str] | Sequence[str] | Any,
     out: str | Path,
     *,
     weights: str | Path | None = None,
@@ -381,7 +331,8 @@ def explain_dataset(
     cpus_per_actor: float | None = None,
     blocks: int | None = None,
 ) -> Run:
-    """Explain a folder, a folder URI or a list of image paths/URIs on Ray into the run directory `out`.
+    """Explain a folder, a folder URI, a list of image paths/URIs or a `ray.data.Dataset` on Ray into the run
+    directory `out`.
 
     The arguments up to `max_skip_fraction` are `fastcam.pipeline.explain_folder`'s, and the run directory is the
     one the local engine writes (the same settings, so either engine resumes the other's run); returns
@@ -389,7 +340,13 @@ def explain_dataset(
 
     Args:
         model: model spec (`fastcam.pipeline.load_model`).
-        data: a folder, a folder URI (s3://bucket/prefix/) or a list of image paths or URIs.
+        data: a folder, a folder URI (s3://bucket/prefix/), a list of image paths or URIs, or a `ray.data.Dataset`
+            of rows with an `id` column (a unique string or integer per row: the run's ids, in the dataset's
+            order) and either `bytes` (the encoded file, with `path` naming it when the suffix matters: DICOM) or
+            `image` (a decoded (H, W[, C]) array, as `ray.data.read_images` gives), and optionally `target`. A
+            dataset is read twice: a first pass indexes its ids and the digests of its images (the run's input
+            fingerprints), then the explain pass groups its rows into store batches (a hash shuffle). It must
+            give the same rows each time it runs; a row that changed between the passes stops the run.
         out: the run directory, on a file system of the driver's node.
         weights: the model's weights file.
         num_classes: classes of the model.
@@ -398,7 +355,7 @@ def explain_dataset(
         method: a registered method id.
         method_kwargs: keyword arguments of the method's constructor.
         reshape: a `fastcam.reshape.from_spec` layout.
-        targets: as `explain_folder`'s.
+        targets: as `explain_folder`'s; also "column": a dataset's `target` column.
         size: resize (one side or (H, W)).
         mean: normalisation mean per channel.
         std: normalisation std per channel.
@@ -407,7 +364,8 @@ def explain_dataset(
         dtype: storage dtype of the maps.
         resume: continue a run directory with the same settings.
         progress: a tqdm bar (images/s, ETA).
-        fingerprint: "stat" or "content" (see `explain_dataset`).
+        fingerprint: "stat" or "content" (see `fastcam.pipeline.explain_folder`); a dataset's rows are always
+            fingerprinted by content.
         max_skip_fraction: the share of samples that may be skipped before the run stops with
             `fastcam.errors.TooManySkippedError`, not marked complete (`fastcam.pipeline.skips`, as the local
             engine).
@@ -416,7 +374,8 @@ def explain_dataset(
         gpus_per_actor: default 1 when the cluster has GPUs, else 0.
         cpus_per_actor: default 1 with GPUs; on CPUs, the cluster's CPUs left by decoding shared by the actors
             (Ray is asked for at most 1 per actor; torch's threads are the share).
-        blocks: how many blocks the job's batches are split into (default: Ray's choice).
+        blocks: how many blocks the job's batches are split into (a dataset: the shuffle's partitions; default:
+            up to 4 per actor).
     """
     import ray
 
@@ -424,17 +383,27 @@ def explain_dataset(
     max_skip_fraction = check_max_skip_fraction(max_skip_fraction)
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    rows = is_ray_dataset(data)
+    if rows:
+        fingerprint = "content"  # a dataset's rows have no file times: their images are fingerprinted
     directory = RunDirectory(Path(out))
-    with directory.writer_lock(0, 1):  # as the local engine's rank 0: the run's files and its one shard
+    with directory.writer_lock(0, 1), contextlib.ExitStack() as cluster:  # as the local engine's rank 0
         prepared = prepare_folder(model, data if isinstance(data, (str, os.PathLike)) else "", weights=weights,
                                   num_classes=num_classes, in_channels=in_channels, method=info,
                                   method_kwargs=method_kwargs, size=size, mean=mean, std=std, reshape=reshape)
         assert prepared.preprocess is not None
-        dataset, ids, data_info = _dataset(data, prepared.preprocess)
+        # a dataset is read on its Ray (the running one, else the one `address` names) to index its rows; files
+        # are listed before Ray is started, so that a wrong folder fails at once
+        where = cluster.enter_context(connect(address)) if rows else None
+        source: IndexedInput | RowsInput = (rows_input(data, prepared.preprocess, progress) if rows
+                                            else indexed_input(data, prepared.preprocess))
+        ids, data_info = source.ids, source.info
+        if isinstance(targets, str) and targets == "column":
+            targets = source.labels()
         resolve_targets, targets_info = targets_resolver(targets, ids)
         built = prepared.model.eval()
         if not (targets is None or isinstance(targets, str)):
-            classes = model_classes(built, dataset, torch.device("cpu"))
+            classes = model_classes(built, source.items, torch.device("cpu"))
             if classes is not None:
                 check_targets_range(targets, ids, classes)
         explainer = info.build(built, layer, **prepared.method_kwargs)
@@ -444,54 +413,55 @@ def explain_dataset(
                                     ids_json, targets_info, batch_size, 1, dtype, amp, fingerprint)
         finally:
             explainer.close()
-        with connect(address) as where:
-            actors, gpus_per_actor, cpus_per_actor, threads = plan_resources(actors, gpus_per_actor, cpus_per_actor,
-                                                                             where)
-            create_or_resume(directory, settings, ids_json, resume, data_info)
-            from ray.util.queue import Queue
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        if where is None:
+            where = cluster.enter_context(connect(address))
+        actors, gpus_per_actor, cpus_per_actor, threads = plan_resources(actors, gpus_per_actor, cpus_per_actor,
+                                                                         where, source.stage_cpus)
+        create_or_resume(directory, settings, ids_json, resume, data_info)
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            started = time.perf_counter()
-            committer = _RunCommitter(directory, len(ids), batch_size, dtype,
-                                      input_fingerprints(dataset, range(len(ids)), fingerprint), dataset,
-                                      max_skip_fraction)
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-            queue = Queue(maxsize=2 * actors + 2, actor_options={"num_cpus": 0, "scheduling_strategy": here})
-            try:
-                options = dict(num_classes=num_classes, in_channels=in_channels, layer=layer, method=method,
-                               method_kwargs=method_kwargs, reshape=reshape, preprocess=prepared.preprocess, amp=amp,
-                               dtype=dtype, threads=threads)
-                _run(ray, committer, queue, dataset, len(ids), batch_size, resolve_targets, built, model, options,
-                     actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray]")
-                complete, time_split = committer.close()
-                if not complete:
-                    raise RuntimeError("the Ray job ended with batches left uncommitted; re-run to finish them")
-            except ray.exceptions.RayError as exc:
-                raise _user_error(exc) from exc
-            finally:
-                queue.shutdown(force=True)
-            devices = "cuda" if gpus_per_actor > 0 else "cpu"
-            directory.finalize(devices)
-            meta = directory.read_meta()
-            meta["engine"] = {"name": "ray", "ray": ray.__version__, "where": where, "actors": actors,
-                              "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
-                              "threads_per_actor": threads,
-                              "cluster_resources": {k: v for k, v in sorted(ray.cluster_resources().items())
-                                                    if not k.startswith("node:")},
-                              "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
-                              "seconds": round(time.perf_counter() - started, 3),
-                              # this session's: batches summed (decode tasks and actors run in parallel), and the
-                              # wait from the writer's start to the first explained batch (actors starting)
-                              "time_split": time_split}
-            write_json_atomic(directory.run_json, meta)
+        started = time.perf_counter()
+        committer = _RunCommitter(directory, len(ids), batch_size, dtype, source.fingerprints(fingerprint),
+                                  source.dataset if isinstance(source, IndexedInput) else None,
+                                  max_skip_fraction)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        queue = Queue(maxsize=2 * actors + 2, actor_options={"num_cpus": 0, "scheduling_strategy": here})
+        try:
+            options = dict(num_classes=num_classes, in_channels=in_channels, layer=layer, method=method,
+                           method_kwargs=method_kwargs, reshape=reshape, preprocess=prepared.preprocess, amp=amp,
+                           dtype=dtype, threads=threads)
+            _run(ray, committer, queue, source, len(ids), batch_size, resolve_targets, built, model, options,
+                 actors, gpus_per_actor, cpus_per_actor, blocks, progress, f"{method}[ray]")
+            complete, time_split = committer.close()
+            if not complete:
+                raise RuntimeError("the Ray job ended with batches left uncommitted; re-run to finish them")
+        except ray.exceptions.RayError as exc:
+            raise _user_error(exc) from exc
+        finally:
+            queue.shutdown(force=True)
+        devices = "cuda" if gpus_per_actor > 0 else "cpu"
+        directory.finalize(devices)
+        meta = directory.read_meta()
+        meta["engine"] = {"name": "ray", "ray": ray.__version__, "where": where, "actors": actors,
+                          "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
+                          "threads_per_actor": threads,
+                          "cluster_resources": {k: v for k, v in sorted(ray.cluster_resources().items())
+                                                if not k.startswith("node:")},
+                          "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
+                          "seconds": round(time.perf_counter() - started, 3),
+                          # this session's: batches summed (decode tasks and actors run in parallel), and the
+                          # wait from the writer's start to the first explained batch (actors starting)
+                          "time_split": time_split}
+        write_json_atomic(directory.run_json, meta)
     return open_run(directory.root)
 
 
-def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: int, batch_size: int,
-         resolve_targets: TargetsResolver, built: torch.nn.Module, spec: str, options: dict[str, Any], actors: int,
-         gpus_per_actor: float, cpus_per_actor: float, blocks: int | None, show_progress: bool, desc: str) -> None:
+def _run(ray: Any, committer: _RunCommitter, queue: Any, source: IndexedInput | RowsInput, n_items: int,
+         batch_size: int, resolve_targets: TargetsResolver, built: torch.nn.Module, spec: str, options: dict[str, Any],
+         actors: int, gpus_per_actor: float, cpus_per_actor: float, blocks: int | None, show_progress: bool,
+         desc: str) -> None:
     """Run the Ray Data job over the committer's planned batches, storing what the sink hands over."""
-    from ray.data import DataContext
     from ray.util.queue import Empty
     from tqdm.auto import tqdm
 
@@ -500,17 +470,13 @@ def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: 
         tqdm.write(message)
     if not todo:
         return
-    context = DataContext.get_current()
-    context.enable_progress_bars = False  # fastcam's own bar counts stored images
-    context.print_on_execution_start = False
-    rows = [{"batch": b, "indices": np.arange(b * batch_size, min((b + 1) * batch_size, n_items))} for b in todo]
     state = {k: v.detach().cpu() for k, v in built.state_dict().items()}  # every actor explains the driver's model
-    ds = ray.data.from_items(rows, override_num_blocks=blocks or min(len(rows), 4 * actors))
-    ds = ds.map(_LoadBatch(dataset), num_cpus=DECODE_CPUS)
+    ds = source.load_stage(ray, todo, batch_size, blocks, actors)
     ds = ds.map_batches(_StoreBatchExplainer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=gpus_per_actor, num_cpus=cpus_per_actor,
                         fn_constructor_kwargs={"model": spec, "state": state, "resolve_targets": resolve_targets,
                                                "queue": queue, **options})
+    ds = own_context(ds, ordered=False)  # Ray's bars off (fastcam's counts stored images); the caller's untouched
     failure: list[BaseException] = []
 
     def write() -> None:
@@ -519,7 +485,7 @@ def _run(ray: Any, committer: _RunCommitter, queue: Any, dataset: Any, n_items: 
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             failure.append(exc)
 
-    done_before = n_items - sum(len(r["indices"]) for r in rows)
+    done_before = n_items - sum(len(committer.writer.batch_rows(b)) for b in todo)
     bar = tqdm(total=n_items, initial=done_before, unit="img", desc=desc, disable=not show_progress,
                dynamic_ncols=True, file=sys.stderr)
     started_actors: list[Any] = []  # handles of the explaining actors, as they announce themselves

@@ -52,6 +52,38 @@ class _GivenImages(ImageFolder):
         return image_tensor(np.asarray(value))
 
 
+def check_image_columns(columns: Sequence[str]) -> None:
+    """Refuse rows without the columns of an image: `bytes` (encoded) or `image` (decoded)."""
+    if "bytes" not in columns and "image" not in columns:
+        raise ValueError(f"the rows need a 'bytes' (encoded file) or an 'image' (decoded array) column, got columns "
+                         f"{sorted(columns)}")
+
+
+def given_images(batch: Mapping[str, Any], preprocess: Preprocess) -> ImageFolder:
+    """The images of a batch of rows (`bytes`, named by `path` else `id`, or `image` arrays) as a dataset read
+    as `ImageFolder` reads files. Raises ValueError when the preprocessing has no size and no image can be read."""
+    check_image_columns(list(batch))
+    if "bytes" in batch:
+        names, given = [str(p) for p in batch.get("path", batch["id"])], list(batch["bytes"])
+    else:
+        names, given = [str(i) for i in batch["id"]], list(batch["image"])
+    # row numbers as names: unique when ids repeat, never mangled as paths ("s3://"); the suffix tells DICOM
+    return _GivenImages([f"{row}{Path(name).suffix}" for row, name in enumerate(names)], given, preprocess)
+
+
+def load_rows(batch: Mapping[str, Any], preprocess: Preprocess) -> dict[str, Any]:
+    """A batch of rows loaded as `fastcam.pipeline.data.collate` gives a batch of files: an unreadable image
+    is a row that is not ok, with the reason; when none can be read (and nothing sets the size) every row is."""
+    n = len(batch["id"])
+    try:
+        items = SafeItems(given_images(batch, preprocess))
+        return collate([items[i] for i in range(n)])
+    except ValueError as exc:  # none of the batch's images can be read: every row skipped, with why
+        if "bytes" not in batch and "image" not in batch:
+            raise
+        return {"images": None, "ok": torch.zeros(n, dtype=torch.bool), "labels": [], "errors": [str(exc)] * n}
+
+
 def image_tensor(array: np.ndarray) -> Tensor:
     """A decoded image array as `read_image` gives it: (H, W) or (H, W, C) as Ray's `read_images` yields, or
     (C, H, W) with C in (1, 3); uint8 scaled by 1/255, uint16 by 1/65535, floats taken as [0, 1] values."""
@@ -143,21 +175,7 @@ class BatchExplainer:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Explain one batch of rows (see the class docstring for the columns)."""
         ids = list(batch["id"])
-        if "bytes" in batch:
-            names = [str(p) for p in batch.get("path", batch["id"])]
-            given = list(batch["bytes"])
-        elif "image" in batch:
-            names, given = [str(i) for i in ids], list(batch["image"])
-        else:
-            raise ValueError(f"a batch needs a 'bytes' or an 'image' column, got columns {sorted(batch)}")
-        # row numbers as names: unique when ids repeat, never mangled as paths ("s3://"); the suffix tells DICOM
-        names = [f"{row}{Path(name).suffix}" for row, name in enumerate(names)]
-        try:
-            items = SafeItems(_GivenImages(names, given, self.preprocess))
-            loaded = collate([items[i] for i in range(len(names))])
-        except ValueError as exc:  # none of the batch's images can be read: every row skipped, with why
-            loaded = {"images": None, "ok": torch.zeros(len(names), dtype=torch.bool), "labels": [],
-                      "errors": [str(exc)] * len(names)}
+        loaded = load_rows(batch, self.preprocess)
         loaded["labels"] = [int(t) for t, ok in zip(batch.get("target", [None] * len(ids)), loaded["ok"]) if ok] \
             if self.targets == "column" else [None] * int(loaded["ok"].sum())
         return self.explain_loaded(ids, loaded, range(len(ids)))

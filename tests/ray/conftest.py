@@ -3,6 +3,7 @@ the local engine's run of them (once per module)."""
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import pytest
 
@@ -27,3 +28,14 @@ def local_run(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> Run:
     return explain_folder(SPEC, inputs.data, tmp_path_factory.mktemp("local") / "run", weights=inputs.weights,
                           num_classes=CLASSES, layer=LAYER, batch_size=3, progress=False,
                           max_skip_fraction=1.0)  # one unreadable file of 8: over the default share
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray (2 CPUs) for the whole module that asks for it, shut down after it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert ray.util.get_node_ip_address() == "127.0.0.1"  # the loopback address (RAY_ENV above)
+    yield
+    ray.shutdown()

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -16,15 +15,7 @@ from fastcam.io.store import Run, RunDirectory, WriterLock, open_run, verify_run
 from fastcam_testkit.raycluster import CLASSES, LAYER, SPEC, Inputs, assert_same_run, ray_environment
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    """One local Ray (2 CPUs) for the whole module, shut down after it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    assert ray.util.get_node_ip_address() == "127.0.0.1"  # tests/ray/conftest.py: the loopback address
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def _cli(inputs: Inputs, out: Path, *extra: str) -> list[str]:
