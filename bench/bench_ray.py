@@ -16,6 +16,10 @@ pickling, the polling driver).
 
     python bench/bench_ray.py                       # the issue's job: 512 images, resnet18, 224 px
     python bench/bench_ray.py --images 64 --model tiny_resnet --size 64 --rounds 1   # smoke run
+    python bench/bench_ray.py --device cuda --actors 1 --rounds 2   # on a GPU machine: local on cuda, 1 GPU actor
+
+--device cuda explains on the GPU: the local engine with device="cuda", and Ray actors with 1 GPU each (the local
+Ray is started with the machine's GPUs; --actors must fit them). The default, cpu, is the CPU job above.
 """
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray actor pool sizes to time")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (each runs every contender once)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where both engines explain: cpu (default), or cuda (the local engine on the GPU, "
+                        "each Ray actor with 1 GPU)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: bench/results/ray_...)")
     return parser.parse_args(argv)
 
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from fastcam.pipeline import explain_folder
     from fastcam.ray import explain_dataset
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_ray: --device cuda, but torch sees no CUDA GPU here")
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
     load_before = _load()
     try:
@@ -90,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(weights=weights, layer="layer4", method="gradcam", size=args.size, batch_size=args.batch_size,
                       progress=False)
         spec = f"fastcam:{args.model}"
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+        ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False, log_to_driver=False)
         contenders: dict[str, Callable[[Path], Any]] = {
-            "local": lambda out: explain_folder(spec, data, out, **common)}
+            "local": lambda out: explain_folder(spec, data, out, device=args.device, **common)}
         for n in args.actors:
             contenders[f"ray-{n}-actor{'s' if n > 1 else ''}"] = (
-                lambda out, n=n: explain_dataset(spec, data, out, actors=n, **common))
+                lambda out, n=n: explain_dataset(spec, data, out, actors=n, gpus_per_actor=1.0 if gpus else 0.0,
+                                                 **common))
         times: dict[str, list[float]] = {name: [] for name in contenders}
         splits: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
         for round_no in range(args.rounds):
@@ -121,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds": [round(s, 3) for s in seconds], "time_split": splits[name] or None})
     record = {
         "benchmark": "ray", "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "environment": {**environment(torch.device("cpu")), "ray": ray.__version__,
+        "environment": {**environment(torch.device(args.device)), "ray": ray.__version__,
                         "ray_cluster_resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
                         "load_average_1min": [load_before, _load()]},
         "results": results,
     }
-    out = args.out or ROOT / "bench" / "results" / f"ray_{args.model}_{args.size}_{args.images}img_cpu.json"
+    out = args.out or ROOT / "bench" / "results" / f"ray_{args.model}_{args.size}_{args.images}img_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"bench_ray: results -> {out}")
