@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from fastcam.io.images import ImageFolder, Preprocess
+from fastcam.io.run.writer import normalised_maps
 from fastcam.pipeline.data import SafeItems, collate
 from fastcam.pipeline.distributed import parse_device
 from fastcam._device import AMP_DTYPES
@@ -98,15 +99,6 @@ def image_tensor(array: np.ndarray) -> Tensor:
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError("image contains NaN or Inf pixels")
     return tensor
-
-
-def normalised_maps(lowres: Tensor, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Each map divided by its own max (stored in `dtype`) and that max (float32), as the run store keeps
-    them (`fastcam.io.store`: raw map = lowres * scale)."""
-    dims = tuple(range(1, lowres.dim()))
-    scale = lowres.float().amax(dim=dims)
-    normalised = lowres.float() / scale.clamp_min(torch.finfo(torch.float32).tiny).view(-1, *([1] * len(dims)))
-    return normalised.cpu().numpy().astype(dtype), scale.cpu().numpy()
 
 
 class BatchExplainer:

@@ -33,9 +33,10 @@ def _explain(inputs: Inputs, data: Any, out: Path, **kwargs: Any) -> Run:
                            batch_size=3, progress=False, max_skip_fraction=1.0, **kwargs)
 
 
-def test_a_dataset_of_encoded_files_equals_the_local_engine_on_the_folder(inputs: Inputs, local_run: Run,
-                                                                           tmp_path: Path) -> None:
-    ds = ray.data.from_items(_rows(inputs), override_num_blocks=3)  # blocks that cut across store batches
+def test_a_dataset_of_encoded_files_equals_the_local_engine_and_resumes_only_changed_batches(
+        inputs: Inputs, local_run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _rows(inputs)
+    ds = ray.data.from_items(rows, override_num_blocks=3)  # blocks that cut across store batches
     run = _explain(inputs, ds, tmp_path / "run", actors=2)
     assert run.ids == local_run.ids  # the dataset's order
     for name in ("lowres", "logits", "targets", "predicted"):
@@ -46,6 +47,18 @@ def test_a_dataset_of_encoded_files_equals_the_local_engine_on_the_folder(inputs
     assert run.meta["settings"]["data"]["kind"] == "ray-dataset"
     assert verify_run(run.path).ok
     assert not ds.context.execution_options.preserve_order  # the caller's dataset is left as it was
+
+    # the same dataset with one image changed: only its store batch is explained again
+    before = run.logits[:].clone()  # a run's arrays are read lazily: keep the first run's values
+    inverted = 255 - np.asarray(Image.open(inputs.data / rows[4]["id"]))
+    rows[4] = {**rows[4], "bytes": _png(inverted)}  # row 4: store batch 1 (rows 3 to 5)
+    capsys.readouterr()
+    again = _explain(inputs, ray.data.from_items(rows), tmp_path / "run", actors=1)
+    assert "the input files of 1 batch(es) changed since they were explained" in capsys.readouterr().out
+    after = again.logits[:]
+    assert not torch.equal(after[3], before[3])  # dataset row 4 (row 0, broken.png, is skipped)
+    assert torch.equal(after[:3], before[:3]) and torch.equal(after[4:], before[4:])
+    assert again.meta["complete"] and verify_run(again.path).ok
 
 
 def test_decoded_arrays_with_a_target_column_and_integer_ids(inputs: Inputs, tmp_path: Path) -> None:
@@ -69,22 +82,6 @@ def test_decoded_arrays_with_a_target_column_and_integer_ids(inputs: Inputs, tmp
     assert torch.equal(run.targets, torch.tensor([targets[n] for n in names]))
     assert torch.equal(run.lowres, local.lowres) and torch.equal(run.logits, local.logits)
     assert [s["id"] for s in run.skipped] == [len(names)] and "NaN" in run.skipped[0]["error"]
-
-
-def test_a_resumed_run_recomputes_only_the_batches_whose_rows_changed(inputs: Inputs, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    rows = _rows(inputs)
-    first = _explain(inputs, ray.data.from_items(rows), tmp_path / "run")
-    before = first.logits[:].clone()  # a run's arrays are read lazily: keep the first run's values
-    inverted = 255 - np.asarray(Image.open(inputs.data / rows[4]["id"]))
-    rows[4] = {**rows[4], "bytes": _png(inverted)}  # row 4: store batch 1 (rows 3 to 5)
-    capsys.readouterr()
-    again = _explain(inputs, ray.data.from_items(rows), tmp_path / "run")
-    assert "the input files of 1 batch(es) changed since they were explained" in capsys.readouterr().out
-    after = again.logits[:]
-    assert not torch.equal(after[3], before[3])  # dataset row 4 (row 0, broken.png, is skipped)
-    assert torch.equal(after[:3], before[:3]) and torch.equal(after[4:], before[4:])
-    assert again.meta["complete"] and verify_run(again.path).ok
 
 
 def _png(array: np.ndarray) -> bytes:

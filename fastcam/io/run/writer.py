@@ -18,6 +18,16 @@ from fastcam.io.run.layout import EMPTY_PROGRESS, RunDirectory
 from fastcam.io.run.schema import ARRAYS, DATA_ARRAYS, EXPLAINED, SCHEMA, SKIPPED, ShardGeometry
 
 
+def normalised_maps(lowres: torch.Tensor, dtype: np.dtype | str) -> tuple[np.ndarray, np.ndarray]:
+    """Maps as the store keeps them: each divided by its own max, in `dtype` (in [0, 1]: float16's full
+    precision), and that max in float32 (raw map = lowres * scale); any spatial rank, (h, w) or (d, h, w)."""
+    lowres = lowres.detach().float()
+    dims = tuple(range(1, lowres.dim()))
+    scale = lowres.amax(dim=dims)
+    normalised = lowres / scale.clamp_min(torch.finfo(torch.float32).tiny).view(-1, *([1] * len(dims)))
+    return normalised.cpu().numpy().astype(dtype), scale.cpu().numpy()
+
+
 class ShardWriter:
     """Writes one rank's shard batch by batch; `commit` makes a batch count (atomically, durably).
 
@@ -180,12 +190,7 @@ class ShardWriter:
                 if tuple(lowres.shape[1:]) != spatial or logits.shape[1] != k:
                     raise ValueError(f"batch {batch} has maps {tuple(lowres.shape[1:])} and {logits.shape[1]} classes; "
                                      f"the store holds {spatial} and {k}")
-                # Per-map scaling: stored map in [0, 1] (full float16 precision), its max kept in float32.
-                dims = tuple(range(1, lowres.dim()))  # any spatial rank: (h, w), (d, h, w)
-                scale = lowres.amax(dim=dims)
-                normalised = lowres / scale.clamp_min(torch.finfo(torch.float32).tiny).view(-1, *([1] * len(dims)))
-                full["lowres"][ok_np] = normalised.cpu().numpy().astype(self.dtype)
-                full["scale"][ok_np] = scale.cpu().numpy()
+                full["lowres"][ok_np], full["scale"][ok_np] = normalised_maps(lowres, self.dtype)
                 full["logits"][ok_np] = logits.detach().float().cpu().numpy()
                 full["targets"][ok_np] = targets.cpu().numpy()
                 full["predicted"][ok_np] = logits.detach().argmax(dim=1).cpu().numpy()
