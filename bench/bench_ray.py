@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where both engines explain: cpu (default), or cuda (the local engine on the GPU, "
                         "each Ray actor with 1 GPU)")
+    parser.add_argument("--local-workers", type=int, nargs="+", default=[0],
+                        help="DataLoader workers of the local engine (each value a contender; 0, the engine's "
+                        "default, decodes in its own process and is the 'local' every ratio is taken against)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: bench/results/ray_...)")
     return parser.parse_args(argv)
 
@@ -103,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False, log_to_driver=False)
         contenders: dict[str, Callable[[Path], Any]] = {
             "local": lambda out: explain_folder(spec, data, out, device=args.device, **common)}
+        for workers in (w for w in args.local_workers if w > 0):
+            contenders[f"local-{workers}-workers"] = (
+                lambda out, w=workers: explain_folder(spec, data, out, device=args.device, workers=w, **common))
         for n in args.actors:
             contenders[f"ray-{n}-actor{'s' if n > 1 else ''}"] = (
                 lambda out, n=n: explain_dataset(spec, data, out, actors=n, gpus_per_actor=1.0 if gpus else 0.0,
