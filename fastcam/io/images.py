@@ -204,9 +204,17 @@ def read_image(path: str | Path, data: bytes | None = None) -> Tensor:
         data: the file's encoded bytes, already read (from object storage, a Ray dataset): decoded exactly
             as the file would be.
     """
-    path = Path(path)
+    from PIL import UnidentifiedImageError
+
+    name, path = str(path), Path(path)
     source: Path | BinaryIO = path if data is None else io.BytesIO(data)
-    return _pixels_tensor(_read_dicom(source) if _is_dicom(path, source) else _read_pillow(source))
+    try:
+        return _pixels_tensor(_read_dicom(source) if _is_dicom(path, source) else _read_pillow(source))
+    except UnidentifiedImageError:
+        if data is None:
+            raise
+        # Pillow names the in-memory buffer (a memory address, other on every run): name the file, as for paths
+        raise UnidentifiedImageError(f"cannot identify image file {name!r}") from None
 
 
 #: the most pixels `decode_image` decodes by default (decompression bombs): 64 megapixels, more than a

@@ -40,8 +40,11 @@ class _GivenImages(ImageFolder):
     preprocessed exactly as `ImageFolder` does for files (the first readable image sets the size when the
     preprocessing has none)."""
 
-    def __init__(self, names: Sequence[str], images: Sequence[Any], preprocess: Preprocess) -> None:
+    def __init__(self, names: Sequence[str], images: Sequence[Any], preprocess: Preprocess,
+                 shown: Sequence[str] | None = None) -> None:
         self._given = dict(zip(names, images))
+        #: the name each image goes by in messages (its path, else its id)
+        self._shown = dict(zip(names, shown if shown is not None else names))
         super().__init__(root="", preprocess=preprocess, files=list(names))
 
     def _read(self, path: Path) -> Tensor:
@@ -49,7 +52,7 @@ class _GivenImages(ImageFolder):
 
         value = self._given[path.as_posix()]
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return read_image(path, bytes(value))
+            return read_image(self._shown[path.as_posix()], bytes(value))  # same suffix: the name's
         return image_tensor(np.asarray(value))
 
 
@@ -69,7 +72,7 @@ def given_images(batch: Mapping[str, Any], preprocess: Preprocess) -> ImageFolde
     else:
         names, given = [str(i) for i in batch["id"]], list(batch["image"])
     # row numbers as names: unique when ids repeat, never mangled as paths ("s3://"); the suffix tells DICOM
-    return _GivenImages([f"{row}{Path(name).suffix}" for row, name in enumerate(names)], given, preprocess)
+    return _GivenImages([f"{row}{Path(name).suffix}" for row, name in enumerate(names)], given, preprocess, names)
 
 
 def load_rows(batch: Mapping[str, Any], preprocess: Preprocess) -> dict[str, Any]:

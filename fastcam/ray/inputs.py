@@ -53,7 +53,7 @@ class UriImages(ImageFolder):
 
     def _read(self, path: Path) -> Tensor:
         uri = self._uris.get(path.as_posix(), str(path))
-        return read_image(path, read_bytes(uri))
+        return read_image(uri, read_bytes(uri))  # named by its URI in messages
 
 
 def list_uris(folder: str) -> list[str]:

@@ -41,8 +41,7 @@ def test_a_dataset_of_encoded_files_equals_the_local_engine_and_resumes_only_cha
     assert run.ids == local_run.ids  # the dataset's order
     for name in ("lowres", "logits", "targets", "predicted"):
         assert torch.equal(getattr(run, name), getattr(local_run, name)), name
-    assert [(s["index"], s["id"]) for s in run.skipped] == [(s["index"], s["id"]) for s in local_run.skipped]
-    assert "cannot identify image" in run.skipped[0]["error"]
+    assert run.skipped == local_run.skipped  # the same reason, naming the file (the row's `path`)
     assert run.meta["settings"]["fingerprint"] == "content"
     assert run.meta["settings"]["data"]["kind"] == "ray-dataset"
     assert verify_run(run.path).ok
@@ -112,3 +111,16 @@ def test_datasets_that_cannot_be_indexed_are_refused(inputs: Inputs, tmp_path: P
                                                      message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         _explain(inputs, ray.data.from_items(rows), tmp_path / "run")
+
+
+def test_a_folder_uri_equals_the_local_engine_and_names_files_by_uri(inputs: Inputs, local_run: Run,
+                                                                      tmp_path: Path) -> None:
+    """A folder URI (file://, read through pyarrow's file systems as s3:// or gs:// would be): the files listed
+    and read as URIs, their ids the URIs, the results the local engine's."""
+    uri = inputs.data.resolve().as_uri()
+    run = _explain(inputs, uri, tmp_path / "run", actors=1)
+    assert run.ids == [f"{uri}/{name}" for name in local_run.ids]
+    assert torch.equal(run.lowres, local_run.lowres) and torch.equal(run.logits, local_run.logits)
+    assert [s["index"] for s in run.skipped] == [s["index"] for s in local_run.skipped]
+    assert run.skipped[0]["error"] == f"UnidentifiedImageError: cannot identify image file '{uri}/broken.png'"
+    assert run.meta["settings"]["data"]["kind"] == "uri-folder"
