@@ -60,7 +60,7 @@ if [ "$DRY" = 0 ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 fi
 if ! "$PY" -c "import fastcam.kernels" 2>/dev/null; then  # kernels/ installs as fastcam.kernels
   step "installing fastcam (editable, no dependencies)"
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . || { echo "gpu_campaign: cannot install fastcam" >&2; exit 1; }
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --use-pep517 -e . || { echo "gpu_campaign: cannot install fastcam" >&2; exit 1; }
 fi
 
 DRYFLAG=()
@@ -76,10 +76,14 @@ if has tests; then
     run 300 "$PY" -m pytest -q -p no:cacheprovider --junitxml "$OUT/junit.xml" -o junit_family=xunit1 \
       tests/methods/test_contract.py -k "contract_shapes and GradCAM"
   else
-    # the whole suite; the per-test limit keeps a hung CUDA test from eating the section
-    run 270 "$PY" -m pytest -q -p no:cacheprovider --timeout 120 --junitxml "$OUT/junit.xml" -o junit_family=xunit1 -x --maxfail 50
+    # the whole suite; the per-test limit keeps a hung CUDA test from eating the section. Each result is named as
+    # it comes (-v, one line per failure) in tests.log: a run cut by the section's limit writes no junit.xml, and a
+    # partial GPU run once lost every failure's name that way
+    run 270 "$PY" -m pytest -v --tb=line -rfE -p no:cacheprovider --timeout 120 --junitxml "$OUT/junit.xml" \
+      -o junit_family=xunit1 --maxfail 50 > "$OUT/tests.log" 2>&1
+    grep -E " (FAILED|ERROR)" "$OUT/tests.log" | head -100 || true
   fi
-  "$PY" bench/campaign/junit_summary.py "$OUT/junit.xml" --env "$OUT/environment.json" --out "$OUT/tests.json" \
+  "$PY" bench/campaign/junit_summary.py "$OUT/junit.xml" --log "$OUT/tests.log" --env "$OUT/environment.json" --out "$OUT/tests.json" \
     --wall-s "$(( $(date +%s) - start ))"
 fi
 

@@ -38,3 +38,17 @@ def test_campaign_refuses_unknown_arguments() -> None:
     assert result.returncode != 0
     result = subprocess.run(["bash", "bench/gpu_campaign.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "unknown argument --bogus" in result.stderr
+
+
+def test_a_cut_test_section_still_names_its_failures(tmp_path: Path) -> None:
+    """pytest cut by the section's limit writes no junit.xml: the counts and names come from its -v log."""
+    log = tmp_path / "tests.log"
+    log.write_text("tests/a.py::test_x PASSED   [ 10%]\ntests/a.py::test_y[GradCAM-cuda] FAILED   [ 20%]\n"
+                   "tests/b.py::test_z ERROR   [ 30%]\ntests/b.py::test_w SKIPPED (needs a GPU)   [ 40%]\n")
+    out = tmp_path / "tests.json"
+    subprocess.run([sys.executable, "bench/campaign/junit_summary.py", str(tmp_path / "junit.xml"), "--log", str(log),
+                    "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    tests = json.loads(out.read_text())
+    assert (tests["passed"], tests["failed"], tests["errors"], tests["skipped"]) == (1, 1, 1, 1)
+    assert [f["test"] for f in tests["failures"]] == ["tests/a.py::test_y[GradCAM-cuda]", "tests/b.py::test_z"]
+    assert tests["incomplete"]
