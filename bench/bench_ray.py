@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where both engines explain: cpu (default), or cuda (the local engine on the GPU, "
                         "each Ray actor with 1 GPU)")
+    parser.add_argument("--dataset-actors", type=int, nargs="*", default=[],
+                        help="Ray actor pool sizes to time with the images given as a ray.data.Dataset "
+                        "(read_binary_files, an id per row: two passes and a shuffle into store batches)")
     parser.add_argument("--local-workers", type=int, nargs="+", default=[0],
                         help="DataLoader workers of the local engine (each value a contender; 0, the engine's "
                         "default, decodes in its own process and is the 'local' every ratio is taken against)")
@@ -82,6 +85,12 @@ def make_inputs(root: Path, count: int, size: int, model: str) -> tuple[Path, Pa
     return data, weights
 
 
+def _rows_dataset(ray: Any, data: Path) -> Any:
+    """The folder as a user's ray.data.Dataset: the files' bytes and paths, the file name as each row's id."""
+    return ray.data.read_binary_files(str(data), include_paths=True).map(
+        lambda row: {**row, "id": row["path"].rsplit("/", 1)[-1]})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never report usage
@@ -113,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             contenders[f"ray-{n}-actor{'s' if n > 1 else ''}"] = (
                 lambda out, n=n: explain_dataset(spec, data, out, actors=n, gpus_per_actor=1.0 if gpus else 0.0,
                                                  **common))
+        for n in args.dataset_actors:
+            contenders[f"ray-dataset-{n}-actor{'s' if n > 1 else ''}"] = (
+                lambda out, n=n: explain_dataset(spec, _rows_dataset(ray, data), out, actors=n,
+                                                 gpus_per_actor=1.0 if gpus else 0.0, **common))
         times: dict[str, list[float]] = {name: [] for name in contenders}
         splits: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
         for round_no in range(args.rounds):

@@ -374,8 +374,8 @@ def explain_dataset(
         gpus_per_actor: default 1 when the cluster has GPUs, else 0.
         cpus_per_actor: default 1 with GPUs; on CPUs, the cluster's CPUs left by decoding shared by the actors
             (Ray is asked for at most 1 per actor; torch's threads are the share).
-        blocks: how many blocks the job's batches are split into (a dataset: the shuffle's partitions; default:
-            up to 4 per actor).
+        blocks: how many blocks the job's batches are split into (default: one store batch a block); for a
+            `ray.data.Dataset`, the shuffle's partitions (default: up to 4 per actor).
     """
     import ray
 

@@ -112,7 +112,9 @@ class IndexedInput:
         """The dataset of the loaded store batches `todo` (a row each: `batch`, `payload`)."""
         n = len(self.ids)
         rows = [{"batch": b, "indices": np.arange(b * batch_size, min((b + 1) * batch_size, n))} for b in todo]
-        ds = ray.data.from_items(rows, override_num_blocks=blocks or min(len(rows), 4 * actors))
+        # one store batch a block by default: an actor hands each batch on as soon as it is explained (blocks of
+        # several batches held the first commit back until the whole block was explained: 14.6 s instead of 8.3 s)
+        ds = ray.data.from_items(rows, override_num_blocks=blocks or len(rows))
         return ds.map(_LoadBatch(self.dataset), num_cpus=DECODE_CPUS)
 
 
