@@ -108,14 +108,18 @@ class IndexedInput:
         raise ValueError("targets='column' takes the classes of a ray.data.Dataset's 'target' column; for files, "
                          "give a targets file or mapping")
 
-    def load_stage(self, ray: Any, todo: Sequence[int], batch_size: int, blocks: int | None, actors: int) -> Any:
-        """The dataset of the loaded store batches `todo` (a row each: `batch`, `payload`)."""
+    def load_stage(self, ray: Any, todo: Sequence[int], batch_size: int, blocks: int | None, actors: int,
+                   in_actors: bool = False) -> tuple[Any, Any]:
+        """The dataset of the loaded store batches `todo` (a row each: `batch`, `payload`), and None; with
+        `in_actors`, the dataset of the planned batches (`batch`, `indices`) and the loader the actors call."""
         n = len(self.ids)
         rows = [{"batch": b, "indices": np.arange(b * batch_size, min((b + 1) * batch_size, n))} for b in todo]
         # one store batch a block by default: an actor hands each batch on as soon as it is explained (blocks of
         # several batches held the first commit back until the whole block was explained: 14.6 s instead of 8.3 s)
         ds = ray.data.from_items(rows, override_num_blocks=blocks or len(rows))
-        return ds.map(_LoadBatch(self.dataset), num_cpus=DECODE_CPUS)
+        if in_actors:
+            return ds, _LoadBatch(self.dataset)
+        return ds.map(_LoadBatch(self.dataset), num_cpus=DECODE_CPUS), None
 
 
 def indexed_input(data: Any, preprocess: Preprocess) -> IndexedInput:
@@ -269,13 +273,16 @@ class RowsInput:
                              f"{bad[0][0]!r}")
         return {str(i): int(t) for i, t in zip(self.ids, self.targets)}
 
-    def load_stage(self, ray: Any, todo: Sequence[int], batch_size: int, blocks: int | None, actors: int) -> Any:
+    def load_stage(self, ray: Any, todo: Sequence[int], batch_size: int, blocks: int | None, actors: int,
+                   in_actors: bool = False) -> tuple[Any, Any]:
+        """The dataset of the loaded store batches `todo` (rows grouped by a shuffle, loaded by CPU tasks), and
+        None (the groups are loaded where they are made, whatever `in_actors` says)."""
         index = {row_id: (i, int(d)) for i, (row_id, d) in enumerate(zip(self.ids, self.digests.tolist()))}
         assigned = self.ds.map_batches(_AssignBatches(ray.put(index), batch_size, todo), batch_format="numpy",
                                        num_cpus=DECODE_CPUS)
         grouped = assigned.groupby("batch", num_partitions=blocks or max(1, min(len(todo), 4 * actors)))
         return grouped.map_groups(partial(load_group, preprocess=self.preprocess), batch_format="numpy",
-                                  num_cpus=DECODE_CPUS)
+                                  num_cpus=DECODE_CPUS), None
 
 
 def rows_input(ds: Any, preprocess: Preprocess, progress: bool = False) -> RowsInput:
