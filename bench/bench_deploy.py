@@ -24,8 +24,6 @@ included in its time, as a server receiving images would pay) and CUDA-synchroni
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -54,13 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads is None and args.device == "cpu":
         args.threads = 1
     return args
-
-
-def _load() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
 
 
 def contenders(net: Any, onnx_path: Path, device: str, threads: int | None) -> dict[str, Callable[[Any, Any], Any]]:
@@ -106,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import fastcam
-    from fastcam.benchmark import environment  # one record of device, versions, commit, date for every benchmark
+    from fastcam.benchmark.provenance import environment, load_average, write_record  # one record of device, versions, commit, date for every benchmark
     from fastcam.benchmark.timing import time_interleaved  # the one timer of every benchmark
     from fastcam.models import BUILDERS
 
@@ -120,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     net = fastcam.softcam.convert(BUILDERS[args.model](num_classes=args.classes), args.classes).eval().to(device)
     generator = torch.Generator().manual_seed(args.seed)
     example = torch.randn(2, 3, args.size, args.size, generator=generator).to(device)
-    load_before = _load()
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "softcam.onnx"
         start = time.perf_counter()
@@ -141,13 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "benchmark": "deploy", "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "environment": {**environment(device), "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
-                        "onnxscript": _version("onnxscript"), "load_average_1min": [load_before, _load()]},
+                        "onnxscript": _version("onnxscript"), "load_average_1min": [load_before, load_average()]},
         "export": {**info.record(), "seconds": export_s},
         "results": results,
     }
-    out = args.out or ROOT / "bench" / "results" / f"deploy_{args.model}_{args.size}_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    out = write_record(record, args.out or ROOT / "bench" / "results" /
+                       f"deploy_{args.model}_{args.size}_{args.device}.json")
     print(f"bench_deploy: results -> {out}")
     return 0
 

@@ -24,7 +24,6 @@ Ray is started with the machine's GPUs; --actors must fit them). The default, cp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -56,13 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "default, decodes in its own process and is the 'local' every ratio is taken against)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: bench/results/ray_...)")
     return parser.parse_args(argv)
-
-
-def _load() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
 
 
 def make_inputs(root: Path, count: int, size: int, model: str) -> tuple[Path, Path]:
@@ -98,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    from fastcam.benchmark.provenance import environment
+    from fastcam.benchmark.provenance import environment, load_average, write_record
     from fastcam.pipeline import explain_folder
     from fastcam.ray import explain_dataset
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_ray: --device cuda, but torch sees no CUDA GPU here")
     work = Path(tempfile.mkdtemp(prefix="bench_ray_"))
-    load_before = _load()
+    load_before = load_average()
     try:
         data, weights = make_inputs(work, args.images, args.size, args.model)
         common = dict(weights=weights, layer="layer4", method="gradcam", size=args.size, batch_size=args.batch_size,
@@ -153,12 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ray", "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "environment": {**environment(torch.device(args.device)), "ray": ray.__version__,
                         "ray_cluster_resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
-                        "load_average_1min": [load_before, _load()]},
+                        "load_average_1min": [load_before, load_average()]},
         "results": results,
     }
-    out = args.out or ROOT / "bench" / "results" / f"ray_{args.model}_{args.size}_{args.images}img_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    out = write_record(record, args.out or ROOT / "bench" / "results" /
+                       f"ray_{args.model}_{args.size}_{args.images}img_{args.device}.json")
     print(f"bench_ray: results -> {out}")
     return 0
 

@@ -142,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from safetensors.torch import save_file
 
-    from fastcam.benchmark import environment
+    from fastcam.benchmark.provenance import environment, load_average, write_record
     from fastcam.models import BUILDERS
     from fastcam.serve import ServeOptions, start, stop
 
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     spec = f"fastcam:{args.model}"
     with tempfile.TemporaryDirectory(prefix="fastcam-bench-serve-") as tmp:
         root = Path(tmp)
@@ -191,13 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device, "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
         "replica_cpus": args.cpus, "distinct_images": args.images,
         "environment": {**environment(torch.device(args.device)), "ray": ray.__version__,
-                        "load_average_1min": [load_before, os.getloadavg()[0]]},
+                        "load_average_1min": [load_before, load_average()]},
         "offline": offline_result,
         "served": levels,
     }
-    out = args.out or ROOT / "bench" / "results" / f"serve_{args.model}_{args.size}_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    out = write_record(record, args.out or ROOT / "bench" / "results" /
+                       f"serve_{args.model}_{args.size}_{args.device}.json")
     print(f"wrote {out}")
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import json
 import os
 import platform
 import subprocess
@@ -81,3 +82,19 @@ def environment(device: torch.device) -> dict[str, Any]:
         },
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the platform has none): benchmarks record it before and
+    after, since a shared machine's load moves their figures."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def write_record(record: dict[str, Any], path: Path) -> Path:
+    """A benchmark's JSON record written to `path` (its folder made), UTF-8, indented."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
