@@ -67,7 +67,7 @@ class _StoreBatchExplainer(BatchExplainer):
     too (rows of planned batches instead of loaded ones)."""
 
     def __init__(self, model: str, *, resolve_targets: TargetsResolver, queue: Any = None,
-                 load: Callable[[dict[str, Any]], dict[str, Any]] | None = None, **kwargs: Any) -> None:
+                 load: Callable[[Sequence[int]], dict[str, Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.resolve = resolve_targets
         self.load = load
@@ -78,10 +78,9 @@ class _StoreBatchExplainer(BatchExplainer):
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[override]
         out = []
-        payloads = batch["payload"] if self.load is None else [
-            self.load({"batch": b, "indices": i})["payload"] for b, i in zip(batch["batch"], batch["indices"])]
-        for payload in payloads:
-            job = pickle.loads(payload)
+        jobs = ((pickle.loads(p) for p in batch["payload"]) if self.load is None
+                else (self.load(indices) for indices in batch["indices"]))  # loaded here: nothing to unpickle
+        for job in jobs:
             started = time.perf_counter()
             done = explain_batch(self.explainer, job["loaded"], job["indices"], self.resolve, self.device, self.amp,
                                  self._oom)
@@ -278,13 +277,17 @@ def plan_resources(actors: int | None, gpus_per_actor: float | None, cpus_per_ac
 
 #: the errors of a user's input or settings, given back as themselves out of Ray's task errors
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RunLockedError)
-_USER_ERROR_LINE = re.compile(r"^(ValueError|TypeError|FileNotFoundError): (.+)$", re.MULTILINE)
+#: those a Ray Data function raises, known to the driver by their traceback's last line only
+_TRACEBACK_ERRORS = {cls.__name__: cls for cls in (ValueError, TypeError, FileNotFoundError)}
+_TRACEBACK_ERROR_LINE = re.compile(rf"^({'|'.join(_TRACEBACK_ERRORS)}): (.+)$", re.MULTILINE)
 
 
 def _user_error(exc: BaseException) -> BaseException:
     """The user's error inside a Ray task error (a bad file, a locked shard, a dataset that changed), else the
     error itself. Ray keeps an actor's or a task's error as the cause; a Ray Data function's error reaches the
     driver only as the text of its traceback, so it is read back from there."""
+    from ray.exceptions import UserCodeException
+
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
@@ -292,18 +295,8 @@ def _user_error(exc: BaseException) -> BaseException:
             return cause
         seen.add(id(cause))
         cause = getattr(cause, "cause", None) or cause.__cause__
-    if isinstance(exc, ray_exceptions().UserCodeException):
-        found = _USER_ERROR_LINE.search(str(exc))
-        if found:
-            return {"ValueError": ValueError, "TypeError": TypeError,
-                    "FileNotFoundError": FileNotFoundError}[found.group(1)](found.group(2))
-    return exc
-
-
-def ray_exceptions() -> Any:
-    import ray.exceptions
-
-    return ray.exceptions
+    found = _TRACEBACK_ERROR_LINE.search(str(exc)) if isinstance(exc, UserCodeException) else None
+    return _TRACEBACK_ERRORS[found.group(1)](found.group(2)) if found else exc
 
 
 # ---------------------------------------------------------------------------------------------- main API

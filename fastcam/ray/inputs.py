@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -73,17 +74,19 @@ class _LoadBatch:
     def __init__(self, dataset: Any) -> None:
         self.items = SafeItems(dataset)
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+    def job(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The batch of these dataset indices, loaded (what an explaining actor takes)."""
         started = time.perf_counter()
-        indices = [int(i) for i in row["indices"]]
-        loaded = collate([self.items[i] for i in indices])
-        return {"batch": row["batch"], "payload": _job(indices, loaded, started)}
+        indices = [int(i) for i in indices]
+        return _job(indices, collate([self.items[i] for i in indices]), started)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"batch": row["batch"], "payload": pickle.dumps(self.job(row["indices"]), protocol=5)}
 
 
-def _job(indices: list[int], loaded: dict[str, Any], started: float) -> bytes:
-    """The payload of one loaded store batch (what the explaining actors take)."""
-    job = {"indices": indices, "loaded": loaded, "decode_s": time.perf_counter() - started}
-    return pickle.dumps(job, protocol=5)
+def _job(indices: list[int], loaded: dict[str, Any], started: float) -> dict[str, Any]:
+    """One loaded store batch as the explaining actors take it (pickled when it travels)."""
+    return {"indices": indices, "loaded": loaded, "decode_s": time.perf_counter() - started}
 
 
 @dataclass
@@ -118,7 +121,7 @@ class IndexedInput:
         # several batches held the first commit back until the whole block was explained: 14.6 s instead of 8.3 s)
         ds = ray.data.from_items(rows, override_num_blocks=blocks or len(rows))
         if in_actors:
-            return ds, _LoadBatch(self.dataset)
+            return ds, _LoadBatch(self.dataset).job
         return ds.map(_LoadBatch(self.dataset), num_cpus=DECODE_CPUS), None
 
 
@@ -146,7 +149,7 @@ def indexed_input(data: Any, preprocess: Preprocess) -> IndexedInput:
 # ---------------------------------------------------------------------------------------------- ray.data.Dataset
 def is_ray_dataset(data: Any) -> bool:
     """Whether `data` is a `ray.data.Dataset` (without importing Ray for other inputs)."""
-    ray_data = __import__("sys").modules.get("ray.data")
+    ray_data = sys.modules.get("ray.data")
     return ray_data is not None and isinstance(data, ray_data.Dataset)
 
 
@@ -228,7 +231,7 @@ def load_group(group: Mapping[str, Any], preprocess: Preprocess) -> dict[str, An
     indices = [int(i) for i in np.asarray(group["index"])[order]]
     loaded = load_rows(rows, preprocess)
     return {"batch": np.asarray([int(group["batch"][0])]),
-            "payload": np.asarray([_job(indices, loaded, started)], dtype=object)}
+            "payload": np.asarray([pickle.dumps(_job(indices, loaded, started), protocol=5)], dtype=object)}
 
 
 def own_context(ds: Any, ordered: bool) -> Any:
