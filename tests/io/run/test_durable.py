@@ -6,10 +6,10 @@ import stat
 from pathlib import Path
 
 import pytest
-import torch
 
-from fastcam.io.run import RunDirectory, ShardWriter
+from fastcam.io.run import RunDirectory
 from fastcam.io.run.durable import write_json_atomic
+from fastcam_testkit.runs import write_synthetic_run
 
 
 @pytest.fixture
@@ -28,11 +28,8 @@ def test_run_files_and_shard_folders_are_readable_by_others_as_chunks_are(tmp_pa
     """Issue 26 item 8: run.json, ids.json and progress files were 0600 (tempfile.mkstemp) and shard folders
     0700 (mkdtemp), unlike the 0644 chunks: a run shared with a colleague could not be opened by them."""
     root = tmp_path / "run"
+    write_synthetic_run(root, 1, batch_size=1)
     directory = RunDirectory(root)
-    directory.create(["a.png"], {"method": "gradcam", "batch_size": 1, "world_size": 1}, input_size=(8, 8), versions={})
-    writer = ShardWriter(root, 0, 1, n_items=1, batch_size=1, dtype="float32")
-    writer.write_batch(0, torch.tensor([True]), torch.ones(1, 2, 2), torch.zeros(1, 3), torch.tensor([1]))
-    writer.commit(0, [], 0.5, 1, "cpu")
     chunks = [p for p in directory.shard(0, 1).rglob("*") if p.is_file()]
     assert chunks and {_mode(p) for p in chunks} == {0o644}
     for path in (directory.run_json, directory.ids_json, directory.progress(0, 1)):

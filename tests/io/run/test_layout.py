@@ -122,18 +122,13 @@ def test_a_format_2_store_labelled_format_1_is_damage(tmp_path: Path) -> None:
     whose settings do not record their format (written through the store alone)."""
     import json
 
-    import torch
-
     from fastcam.errors import RunDamagedError
-    from fastcam.io.run import ShardWriter, open_run
+    from fastcam.io.run import open_run
+    from fastcam_testkit.runs import write_synthetic_run
 
     root = tmp_path / "run"
+    write_synthetic_run(root, 1, batch_size=1)
     directory = RunDirectory(root)
-    directory.create(["a.png"], {"method": "gradcam", "batch_size": 1, "world_size": 1}, input_size=(8, 8), versions={})
-    writer = ShardWriter(root, 0, 1, n_items=1, batch_size=1, dtype="float32")
-    writer.write_batch(0, torch.tensor([True]), torch.ones(1, 2, 2), torch.zeros(1, 3), torch.tensor([1]))
-    writer.commit(0, [], 0.5, 1, "cpu")
-    directory.finalize("cpu")
     meta = json.loads(directory.run_json.read_text())
     directory.run_json.write_text(json.dumps({**meta, "fastcam_run": 1}))
     with pytest.warns(UserWarning, match="store format 1"), pytest.raises(RunDamagedError, match="'fastcam_run' is 1"):
